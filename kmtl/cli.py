@@ -1,0 +1,158 @@
+"""The `kmtl` command line: train, evaluate, export, predict, demo.
+
+Every user error (bad config, bad data, an export path that exists) is printed as one clear
+message without a traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import kmtl  # sets the TF/Keras environment before anything imports TensorFlow
+from kmtl.errors import KmtlError
+
+EXIT_USER_ERROR = 2
+
+
+def _config_with_outputs(path, output_dir=None, export_dir=None, epochs=None):
+    from kmtl.config import load_config
+
+    config = load_config(path)
+    update = {}
+    if output_dir is not None:
+        update["output_dir"] = Path(output_dir).resolve()
+    if export_dir is not None:
+        update["export"] = config.export.model_copy(update={"dir": Path(export_dir).resolve()})
+    if epochs is not None:
+        update["training"] = config.training.model_copy(update={"epochs": epochs})
+    return config.model_copy(update=update) if update else config
+
+
+def _report(result):
+    print(f"\nrun folder:  {result.run_dir}")
+    print(f"TensorBoard: tensorboard --logdir {result.run_dir / 'logs'}")
+    if result.export_path is not None:
+        print(f"SavedModel:  {result.export_path}")
+        print(f"try it:      kmtl predict {result.export_path} \"what a wonderful film\"")
+
+
+def cmd_train(args):
+    config = _config_with_outputs(args.config, args.output_dir, args.export_dir, args.epochs)
+    from kmtl.training import train
+
+    result = train(config, verbose=args.verbose, export=False if args.no_export else None)
+    print(f"trained in {result.seconds:.1f} s")
+    _report(result)
+
+
+def cmd_demo(args):
+    from kmtl.demo import DEMO_CONFIG
+
+    config = _config_with_outputs(DEMO_CONFIG, args.output_dir, args.export_dir, args.epochs)
+    from kmtl.training import train
+
+    print(f"kmtl demo: {len(config.tasks)} tasks from {DEMO_CONFIG.parent / 'corpus'}, backbone {config.backbone}")
+    result = train(config, verbose=args.verbose)
+    print(f"trained in {result.seconds:.1f} s")
+    _report(result)
+
+
+def cmd_evaluate(args):
+    from kmtl.config import load_config
+    from kmtl.evaluation import evaluate_tasks, format_table, write_json
+    from kmtl.training import load_run
+    from kmtl.training.data import read_task_examples
+
+    model, pre, _ = load_run(args.run_dir)
+    config_path = args.config or Path(args.run_dir) / "config.json"
+    if Path(config_path).suffix == ".json":
+        from kmtl.config import config_from_dict
+
+        config = config_from_dict(json.loads(Path(config_path).read_text()), Path(config_path).parent)
+    else:
+        config = load_config(config_path)
+    _, dev = read_task_examples(config)
+    report = evaluate_tasks(model, dev, pre)
+    print(format_table(report))
+    if args.json:
+        write_json(report, args.json)
+
+
+def cmd_export(args):
+    from kmtl.export import export_saved_model
+    from kmtl.training import load_run
+
+    model, pre, info = load_run(args.run_dir)
+    name = args.name or info.get("name") or Path(args.run_dir).name
+    path = export_saved_model(model, pre, args.dir, name, version=args.version)
+    print(path)
+
+
+def cmd_predict(args):
+    from kmtl.serving.predict import predict_lines
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for row in predict_lines(args.export_dir, texts, signature=args.signature):
+        print(json.dumps(row, ensure_ascii=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kmtl", description="Multi-task NLP with one shared BERT encoder.")
+    parser.add_argument("--version", action="version", version=f"kmtl {kmtl.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def outputs(p):
+        p.add_argument("--output-dir", help="where runs go (default: the config's output_dir)")
+        p.add_argument("--export-dir", help="where SavedModels go (default: the config's export.dir)")
+        p.add_argument("--epochs", type=int, help="override training.epochs")
+        p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+
+    p = sub.add_parser("train", help="train, evaluate and export the model a YAML config describes")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    outputs(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="train the bundled 3-task demo offline, evaluate and export it")
+    outputs(p)
+    p.set_defaults(func=cmd_demo, output_dir="runs", export_dir="saved_models")
+
+    p = sub.add_parser("evaluate", help="dev-set metrics of a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--config", help="evaluate on this config's dev splits (default: the run's own)")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a finished run as a versioned SavedModel")
+    p.add_argument("run_dir")
+    p.add_argument("--dir", default="saved_models", help="base folder (default: saved_models)")
+    p.add_argument("--name", help="model name (default: the run's name)")
+    p.add_argument("--version", type=int, help="version number (default: next free)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="predict with an exported SavedModel; JSON Lines out")
+    p.add_argument("export_dir", help="a SavedModel version folder, or its model folder (latest version)")
+    p.add_argument("texts", nargs="*", help="texts (default: one per line on stdin)")
+    p.add_argument("--signature", default="serving_default")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KmtlError as err:
+        print(f"kmtl {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"kmtl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

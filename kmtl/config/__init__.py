@@ -1,0 +1,54 @@
+"""The run configuration: a YAML file validated once into frozen, typed pydantic models.
+
+Example:
+    >>> from kmtl.config import load_config, build_source
+    >>> config = load_config("configs/demo.yaml")      # ConfigError lists every problem
+    >>> task = config.task("sentiment")
+    >>> examples = build_source(task.train).read()[: task.limit]
+"""
+
+from kmtl.config.load import build_source, config_from_dict, load_config
+from kmtl.config.schema import (
+    PAIR_KINDS,
+    REGRESSION_KINDS,
+    SOURCE_FORMATS,
+    Config,
+    ConllSourceConfig,
+    CsvSourceConfig,
+    EarlyStoppingConfig,
+    ExportConfig,
+    JsonlSourceConfig,
+    MixtureConfig,
+    SharingConfig,
+    SourceConfig,
+    TaskConfig,
+    TaskKind,
+    TfdsSourceConfig,
+    TrainingConfig,
+    TsvSourceConfig,
+    WeightingConfig,
+)
+
+__all__ = [
+    "PAIR_KINDS",
+    "REGRESSION_KINDS",
+    "SOURCE_FORMATS",
+    "Config",
+    "ConllSourceConfig",
+    "CsvSourceConfig",
+    "EarlyStoppingConfig",
+    "ExportConfig",
+    "JsonlSourceConfig",
+    "MixtureConfig",
+    "SharingConfig",
+    "SourceConfig",
+    "TaskConfig",
+    "TaskKind",
+    "TfdsSourceConfig",
+    "TrainingConfig",
+    "TsvSourceConfig",
+    "WeightingConfig",
+    "build_source",
+    "config_from_dict",
+    "load_config",
+]

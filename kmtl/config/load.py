@@ -1,0 +1,233 @@
+"""Reading a YAML config into a :class:`~kmtl.config.schema.Config`, with every problem at once.
+
+Example:
+    >>> config = load_config("configs/demo.yaml")
+    >>> config.task("sentiment").train.path
+    PosixPath('/abs/configs/data/train.tsv')
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kmtl.config.schema import SOURCE_FORMATS, Config
+from kmtl.errors import ConfigError
+
+Problem = Tuple[str, str]
+
+
+def load_config(path) -> Config:
+    """Read and validate the YAML file at ``path``; relative paths in it are resolved
+    against its folder.
+
+    Raises:
+        ConfigError: listing every problem, each with its key path (or ``file:line`` for a
+            file that is not valid UTF-8 or YAML).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError([("", f"no such config file: {path.resolve()}")])
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError([(f"{path}:{line}", "not valid UTF-8; save the file as UTF-8")])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = getattr(err, "problem", None) or str(err)
+        raise ConfigError([(where, f"invalid YAML: {what}")])
+    if data is None:
+        raise ConfigError([(str(path), "the file is empty; a config needs at least tasks:")])
+    if not isinstance(data, dict):
+        raise ConfigError([(str(path), _not_a_mapping(data))])
+    return config_from_dict(data, path.resolve().parent)
+
+
+def config_from_dict(data: Any, base_dir) -> Config:
+    """Validate already-parsed config ``data``; relative paths are resolved against ``base_dir``.
+
+    Raises:
+        ConfigError: listing every problem, each with its key path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError([("", _not_a_mapping(data))])
+    problems: List[Problem] = []
+    config = None
+    try:
+        config = Config.model_validate(data, context={"base_dir": Path(base_dir).resolve()})
+    except ValidationError as err:
+        problems.extend(_describe(e) for e in err.errors())
+    problems.extend(_cross_problems(data))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _not_a_mapping(data) -> str:
+    return f"the top level must be a mapping of keys (name:, tasks:, ...), not a {type(data).__name__}"
+
+
+def build_source(source_cfg, limit: Optional[int] = None):
+    """The :mod:`kmtl.data.sources` object that reads a validated ``train``/``dev`` section.
+
+    ``limit`` is passed on to TFDS sources; for file sources the caller slices.
+    """
+    import importlib
+
+    sources = importlib.import_module("kmtl.data.sources")
+    fields = source_cfg.model_dump(exclude={"format"})
+    fmt = source_cfg.format
+    if fmt == "tsv":
+        return sources.DelimitedSource(delimiter="\t", **fields)
+    if fmt == "csv":
+        return sources.CsvSource(**fields)
+    if fmt == "jsonl":
+        return sources.JsonlSource(**fields)
+    if fmt == "conll":
+        return sources.ConllSource(**fields)
+    if fmt == "tfds":
+        return sources.TfdsSource(limit=limit, **fields)
+    raise ValueError(f"unknown source format {fmt!r}")
+
+
+# --- pydantic errors into (key path, message) ------------------------------------------------
+
+
+def _describe(err: dict) -> Problem:
+    """One pydantic error as ``(key path, message)`` in the YAML's terms."""
+    parts, holder = _locate(err["loc"])
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "kmtl":
+        if ctx.get("key"):
+            parts.append(ctx["key"])
+        message = ctx["message"]
+    elif kind == "extra_forbidden":
+        key = str(parts[-1])
+        fields = list(holder.model_fields) if holder else []
+        close = difflib.get_close_matches(key, fields, n=1)
+        message = (f"unknown key; did you mean {close[0]!r}?" if close
+                   else f"unknown key; valid keys: {', '.join(fields)}")
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "literal_error":
+        message = f"{value!r} is not one of: {_choices(ctx['expected'])}"
+    elif kind == "union_tag_invalid":
+        parts.append("format")
+        message = f"{ctx['tag']!r} is not one of: {', '.join(SOURCE_FORMATS)}"
+    elif kind == "union_tag_not_found":
+        parts.append("format")
+        message = f"required key is missing; choose one of: {', '.join(SOURCE_FORMATS)}"
+    elif kind in ("model_attributes_type", "model_type", "dict_type"):
+        message = f"expected a mapping of keys (key: value lines), got {_short(value)}"
+    else:
+        msg = err["msg"].replace("Tuple", "List").replace("tuple", "list")  # YAML has lists
+        message = f"{msg} (got {_short(value)})"
+    return _key_path(parts), message
+
+
+def _short(value) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+
+def _locate(loc) -> Tuple[list, Optional[type]]:
+    """Pydantic's ``loc`` without the discriminator tags it inserts, and the model that
+    holds the last key (``None`` inside a plain mapping)."""
+    parts: list = []
+    models: List[type] = [Config]
+    holder: Optional[type] = None
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(part)
+            continue
+        owner = next((m for m in models if part in m.model_fields), None)
+        tagged = [m for m in models if _tag(m) == part]
+        if owner is None and tagged:  # "tsv" in ('tasks', 0, 'train', 'tsv', 'path')
+            models = tagged
+            continue
+        holder = models[0] if len(models) == 1 else None
+        parts.append(part)
+        models = _models_in(owner.model_fields[part].annotation) if owner else []
+    return parts, holder
+
+
+def _models_in(annotation) -> List[type]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+def _tag(model) -> Optional[str]:
+    field = model.model_fields.get("format")
+    return field.annotation.__args__[0] if field else None
+
+
+def _choices(expected: str) -> str:
+    # pydantic's "'a', 'b' or 'c'" -> "a, b, c"
+    return ", ".join(re.findall(r"'([^']*)'", expected)) or expected
+
+
+def _key_path(parts) -> str:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    return text.lstrip(".")
+
+
+# --- checks across sections, on the raw data so that they run whatever else is wrong ---------
+
+
+def _cross_problems(data: dict) -> List[Problem]:
+    problems: List[Problem] = []
+    names: dict = {}
+    tasks = data.get("tasks")
+    for i, task in enumerate(tasks if isinstance(tasks, list) else []):
+        name = task.get("name") if isinstance(task, dict) else None
+        if isinstance(name, str) and name in names:
+            problems.append((f"tasks[{i}].name",
+                             f"duplicate task name {name!r} (also tasks[{names[name]}].name)"))
+        elif isinstance(name, str):
+            names[name] = i
+    if not names:
+        return problems
+    known = ", ".join(names)
+
+    weighting = _section(data, "weighting")
+    for key in ("weights", "start", "end"):
+        for task in _section(weighting, key):
+            if task not in names:
+                problems.append((f"weighting.{key}.{task}",
+                                 f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))
+
+    monitor = _section(_section(data, "training"), "early_stopping").get("monitor")
+    if isinstance(monitor, str) and not _monitor_ok(monitor, names):
+        problems.append(("training.early_stopping.monitor",
+                         f"{monitor!r} is not 'loss', 'val_loss' or '<task>_<metric>' "
+                         f"for a task: {known}"))
+    return problems
+
+
+def _section(data, key) -> dict:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _did_you_mean(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _monitor_ok(monitor: str, names) -> bool:
+    for metric in (monitor, monitor[len("val_"):] if monitor.startswith("val_") else None):
+        if metric == "loss" or (metric and any(metric.startswith(f"{n}_") for n in names)):
+            return True
+    return False

@@ -1,0 +1,416 @@
+"""The typed configuration: pydantic models for every section of the YAML file.
+
+The YAML is validated once, at the edge, by :func:`kmtl.config.load_config` (or
+:func:`kmtl.config.config_from_dict`); the rest of kmtl reads these frozen models, never raw
+dicts. Relative paths are resolved against the folder of the YAML file, which the loader
+passes as the validation context ``{"base_dir": ...}`` (without it: the working directory).
+
+Checks that need one field and the task around it (a source that does not fit the task's
+kind, a missing file, labels on a regression task) live here, as validators; checks that
+cross sections (duplicate task names, ``weighting`` keys, ``early_stopping.monitor``) live in
+:mod:`kmtl.config.load`, so that they run even when other parts of the file are invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    AfterValidator,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+TaskKind = Literal[
+    "classification", "pair_classification", "multilabel", "regression", "pair_regression",
+    "tagging",
+]
+PAIR_KINDS = ("pair_classification", "pair_regression")
+REGRESSION_KINDS = ("regression", "pair_regression")
+
+CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def problem(message: str, key: Optional[str] = None) -> PydanticCustomError:
+    """A validation error with kmtl's own message; ``key`` names a sub-key of the field.
+
+    The loader appends ``key`` to the error's key path, so a check on ``train`` can point at
+    ``tasks[0].train.text_pair``.
+    """
+    return PydanticCustomError("kmtl", "{message}", {"message": message, "key": key})
+
+
+def resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """``value`` made absolute: ``~`` expanded, relative paths joined to the YAML's folder."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        base = (info.context or {}).get("base_dir") or Path.cwd()
+        path = Path(base) / path
+    return path.resolve()
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    path = resolve_path(value, info)
+    if not path.is_file():
+        raise problem(f"no such file: {path}")
+    return path
+
+
+ResolvedPath = Annotated[Path, AfterValidator(resolve_path)]
+"""A path, made absolute against the YAML's folder; it need not exist."""
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+"""A path to a file that must exist, made absolute against the YAML's folder."""
+
+
+def _column(value: Any) -> Union[int, str]:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        if isinstance(value, int) and value < 0:
+            raise problem(f"a column index counts from 0; got {value}")
+        return value
+    raise problem(f"a column is a name (text) or a 0-based index (integer); got {value!r}")
+
+
+Column = Annotated[Union[int, str], PlainValidator(_column)]
+"""A column of a delimited file: its header name or its 0-based index."""
+
+
+class _Model(BaseModel):
+    """Base of the config models: frozen, and unknown keys are errors (typos get caught)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+class _DelimitedSourceConfig(_Model):
+    """The keys that TSV and CSV sources share."""
+
+    path: ExistingFile
+    text: Optional[Column] = "text"
+    text_pair: Optional[Column] = None
+    label: Optional[Column] = "label"
+    header: bool = True
+    label_separator: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _names_need_header(self):
+        if not self.header:
+            for key in ("text", "text_pair", "label"):
+                if isinstance(getattr(self, key), str):
+                    raise problem("with header: false, give columns as 0-based indexes", key)
+        return self
+
+
+class TsvSourceConfig(_DelimitedSourceConfig):
+    """A tab-separated file (``format: tsv``); columns by header name or 0-based index."""
+
+    format: Literal["tsv"]
+    quoting: bool = False
+
+
+class CsvSourceConfig(_DelimitedSourceConfig):
+    """A comma-separated file (``format: csv``), quoted fields allowed by default."""
+
+    format: Literal["csv"]
+    quoting: bool = True
+
+
+class JsonlSourceConfig(_Model):
+    """A JSON Lines file (``format: jsonl``): one object per line, fields by key."""
+
+    format: Literal["jsonl"]
+    path: ExistingFile
+    text: Optional[str] = "text"
+    text_pair: Optional[str] = None
+    label: Optional[str] = "label"
+    label_separator: Optional[str] = None
+
+
+class ConllSourceConfig(_Model):
+    """A CoNLL-style file (``format: conll``): one token per line, blank lines between sentences."""
+
+    format: Literal["conll"]
+    path: ExistingFile
+    token_column: int = 0
+    tag_column: int = -1
+    delimiter: Optional[str] = None
+
+
+class TfdsSourceConfig(_Model):
+    """A TensorFlow Datasets split (``format: tfds``); fields by feature name."""
+
+    format: Literal["tfds"]
+    name: str
+    split: str
+    text: Optional[str] = None
+    text_pair: Optional[str] = None
+    label: Optional[str] = None
+    tokens: Optional[str] = None
+    tags: Optional[str] = None
+    data_dir: Optional[ResolvedPath] = None
+
+
+SourceConfig = Annotated[
+    Union[TsvSourceConfig, CsvSourceConfig, JsonlSourceConfig, ConllSourceConfig, TfdsSourceConfig],
+    Field(discriminator="format"),
+]
+"""A ``train``/``dev`` section: one of the source models, chosen by its ``format`` key."""
+SOURCE_FORMATS = ("tsv", "csv", "jsonl", "conll", "tfds")
+
+
+def source_problem(kind: str, source) -> Optional[Tuple[str, str]]:
+    """``(key, message)`` when ``source`` cannot feed a task of ``kind``, else ``None``."""
+    fmt = source.format
+    if kind == "tagging":
+        if fmt == "conll":
+            return None
+        if fmt != "tfds":
+            return ("format", f"a tagging task reads conll or tfds sources, not {fmt}")
+        for key in ("tokens", "tags"):
+            if getattr(source, key) is None:
+                return (key, "a tagging task reads a tfds source through both tokens and tags")
+        return None
+    if fmt == "conll":
+        return ("format", f"conll holds tagged tokens; a {kind} task reads tsv, csv, jsonl or tfds")
+    if source.text is None:
+        return ("text", f"a {kind} task needs a text column")
+    if kind in PAIR_KINDS and source.text_pair is None:
+        return ("text_pair", f"a {kind} task needs text_pair (the second text's column)")
+    if kind not in PAIR_KINDS and source.text_pair is not None:
+        pair = "pair_regression" if kind == "regression" else "pair_classification"
+        return ("text_pair", f"only pair kinds read text_pair; did you mean kind: {pair}?")
+    if source.label is None:
+        return ("label", f"a {kind} task needs a label column")
+    return None
+
+
+# --- tasks --------------------------------------------------------------------------------
+
+
+class TaskConfig(_Model):
+    """One task: its head's kind, its label set, its loss weight and its data.
+
+    ``labels`` is ``None`` when it is to be inferred from the train split. ``limit`` caps
+    the examples read from ``train`` and from ``dev``.
+    """
+
+    name: str
+    kind: TaskKind
+    labels: Optional[Tuple[str, ...]] = None
+    weight: NonNegativeFloat = 1.0
+    train: SourceConfig
+    dev: Optional[SourceConfig] = None
+    limit: Optional[int] = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value):
+        if not TASK_NAME.match(value):
+            raise problem(
+                f"{value!r} is not a valid task name: use a lowercase letter, then a-z, 0-9 "
+                "or _ (it becomes a Keras output name)"
+            )
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _int_labels_as_text(cls, value):
+        # labels: [0, 1] means the strings that a data file holds
+        if isinstance(value, (list, tuple)):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value, info):
+        if value is None:
+            return value
+        if info.data.get("kind") in REGRESSION_KINDS:
+            raise problem(f"a {info.data['kind']} task has no labels; remove this key")
+        if not value:
+            raise problem("list at least one label, or leave labels out to infer them")
+        repeated = sorted({label for label in value if value.count(label) > 1})
+        if repeated:
+            raise problem(f"labels must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+    @field_validator("train", "dev")
+    @classmethod
+    def _fits_kind(cls, value, info):
+        kind = info.data.get("kind")
+        found = source_problem(kind, value) if value is not None and kind else None
+        if found:
+            raise problem(found[1], found[0])
+        return value
+
+
+# --- the other sections -------------------------------------------------------------------
+
+
+class SharingConfig(_Model):
+    """How tasks share the backbone: fully fine-tuned, frozen, or through LoRA adapters."""
+
+    mode: Literal["full", "frozen", "lora"] = "full"
+    lora_rank: int = Field(8, ge=1)
+
+
+class MixtureConfig(_Model):
+    """How batches draw from tasks.
+
+    ``sampling`` picks tasks in proportion to their size, to size**(1/temperature), uniformly,
+    or annealed from proportional to uniform; ``granularity`` is ``joint`` (mixed batches)
+    or ``alternating`` (one task per batch).
+    """
+
+    sampling: Literal["proportional", "temperature", "uniform", "annealed"] = "proportional"
+    temperature: float = Field(2.0, gt=0)
+    granularity: Literal["joint", "alternating"] = "joint"
+    batch_size: int = Field(32, ge=1)
+
+
+class EarlyStoppingConfig(_Model):
+    """Stop when ``monitor`` (``loss``, ``val_loss`` or ``<task>_<metric>``) stops improving."""
+
+    monitor: str = "loss"
+    patience: int = Field(2, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
+class TrainingConfig(_Model):
+    """The optimizer, schedule and distribution settings of a run."""
+
+    epochs: int = Field(3, ge=1)
+    steps_per_epoch: Optional[int] = Field(None, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: NonNegativeFloat = 0.01
+    clipnorm: Optional[float] = Field(1.0, gt=0)
+    seed: int = 0
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
+    jit_compile: bool = False
+    early_stopping: Optional[EarlyStoppingConfig] = None
+
+
+class WeightingConfig(_Model):
+    """Loss weights per task: ``static`` (task weights, overridden by ``weights``) or
+    ``linear`` (interpolated from ``start`` at epoch 0 to ``end`` at the last epoch; a task
+    left out of either uses its task weight)."""
+
+    strategy: Literal["static", "linear"] = "static"
+    weights: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    start: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    end: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
+
+    @field_validator("weights", "start", "end")
+    @classmethod
+    def _fits_strategy(cls, value, info):
+        wanted = "static" if info.field_name == "weights" else "linear"
+        strategy = info.data.get("strategy")
+        if value and strategy and strategy != wanted:
+            raise problem(f"only used when strategy is {wanted}; remove it or set strategy: {wanted}")
+        return value
+
+
+class ExportConfig(_Model):
+    """Whether and where to export the trained model (``<dir>/<name>/<version>/``)."""
+
+    enabled: bool = True
+    dir: ResolvedPath = Field(Path("saved_models"), validate_default=True)
+
+
+def _section():
+    # The default is a dict validated like user input, so that default paths inside it are
+    # resolved against the YAML's folder (validation context), not at import time.
+    return Field(default_factory=dict, validate_default=True)
+
+
+class Config(_Model):
+    """A whole run: backbone, tasks, data mixture, training, weighting, output and export.
+
+    Build it with :func:`kmtl.config.load_config` or :func:`kmtl.config.config_from_dict`,
+    which also check references between sections (task names in ``weighting`` and
+    ``training.early_stopping.monitor``, duplicate task names).
+
+    ``backbone`` is a preset name (``"minilm-l6"``, ``"tiny"``, a keras-hub preset) or, when
+    it looks like a path, an absolute folder path; :attr:`backbone_dir` tells which.
+    """
+
+    name: str = "kmtl"
+    backbone: str = "minilm-l6"
+    max_length: int = Field(128, ge=8, le=512)
+    pooling: Literal["mean", "cls"] = "mean"
+    sharing: SharingConfig = _section()
+    tasks: Tuple[TaskConfig, ...]
+    mixture: MixtureConfig = _section()
+    training: TrainingConfig = _section()
+    weighting: WeightingConfig = _section()
+    output_dir: ResolvedPath = Field(Path("runs"), validate_default=True)
+    export: ExportConfig = _section()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value):
+        if not CONFIG_NAME.match(value):
+            raise problem(f"{value!r} is not a valid name: use letters, digits, _ and - only")
+        return value
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value, info):
+        if not looks_like_path(value):
+            return value
+        path = resolve_path(Path(value), info)
+        if not path.is_dir():
+            raise problem(f"no such folder: {path}")
+        return str(path)
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_tasks(cls, value):
+        if not value:
+            raise problem("list at least one task")
+        return value
+
+    @property
+    def backbone_dir(self) -> Optional[Path]:
+        """The local backbone folder, or ``None`` when ``backbone`` is a preset name."""
+        return Path(self.backbone) if looks_like_path(self.backbone) else None
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run writes: ``<output_dir>/<name>``."""
+        return self.output_dir / self.name
+
+    @property
+    def task_names(self) -> Tuple[str, ...]:
+        """The task names, in config order."""
+        return tuple(task.name for task in self.tasks)
+
+    def task(self, name: str) -> TaskConfig:
+        """The task called ``name``; ``KeyError`` naming the known tasks if there is none."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"no task {name!r}; tasks are: {', '.join(self.task_names)}")
+
+    def to_yaml_dict(self) -> Dict[str, Any]:
+        """The resolved config as plain JSON/YAML data (paths as absolute strings)."""
+        return self.model_dump(mode="json")
+
+
+def looks_like_path(backbone: str) -> bool:
+    """Whether a ``backbone`` value names a local folder rather than a preset or a URL."""
+    if "://" in backbone:
+        return False
+    return "/" in backbone or backbone.startswith((".", "~"))

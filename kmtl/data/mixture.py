@@ -1,0 +1,93 @@
+"""Mix the tasks' pipelines into one training dataset for `model.fit`."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from kmtl.data.example import Example
+from kmtl.data.pipeline import task_dataset, trim_batch
+from kmtl.data.sampling import get_sampler
+
+GRANULARITIES = ("joint", "alternating")
+
+
+def default_steps_per_epoch(sizes: Sequence[int], batch_size: int) -> int:
+    """Default epoch length: as many batches as it takes to see every example once on average."""
+    return max(1, math.ceil(sum(sizes) / batch_size))
+
+
+def mixture(
+    tasks,
+    examples_by_task: Dict[str, Sequence[Example]],
+    preprocessor,
+    *,
+    batch_size: int = 32,
+    sampling="proportional",
+    temperature: float = 2.0,
+    granularity: str = "joint",
+    epochs: int = 1,
+    steps_per_epoch: int = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """The multi-task training dataset: ``epochs × steps_per_epoch`` batches of ``(x, y, w)``.
+
+    ``y``/``w`` are full dicts (one entry per task; zero weight for tasks an example does not
+    own), so the dataset goes straight into `model.fit`. Each batch is padded only to its own
+    longest sequence.
+
+    Args:
+        tasks: the `kmtl.tasks.Task` list (the model's heads).
+        examples_by_task: training `Example`s per task name (tasks without data are skipped).
+        preprocessor: the `kmtl.data.Preprocessor` of the backbone.
+        batch_size: examples per batch.
+        sampling: ``proportional``, ``temperature`` (``n_i ** (1/T)``, T5), ``uniform`` or
+            ``annealed`` (Stickland & Murray 2019), or a `kmtl.data.sampling.Sampler`.
+        temperature: ``T`` for temperature sampling.
+        granularity: ``joint`` (examples of all tasks mixed inside a batch) or ``alternating``
+            (each batch drawn from one task).
+        epochs: how many epochs of batches to produce. With ``epochs=1`` the dataset can be
+            passed to ``fit(epochs=N)``: each pass reshuffles. Annealed sampling needs the real
+            number (its rates change by epoch): then pass ``steps_per_epoch`` to ``fit`` too.
+        steps_per_epoch: batches per epoch; default: all examples once (`default_steps_per_epoch`).
+        seed: makes the sampling and shuffling deterministic.
+
+    Example:
+        >>> train = kmtl.data.mixture(tasks, {"sentiment": sst, "ner": conll}, pre,
+        ...                           sampling="temperature", temperature=2.0)
+        >>> model.fit(train, epochs=3)
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
+    sampler = get_sampler(sampling, temperature)
+    by_name = {t.name: t for t in tasks}
+    unknown = sorted(set(examples_by_task) - set(by_name))
+    if unknown:
+        raise ValueError(f"examples given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
+    names = [name for name, exs in examples_by_task.items() if exs]
+    sizes = [len(examples_by_task[name]) for name in names]
+    steps = steps_per_epoch or default_steps_per_epoch(sizes, batch_size)
+
+    parts = [
+        task_dataset(by_name[name], tasks, examples_by_task[name], preprocessor, seed=seed + i)
+        for i, name in enumerate(names)
+    ]
+    trim = lambda x, y, w: trim_batch(tasks, x, y, w)  # noqa: E731
+    if granularity == "alternating":
+        parts = [p.batch(batch_size, drop_remainder=True).map(trim) for p in parts]
+    per_epoch = steps if granularity == "alternating" else steps * batch_size
+
+    table = np.stack([sampler.weights(sizes, e, epochs) for e in range(epochs)]).astype(np.float32)
+    if len(parts) == 1:
+        ds = parts[0]
+    else:
+        table_t = tf.constant(table)
+        weights = tf.data.Dataset.range(per_epoch * epochs).map(lambda i: table_t[i // per_epoch])
+        ds = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
+    if granularity == "joint":
+        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE).map(trim)
+    ds = ds.take(steps * epochs)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,155 @@
+"""Per-task `tf.data` pipelines: raw examples → (inputs, full label dict, full weight dict)."""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from kmtl.data.example import Example
+from kmtl.data.preprocessor import Preprocessor
+from kmtl.errors import DataError
+
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+_ENCODE_BATCH = 256
+
+
+def raw_tensors(task, examples: Sequence[Example], with_labels: bool = True):
+    """The task's input fields (and encoded labels) as tensors for `from_tensor_slices`."""
+    if not examples:
+        raise DataError("", f"task {task.name!r} has no examples; give it a non-empty split")
+    for ex in examples:
+        task.check_inputs(ex)
+    if task.token_level:
+        raw = {"tokens": tf.ragged.constant([list(ex.tokens) for ex in examples], dtype=tf.string)}
+    else:
+        raw = {field: tf.constant([getattr(ex, field) for ex in examples]) for field in task.input_fields}
+    if not with_labels:
+        return raw
+    labels = task.encode_labels(examples)
+    if task.token_level:
+        labels = tf.RaggedTensor.from_row_lengths(
+            np.concatenate(labels) if labels else np.zeros([0], np.int32), [len(l) for l in labels]
+        )
+    return raw, labels
+
+
+def _label_shape(task, length):
+    """Shapes (without batch) of a task's label and sample weight."""
+    if task.token_level:
+        return [length], [length]
+    if task.kind == "multilabel":
+        return [task.num_outputs], []
+    if task.kind in ("regression", "pair_regression"):
+        return [1], []
+    return [], []
+
+
+def _label_dtype(task):
+    return tf.float32 if task.kind in ("multilabel", "regression", "pair_regression") else tf.int32
+
+
+def encode_batch(task, tasks, preprocessor: Preprocessor, raw: dict, labels=None):
+    """Encode a batch of one task's raw inputs into ``(x, y, sample_weight)``.
+
+    ``y`` and ``sample_weight`` hold an entry for *every* task in ``tasks``: the owning task's
+    labels with weight 1 (token tasks: 1 on first word pieces), zeros with weight 0 for the
+    others. With ``labels=None`` only ``x`` (plus alignment info for token tasks) is returned.
+    """
+    if task.token_level:
+        enc = preprocessor.encode_words(raw["tokens"], labels)
+        x = {name: enc[name] for name in INPUT_NAMES}
+        if labels is None:
+            return x, {"first_piece": enc["first_piece"]}
+        own_y, own_w = enc["piece_labels"], enc["first_piece_mask"]
+    else:
+        x = preprocessor.encode_text(raw["text"], raw.get("text_pair"))
+        if labels is None:
+            return x, {}
+        own_y = labels
+        own_w = tf.ones([tf.shape(labels)[0]], tf.float32)
+    batch = tf.shape(x["token_ids"])[0]
+    length = preprocessor.max_length
+    y, w = {}, {}
+    for other in tasks:
+        if other.name == task.name:
+            y[other.name], w[other.name] = own_y, own_w
+            continue
+        label_shape, weight_shape = _label_shape(other, length)
+        y[other.name] = tf.zeros([batch] + label_shape, _label_dtype(other))
+        w[other.name] = tf.zeros([batch] + weight_shape, tf.float32)
+    return x, y, w
+
+
+def task_dataset(task, tasks, examples, preprocessor: Preprocessor, *, shuffle=True, repeat=True, seed=0):
+    """An unbatched dataset of one task's encoded examples, fixed width ``max_length``.
+
+    Tokenization runs once (in batches of 256) and the result is cached; then the examples
+    are shuffled (a new order each pass, deterministic given ``seed``) and repeated.
+    """
+    raw, labels = raw_tensors(task, examples)
+    ds = tf.data.Dataset.from_tensor_slices((raw, labels))
+    ds = ds.ragged_batch(_ENCODE_BATCH) if task.token_level else ds.batch(_ENCODE_BATCH)
+    ds = ds.map(lambda r, l: encode_batch(task, tasks, preprocessor, r, l), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.unbatch().cache()
+    if shuffle:
+        ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds
+
+
+def trim_batch(tasks, x, y=None, w=None):
+    """Cut a batch padded to ``max_length`` down to its own longest sequence.
+
+    Token-level labels and weights are cut the same way; other tasks' entries are untouched.
+    """
+    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)), 1)
+    x = {k: v[:, :longest] for k, v in x.items()}
+    if y is None:
+        return x
+    token_tasks = {t.name for t in tasks if t.token_level}
+    y = {k: (v[:, :longest] if k in token_tasks else v) for k, v in y.items()}
+    w = {k: (v[:, :longest] if k in token_tasks else v) for k, v in w.items()}
+    return x, y, w
+
+
+def eval_dataset(task, tasks, examples, preprocessor: Preprocessor, batch_size=64, with_labels=False):
+    """A finite, ordered, batched dataset of one task's examples, each batch trimmed.
+
+    Elements are ``(x, aux)`` (``aux["first_piece"]`` for token tasks) or, with
+    ``with_labels=True``, ``(x, y, sample_weight)`` for `model.evaluate`/validation.
+    """
+    if with_labels:
+        raw, labels = raw_tensors(task, examples)
+        ds = tf.data.Dataset.from_tensor_slices((raw, labels))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(raw_tensors(task, examples, with_labels=False))
+    ds = ds.ragged_batch(batch_size) if task.token_level else ds.batch(batch_size)
+    if with_labels:
+        ds = ds.map(lambda r, l: trim_batch(tasks, *encode_batch(task, tasks, preprocessor, r, l)))
+    else:
+        def encode(r):
+            x, aux = encode_batch(task, tasks, preprocessor, r)
+            return trim_batch(tasks, x), aux
+
+        ds = ds.map(encode)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], preprocessor, batch_size=64):
+    """Every dev example of every task once, one task per batch: for ``validation_data``.
+
+    Per-task validation metrics are weighted by ownership, so they are exact per-task figures.
+    """
+    by_name = {t.name: t for t in tasks}
+    parts = [
+        eval_dataset(by_name[name], tasks, exs, preprocessor, batch_size, with_labels=True)
+        for name, exs in examples_by_task.items()
+        if exs
+    ]
+    ds = parts[0]
+    for part in parts[1:]:
+        ds = ds.concatenate(part)
+    return ds

@@ -1,0 +1,117 @@
+"""Raw text → model inputs, as TensorFlow ops (usable in `tf.data` and in serving graphs)."""
+
+from __future__ import annotations
+
+import keras_hub
+import tensorflow as tf
+
+
+class Preprocessor:
+    """Tokenizes and packs raw text with the backbone's keras-hub tokenizer, in the TF graph.
+
+    The same object runs inside the training `tf.data` pipeline and inside the exported
+    serving signatures, so training and serving tokenize identically. All methods take
+    *batches* (``[batch]`` strings, or ragged ``[batch, (words)]`` for tagging) and return
+    dense ``int32`` tensors of width ``max_length``; the pipeline later trims each batch to
+    its longest sequence. The methods are `tf.function`s (keras-hub tokenizers return Python
+    lists when called eagerly), so eager callers get tensors too.
+
+    Args:
+        tokenizer: a keras-hub WordPiece tokenizer (e.g. ``keras_hub.models.BertTokenizer``).
+        max_length: sequence length including ``[CLS]``/``[SEP]``; longer inputs are truncated
+            (pairs round-robin, as BERT does).
+
+    Example:
+        >>> pre = Preprocessor(tokenizer, max_length=64)
+        >>> x = pre.encode_text(tf.constant(["a fine film"]))
+        >>> sorted(x)
+        ['padding_mask', 'segment_ids', 'token_ids']
+    """
+
+    def __init__(self, tokenizer, max_length: int = 128):
+        if max_length < 4:
+            raise ValueError(f"max_length must be at least 4, got {max_length}")
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.cls_id = int(tokenizer.token_to_id(tokenizer.cls_token))
+        self.sep_id = int(tokenizer.token_to_id(tokenizer.sep_token))
+        self.pad_id = int(tokenizer.token_to_id(tokenizer.pad_token))
+        self.unk_id = int(tokenizer.token_to_id(getattr(tokenizer, "unk_token", None) or "[UNK]"))
+        self.packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length=self.max_length,
+            start_value=self.cls_id,
+            end_value=self.sep_id,
+            pad_value=self.pad_id,
+            truncate="round_robin",
+        )
+
+    def _inputs(self, token_ids, segment_ids, lengths):
+        positions = tf.range(tf.shape(token_ids)[1])[tf.newaxis, :]
+        mask = tf.cast(positions < tf.cast(lengths, tf.int32)[:, tf.newaxis], tf.int32)
+        return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask}
+
+    @tf.function(reduce_retracing=True)
+    def encode_text(self, text, text_pair=None) -> dict:
+        """``[batch]`` strings (and optional second strings) → packed model inputs."""
+        segments = [self.tokenizer(text)]
+        if text_pair is not None:
+            segments.append(self.tokenizer(text_pair))
+        token_ids, segment_ids = self.packer(tuple(segments))
+        token_ids = tf.cast(token_ids, tf.int32)
+        lengths = tf.reduce_sum(tf.cast(token_ids != self.pad_id, tf.int32), axis=1)
+        return self._inputs(token_ids, tf.cast(segment_ids, tf.int32), lengths)
+
+    @tf.function(reduce_retracing=True)
+    def encode_words(self, words: tf.RaggedTensor, word_labels: tf.RaggedTensor = None) -> dict:
+        """Ragged ``[batch, (words)]`` → model inputs plus word/piece alignment.
+
+        Returns the model inputs and:
+            ``first_piece_mask``: ``[batch, max_length]`` 1.0 on each word's first piece;
+            ``first_piece``: ``[batch, max_words]`` position of each word's first piece, ``-1``
+                for padding and for words truncated away;
+            ``piece_labels`` (when ``word_labels`` is given): ``[batch, max_length]`` the word's
+                label on its first piece, 0 elsewhere.
+        """
+        flat_words = words.flat_values
+        pieces = self.tokenizer(flat_words)
+        if not isinstance(pieces, tf.RaggedTensor):
+            pieces = tf.RaggedTensor.from_tensor(pieces)
+        counts = pieces.row_lengths()
+        # A word with no pieces (only control characters, say) becomes [UNK] so it keeps a slot.
+        dense = tf.pad(pieces.to_tensor(self.unk_id), [[0, 0], [0, 1]], constant_values=self.unk_id)
+        counts = tf.maximum(counts, tf.constant(1, counts.dtype))
+        pieces = tf.RaggedTensor.from_tensor(tf.cast(dense, tf.int32), lengths=counts)
+
+        word_rows = tf.cast(words.row_lengths(), counts.dtype)
+        seq = tf.RaggedTensor.from_row_lengths(pieces, word_rows).merge_dims(1, 2)
+        first = tf.cast(tf.ragged.range(counts) == 0, tf.float32)
+        first = tf.RaggedTensor.from_row_lengths(first, word_rows).merge_dims(1, 2)
+
+        keep = self.max_length - 2
+        batch = tf.shape(word_rows)[0]
+        cls = tf.fill([batch, 1], self.cls_id)
+        sep = tf.fill([batch, 1], self.sep_id)
+        zeros_f = tf.zeros([batch, 1], tf.float32)
+        shape = [None, self.max_length]
+        piece_splits = seq.row_splits
+        seq = seq[:, :keep]
+        token_ids = tf.concat([cls, seq, sep], axis=1).to_tensor(self.pad_id, shape=shape)
+        lengths = seq.row_lengths() + 2
+        out = self._inputs(token_ids, tf.zeros_like(token_ids), lengths)
+        out["first_piece_mask"] = tf.concat([zeros_f, first[:, :keep], zeros_f], axis=1).to_tensor(0.0, shape=shape)
+
+        # Position of each word's first piece: 1 + pieces of the words before it in its sentence.
+        before = tf.math.cumsum(counts, exclusive=True)
+        starts = tf.gather(tf.concat([before, tf.zeros([1], before.dtype)], 0), words.row_starts())
+        position = before - tf.repeat(starts, word_rows) + 1
+        position = tf.cast(tf.where(position <= keep, position, -1), tf.int32)
+        out["first_piece"] = tf.RaggedTensor.from_row_lengths(position, word_rows).to_tensor(-1)
+
+        if word_labels is not None:
+            labels = tf.repeat(tf.cast(word_labels.flat_values, tf.int32), counts)
+            labels = tf.RaggedTensor.from_row_splits(labels, piece_splits)
+            labels = labels[:, :keep]
+            zeros_i = tf.zeros([batch, 1], tf.int32)
+            out["piece_labels"] = tf.concat([zeros_i, labels, zeros_i], axis=1).to_tensor(0, shape=shape)
+        return out
+

@@ -1,0 +1,6 @@
+"""Evaluation: per-task dev metrics, printed as a table and saved as JSON."""
+
+from kmtl.evaluation.evaluate import evaluate_tasks, format_table, write_json
+from kmtl.evaluation.predict import predict_task
+
+__all__ = ["evaluate_tasks", "format_table", "write_json", "predict_task"]

@@ -1,0 +1,72 @@
+"""Dev-set evaluation of every task, as a dict, a terminal table and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Dict, Sequence
+
+from kmtl.evaluation.predict import predict_task
+
+# The metric a table shows first for each task kind.
+HEADLINE = {
+    "classification": "accuracy",
+    "pair_classification": "accuracy",
+    "multilabel": "micro_f1",
+    "regression": "pearson",
+    "pair_regression": "pearson",
+    "tagging": "entity_f1",
+}
+
+
+def evaluate_tasks(model, examples_by_task: Dict[str, Sequence], preprocessor, batch_size: int = 64) -> Dict[str, dict]:
+    """Per-task dev metrics: accuracy and macro-F1, entity F1 (seqeval), Pearson/Spearman...
+
+    Args:
+        model: a `kmtl.MultiTaskModel`.
+        examples_by_task: labelled dev `Example`s per task name (tasks without any are skipped).
+        preprocessor: the backbone's `kmtl.data.Preprocessor`.
+
+    Returns:
+        ``{task: {"kind": ..., "examples": n, metric: value, ...}}``.
+    """
+    by_name = {t.name: t for t in model.tasks}
+    report = {}
+    for name, examples in examples_by_task.items():
+        if not examples:
+            continue
+        task = by_name[name]
+        predictions = predict_task(model, task, list(examples), preprocessor, batch_size)
+        report[name] = {"kind": task.kind, "examples": len(examples), **task.evaluate(examples, predictions)}
+    return report
+
+
+def format_table(report: Dict[str, dict]) -> str:
+    """A plain-text table: one row per task, its headline metric first, then the others."""
+    rows = [("task", "kind", "n", "metrics")]
+    for name, res in report.items():
+        head = HEADLINE.get(res["kind"])
+        names = [head] + sorted(k for k in res if k not in ("kind", "examples", head))
+        metrics = "  ".join(f"{k}={_fmt(res[k])}" for k in names if k in res)
+        rows.append((name, res["kind"], str(res["examples"]), metrics))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]
+    lines.insert(1, "-" * max(len(l) for l in lines))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
+
+
+def write_json(report: Dict[str, dict], path) -> Path:
+    """Write the report atomically (temporary file, then rename); NaN becomes null."""
+    path = Path(path)
+    clean = {t: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+             for t, r in report.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,30 @@
+"""Run a multi-task model over one task's examples and decode its outputs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from kmtl.data.pipeline import eval_dataset
+
+
+def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int = 64) -> list:
+    """Decoded predictions of ``task`` for ``examples`` (in order).
+
+    Batches are padded to their own longest sequence, so outputs are decoded batch by batch
+    (token-level outputs of different batches have different widths).
+
+    Example:
+        >>> predict_task(model, sentiment, [Example(text="great")], pre)[0]["label"]
+        'positive'
+    """
+    results = []
+    start = 0
+    for x, aux in eval_dataset(task, model.tasks, examples, preprocessor, batch_size):
+        outputs = model.predict_on_batch(x)[task.name]
+        batch = examples[start:start + len(outputs)]
+        info = {k: np.asarray(v) for k, v in aux.items()}
+        results.extend(task.decode(np.asarray(outputs), batch, **info))
+        start += len(outputs)
+    return results

@@ -1,0 +1,1 @@
+"""Using an exported SavedModel: load it and predict from raw text."""

@@ -1,0 +1,141 @@
+"""The `Task` base class: what every task kind knows about itself."""
+
+from __future__ import annotations
+
+import abc
+import re
+from typing import ClassVar, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from kmtl.data.example import Example
+from kmtl.errors import DataError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Task(abc.ABC):
+    """One named output of the multi-task model.
+
+    A task kind knows its head (a small stack of Keras layers on the shared encoder), its
+    per-example loss, its training metrics, how to encode raw labels into arrays, and how to
+    turn model outputs back into something a human reads. Subclasses set ``kind`` and
+    ``input_fields`` (which `Example` fields the task reads: ``("text",)``,
+    ``("text", "text_pair")`` or ``("tokens",)``).
+
+    Args:
+        name: the task's name; becomes the Keras output name and the TF Serving output key,
+            so it must match ``[a-z][a-z0-9_]*``.
+        labels: the label vocabulary, or ``None`` to infer it from the training examples
+            with `fit_labels` (sorted, so inference is deterministic).
+        dropout: dropout rate before the head's output layer.
+    """
+
+    kind: ClassVar[str] = ""
+    input_fields: ClassVar[tuple] = ("text",)
+    token_level: ClassVar[bool] = False
+    has_labels: ClassVar[bool] = True
+
+    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1):
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(
+                f"task name {name!r} is not valid: use lower-case letters, digits and '_', "
+                "starting with a letter (it becomes a Keras output name)"
+            )
+        if labels is not None:
+            labels = [str(label) for label in labels]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"task {name!r}: labels contain duplicates: {labels}")
+            if not labels:
+                raise ValueError(f"task {name!r}: labels must not be empty")
+        self.name = name
+        self.labels: Optional[List[str]] = labels
+        self.dropout = dropout
+
+    # ----------------------------------------------------------------- labels
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head's output layer."""
+        self._require_labels()
+        return len(self.labels)
+
+    def fit_labels(self, examples: Sequence[Example]) -> None:
+        """Infer the label vocabulary from training examples when none was given."""
+        if self.labels is not None or not self.has_labels:
+            return
+        seen = set()
+        for ex in examples:
+            seen.update(self._raw_label_values(ex))
+        if not seen:
+            raise DataError("", f"task {self.name!r}: no labels found in the training data")
+        self.labels = sorted(seen)
+
+    def _raw_label_values(self, ex: Example):
+        return [] if ex.label is None else [str(ex.label)]
+
+    def _require_labels(self):
+        if self.has_labels and self.labels is None:
+            raise ValueError(
+                f"task {self.name!r} has no label set yet: pass labels=... or call "
+                "fit_labels(train_examples) first"
+            )
+
+    def _label_index(self, value, where: str) -> int:
+        if getattr(self, "_index_of", None) is not self.labels:
+            self._index = {label: i for i, label in enumerate(self.labels)}
+            self._index_of = self.labels
+        index = self._index.get(str(value).strip())
+        if index is None:
+            shown = ", ".join(self.labels[:20]) + (" ..." if len(self.labels) > 20 else "")
+            raise DataError(
+                where,
+                f"label {value!r} is not in the label set of task {self.name!r} ({shown}); "
+                "fix the label or add it to the task's `labels`",
+            )
+        return index
+
+    def check_inputs(self, ex: Example) -> None:
+        """Raise `DataError` when the example lacks a field this task reads."""
+        for field in self.input_fields:
+            value = getattr(ex, field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(
+                    ex.where, f"task {self.name!r} needs a non-empty {field!r}; this example has none"
+                )
+
+    @abc.abstractmethod
+    def encode_labels(self, examples: Sequence[Example]) -> np.ndarray:
+        """Turn the raw labels of ``examples`` into one array (one row per example)."""
+
+    # ------------------------------------------------------------------ model
+    @abc.abstractmethod
+    def build_head(self, features: Dict):
+        """Build the head on symbolic ``features`` (``sequence``, ``pooled``); return the output.
+
+        The returned tensor must come from a layer named ``self.name``.
+        """
+
+    @abc.abstractmethod
+    def per_example_loss(self, y_true, y_pred):
+        """Unreduced loss, the same shape as this task's sample weights ([B] or [B, T])."""
+
+    def metrics(self) -> list:
+        """Keras metrics tracked during training (weighted by the task's sample weights)."""
+        return []
+
+    # ---------------------------------------------------------------- outputs
+    @abc.abstractmethod
+    def decode(self, outputs: np.ndarray, examples: Sequence[Example] = None, **info) -> list:
+        """Human-readable predictions for a batch of model outputs."""
+
+    @abc.abstractmethod
+    def evaluate(self, examples: Sequence[Example], predictions: list) -> Dict[str, float]:
+        """Dev-set metrics from gold ``examples`` and decoded ``predictions``."""
+
+    # ------------------------------------------------------------ persistence
+    def get_config(self) -> dict:
+        """JSON-able description; `kmtl.tasks.from_config` rebuilds the task from it."""
+        return {"kind": self.kind, "name": self.name, "labels": self.labels, "dropout": self.dropout}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r}, labels={self.labels!r})"

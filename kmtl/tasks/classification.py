@@ -1,0 +1,80 @@
+"""Single-sentence and sentence-pair classification."""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import keras
+import numpy as np
+from sklearn.metrics import f1_score
+
+from kmtl.tasks.base import Task
+
+
+class Classification(Task):
+    """Single-sentence classification (sentiment, topic, intent...).
+
+    Head: dropout and a dense layer on the pooled sentence vector, producing logits; trained
+    with sparse softmax cross-entropy. Dev metrics: accuracy and macro-F1.
+
+    Args:
+        name: task name (Keras output name).
+        labels: label vocabulary; inferred from the training split when ``None``.
+        dropout: dropout rate before the output layer.
+
+    Example:
+        >>> task = Classification("sentiment", labels=["negative", "positive"])
+    """
+
+    kind = "classification"
+    input_fields = ("text",)
+
+    def encode_labels(self, examples: Sequence) -> np.ndarray:
+        self._require_labels()
+        return np.array([self._label_index(ex.label, ex.where) for ex in examples], dtype=np.int32)
+
+    def build_head(self, features: Dict):
+        x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(features["pooled"])
+        return keras.layers.Dense(self.num_outputs, name=self.name)(x)
+
+    def per_example_loss(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+    def metrics(self) -> list:
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def decode(self, outputs, examples=None, **info) -> list:
+        """Each prediction: ``{"label": str, "probabilities": {label: p}}``."""
+        probs = _softmax(np.asarray(outputs, dtype=np.float64))
+        return [
+            {"label": self.labels[int(row.argmax())],
+             "probabilities": {label: float(p) for label, p in zip(self.labels, row)}}
+            for row in probs
+        ]
+
+    def evaluate(self, examples, predictions) -> Dict[str, float]:
+        gold = [str(ex.label).strip() for ex in examples]
+        pred = [p["label"] for p in predictions]
+        return {
+            "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])),
+            "macro_f1": float(f1_score(gold, pred, labels=self.labels, average="macro", zero_division=0)),
+        }
+
+
+class PairClassification(Classification):
+    """Sentence-pair classification (paraphrase, entailment, NLI).
+
+    Both sentences are packed into one sequence (``[CLS] a [SEP] b [SEP]``, segment ids 0/1,
+    round-robin truncation); otherwise identical to `Classification`.
+
+    Example:
+        >>> task = PairClassification("nli", labels=["entailment", "neutral", "contradiction"])
+    """
+
+    kind = "pair_classification"
+    input_fields = ("text", "text_pair")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)

@@ -1,0 +1,92 @@
+"""Multi-label classification: any subset of the label set per example."""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import keras
+import numpy as np
+from sklearn.metrics import f1_score
+
+from kmtl.errors import DataError
+from kmtl.tasks.base import Task
+
+
+class MultiLabelClassification(Task):
+    """Multi-label classification (tags, aspects, toxicity types...).
+
+    Head: dense logits, one per label, trained with sigmoid binary cross-entropy (mean over
+    labels). A label is predicted when its probability reaches ``threshold``. Raw labels are
+    tuples of label strings (sources split a cell on ``label_separator``). Dev metrics:
+    micro-F1, macro-F1 and exact-match (subset) accuracy.
+
+    Args:
+        name: task name.
+        labels: label vocabulary; inferred from the training split when ``None``.
+        threshold: decision threshold on each label's probability.
+        dropout: dropout rate before the output layer.
+
+    Example:
+        >>> task = MultiLabelClassification("topics", labels=["sports", "politics", "tech"])
+    """
+
+    kind = "multilabel"
+    input_fields = ("text",)
+
+    def __init__(self, name, labels=None, threshold: float = 0.5, dropout: float = 0.1):
+        super().__init__(name, labels, dropout)
+        self.threshold = threshold
+
+    def _raw_label_values(self, ex):
+        return list(_as_tuple(ex.label, ex.where))
+
+    def encode_labels(self, examples: Sequence) -> np.ndarray:
+        self._require_labels()
+        out = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
+        for row, ex in enumerate(examples):
+            for value in _as_tuple(ex.label, ex.where):
+                out[row, self._label_index(value, ex.where)] = 1.0
+        return out
+
+    def build_head(self, features: Dict):
+        x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(features["pooled"])
+        return keras.layers.Dense(self.num_outputs, name=self.name)(x)
+
+    def per_example_loss(self, y_true, y_pred):
+        return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=True)
+
+    def metrics(self) -> list:
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
+
+    def decode(self, outputs, examples=None, **info) -> list:
+        """Each prediction: ``{"labels": [str...], "probabilities": {label: p}}``."""
+        probs = 1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)))
+        return [
+            {"labels": [l for l, p in zip(self.labels, row) if p >= self.threshold],
+             "probabilities": {l: float(p) for l, p in zip(self.labels, row)}}
+            for row in probs
+        ]
+
+    def evaluate(self, examples, predictions) -> Dict[str, float]:
+        gold = self.encode_labels(examples).astype(int)
+        index = {l: i for i, l in enumerate(self.labels)}
+        pred = np.zeros_like(gold)
+        for row, p in enumerate(predictions):
+            for label in p["labels"]:
+                pred[row, index[label]] = 1
+        return {
+            "micro_f1": float(f1_score(gold, pred, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
+            "subset_accuracy": float(np.mean(np.all(gold == pred, axis=1))),
+        }
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+def _as_tuple(label, where):
+    if label is None:
+        raise DataError(where, "missing label; every training/dev example needs one")
+    if isinstance(label, str):
+        return (label.strip(),) if label.strip() else ()
+    return tuple(str(value).strip() for value in label)

@@ -1,0 +1,137 @@
+"""Token classification (NER, POS, chunking) with word-to-wordpiece alignment."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import keras
+import numpy as np
+
+from kmtl.errors import DataError
+from kmtl.tasks.base import Task
+
+
+def bio_labels(types: Sequence[str]) -> List[str]:
+    """The BIO tag set for entity ``types``: ``["O", "B-T1", "I-T1", ...]``.
+
+    Example:
+        >>> bio_labels(["PER", "LOC"])
+        ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC']
+    """
+    return ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
+
+
+class Tagging(Task):
+    """Token classification with BIO tags (named entities, chunks, POS...).
+
+    Each word is split into word pieces; the word's tag is the label of its *first* piece and
+    the other pieces carry zero sample weight, so the loss and token accuracy count words, not
+    pieces. Predictions are read off first pieces and mapped back to words; words cut off by
+    ``max_length`` are predicted ``O`` (and counted as misses in evaluation). Dev metrics:
+    entity-level precision/recall/F1 (seqeval, CoNLL style) and word accuracy.
+
+    Args:
+        name: task name.
+        labels: the tag set (use `bio_labels`); inferred from the training split when ``None``
+            (``O`` is then put first).
+        dropout: dropout rate before the output layer.
+
+    Example:
+        >>> task = Tagging("ner", labels=bio_labels(["PER", "ORG", "LOC", "MISC"]))
+    """
+
+    kind = "tagging"
+    input_fields = ("tokens",)
+    token_level = True
+
+    def _raw_label_values(self, ex):
+        return list(ex.label or ())
+
+    def fit_labels(self, examples):
+        super().fit_labels(examples)
+        if "O" in self.labels:  # "O" first: the padding label of truncated words
+            self.labels = ["O"] + [label for label in self.labels if label != "O"]
+
+    def check_inputs(self, ex) -> None:
+        super().check_inputs(ex)
+        if ex.label is not None and len(ex.label) != len(ex.tokens):
+            raise DataError(ex.where, f"{len(ex.tokens)} tokens but {len(ex.label)} tags; give one tag per token")
+
+    def encode_labels(self, examples: Sequence) -> List[np.ndarray]:
+        self._require_labels()
+        out = []
+        for ex in examples:
+            if ex.label is None:
+                raise DataError(ex.where, "missing tags; every training/dev sentence needs one tag per token")
+            out.append(np.array([self._label_index(tag, ex.where) for tag in ex.label], dtype=np.int32))
+        return out
+
+    def build_head(self, features: Dict):
+        x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(features["sequence"])
+        return keras.layers.Dense(self.num_outputs, name=self.name)(x)
+
+    def per_example_loss(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+    def metrics(self) -> list:
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    @property
+    def outside_label(self) -> str:
+        return "O" if "O" in self.labels else self.labels[0]
+
+    def decode(self, outputs, examples=None, first_piece=None, **info) -> list:
+        """Word tags from piece logits.
+
+        Args:
+            outputs: ``[batch, pieces, num_labels]`` logits.
+            examples: the examples (their ``tokens`` give the words).
+            first_piece: ``[batch, max_words]`` position of each word's first piece, ``-1`` for
+                words that were truncated away or padding.
+
+        Returns:
+            one ``{"tags": [...], "entities": [{"type", "start", "end", "text"}]}`` per example,
+            where ``start``/``end`` are word indices (end exclusive).
+        """
+        best = np.asarray(outputs).argmax(axis=-1)
+        results = []
+        for row, ex in enumerate(examples):
+            tags = []
+            for w in range(len(ex.tokens)):
+                pos = int(first_piece[row, w]) if w < first_piece.shape[1] else -1
+                tags.append(self.labels[best[row, pos]] if pos >= 0 else self.outside_label)
+            results.append({"tags": tags, "entities": entities_from_tags(tags, ex.tokens)})
+        return results
+
+    def evaluate(self, examples, predictions) -> Dict[str, float]:
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
+        gold = [list(ex.label) for ex in examples]
+        pred = [p["tags"] for p in predictions]
+        flat_gold = [t for s in gold for t in s]
+        flat_pred = [t for s in pred for t in s]
+        return {
+            "entity_f1": float(f1_score(gold, pred)),
+            "entity_precision": float(precision_score(gold, pred)),
+            "entity_recall": float(recall_score(gold, pred)),
+            "word_accuracy": float(np.mean([g == p for g, p in zip(flat_gold, flat_pred)])),
+        }
+
+
+def entities_from_tags(tags: Sequence[str], tokens: Sequence[str]) -> List[dict]:
+    """Spans of a BIO tag sequence: ``[{"type", "start", "end", "text"}]`` (word indices).
+
+    An ``I-X`` that does not continue an ``X`` entity starts a new one (as conlleval does).
+    """
+    spans, current = [], None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, kind = tag.partition("-")
+        continues = current is not None and prefix == "I" and kind == current["type"]
+        if current is not None and not continues:
+            current["end"] = i
+            current["text"] = " ".join(tokens[current["start"]:i])
+            spans.append(current)
+            current = None
+        if prefix in ("B", "I") and kind and not continues:
+            current = {"type": kind, "start": i}
+    return spans

@@ -1,0 +1,24 @@
+"""Read every task's train/dev examples from the sources a config names."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from kmtl.config import build_source
+
+
+def read_task_examples(config) -> Tuple[Dict[str, List], Dict[str, List]]:
+    """``(train, dev)`` dicts of `Example` lists per task name (dev empty where none is given).
+
+    ``limit`` on a task keeps its first ``limit`` examples of each split.
+    """
+    train, dev = {}, {}
+    for task in config.tasks:
+        train[task.name] = _read(task.train, task.limit)
+        dev[task.name] = _read(task.dev, task.limit) if task.dev is not None else []
+    return train, dev
+
+
+def _read(source_cfg, limit):
+    examples = build_source(source_cfg, limit=limit).read()
+    return examples[:limit] if limit else examples

@@ -1,0 +1,64 @@
+"""A run folder: what it holds and how to rebuild the trained model from it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kmtl.errors import KmtlError
+
+RUN_FILE = "run.json"
+WEIGHTS_FILE = "model.weights.h5"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_run(run_dir: Path, model, max_length: int, extra: dict = None) -> None:
+    """Save the trained weights and what is needed to rebuild the model (tasks, labels...)."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / ("tmp." + WEIGHTS_FILE)
+    model.save_weights(str(tmp))
+    os.replace(tmp, run_dir / WEIGHTS_FILE)
+    info = {
+        "backbone": model.encoder_spec,
+        "max_length": max_length,
+        "pooling": model.pooling,
+        "sharing": model.sharing,
+        "lora_rank": model.lora_rank,
+        "tasks": [t.get_config() for t in model.tasks],
+        **(extra or {}),
+    }
+    write_atomic(run_dir / RUN_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def load_run(run_dir):
+    """Rebuild ``(model, preprocessor, info)`` from a finished run folder.
+
+    Example:
+        >>> model, pre, info = load_run("runs/demo")
+    """
+    from kmtl import tasks as task_kinds
+    from kmtl.backbone import load_backbone
+    from kmtl.model import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file() or not (run_dir / WEIGHTS_FILE).is_file():
+        raise KmtlError(
+            f"{run_dir} is not a finished kmtl run (no {RUN_FILE} / {WEIGHTS_FILE}); give the folder "
+            "that `kmtl train` wrote (<output_dir>/<name>)"
+        )
+    info = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    encoder = load_backbone(info["backbone"])
+    tasks = [task_kinds.from_config(t) for t in info["tasks"]]
+    model = build_model(encoder, tasks, pooling=info["pooling"], sharing=info["sharing"],
+                        lora_rank=info["lora_rank"], name=info.get("name", "kmtl"))
+    model.load_weights(str(run_dir / WEIGHTS_FILE))
+    return model, encoder.preprocessor(info["max_length"]), info

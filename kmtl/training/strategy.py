@@ -1,0 +1,65 @@
+"""Pick a `tf.distribute` strategy from the machine (or from the config)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+from kmtl.errors import KmtlError
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+
+
+def choose_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """The distribution strategy for training.
+
+    ``auto`` picks: a TPU when ``TPU_NAME`` is set; multi-worker mirrored when ``TF_CONFIG``
+    names several workers; `MirroredStrategy` when several GPUs (or several logical CPU
+    devices, as tests configure) are visible; otherwise the default strategy.
+
+    Args:
+        name: ``auto``, ``default``, ``mirrored``, ``multi_worker`` or ``tpu``.
+
+    Example:
+        >>> strategy = choose_strategy()
+        >>> with strategy.scope():
+        ...     model = kmtl.build_model(encoder, tasks)
+    """
+    if name not in STRATEGIES:
+        raise KmtlError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    if name == "auto":
+        name = _detect()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "multi_worker":
+        # Keras 3.15's model.fit does not yet run under this strategy (keras issue 20329).
+        log.warning("multi-worker training with model.fit is experimental in Keras 3.15")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=_replica_devices())
+    return tf.distribute.get_strategy()
+
+
+def _replica_devices():
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [d.name for d in gpus]
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def _detect() -> str:
+    if os.environ.get("TPU_NAME"):
+        return "tpu"
+    workers = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {}).get("worker", [])
+    if len(workers) > 1:
+        return "multi_worker"
+    if len(_replica_devices()) > 1:
+        return "mirrored"
+    return "default"

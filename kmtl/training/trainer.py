@@ -1,0 +1,157 @@
+"""`train`: the whole run a config describes — data, model, fit, evaluation, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import keras
+
+from kmtl import tasks as task_kinds
+from kmtl.backbone import load_backbone
+from kmtl.data import mixture, validation_dataset
+from kmtl.data.mixture import default_steps_per_epoch
+from kmtl.evaluation import evaluate_tasks, format_table, write_json
+from kmtl.model import build_model
+from kmtl.training.data import read_task_examples
+from kmtl.training.optimizer import make_optimizer
+from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, save_run, write_atomic
+from kmtl.training.strategy import choose_strategy
+from kmtl.weighting import LinearWeighting, StaticWeighting
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run produced.
+
+    Attributes:
+        run_dir: the run folder (weights, ``run.json``, ``metrics.json``, ``logs/``).
+        metrics: per-task dev metrics (empty when no task has a dev split).
+        history: Keras ``History.history``.
+        export_path: the SavedModel version folder, or ``None`` when export is off.
+        seconds: wall-clock training time (fit only).
+    """
+
+    run_dir: Path
+    metrics: dict
+    history: dict
+    export_path: Optional[Path]
+    seconds: float
+    model: object = None
+    preprocessor: object = None
+
+
+def make_tasks(config, train_examples):
+    """Task objects from the config, with label sets inferred where the config gives none."""
+    tasks = []
+    for tc in config.tasks:
+        task = task_kinds.KINDS[tc.kind](tc.name, labels=list(tc.labels) if tc.labels else None)
+        task.fit_labels(train_examples[tc.name])
+        tasks.append(task)
+    return tasks
+
+
+def weighting_callback(config):
+    """The loss-weighting callback the config asks for."""
+    base = {t.name: t.weight for t in config.tasks}
+    w = config.weighting
+    if w.strategy == "linear":
+        return LinearWeighting({**base, **w.start}, {**base, **w.end}, config.training.epochs)
+    return StaticWeighting({**base, **w.weights})
+
+
+def _early_stopping(config, has_dev):
+    es = config.training.early_stopping
+    if es is None:
+        return None
+    monitor = es.monitor
+    if has_dev and not monitor.startswith("val_"):
+        monitor = "val_" + monitor
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, mode=es.mode,
+                                         restore_best_weights=True, verbose=1)
+
+
+def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print) -> RunResult:
+    """Train, evaluate and export the multi-task model a validated `kmtl.config.Config` describes.
+
+    Re-running the same config after a crash resumes from the last finished epoch
+    (`keras.callbacks.BackupAndRestore` in ``<run_dir>/backup``).
+
+    Args:
+        config: from `kmtl.config.load_config`.
+        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        export: override ``config.export.enabled``.
+        echo: where human-readable progress lines go.
+
+    Example:
+        >>> result = kmtl.training.train(kmtl.config.load_config("configs/demo.yaml"))
+        >>> result.metrics["sentiment"]["accuracy"]
+    """
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(config.to_yaml_dict(), indent=2) + "\n")
+    keras.utils.set_random_seed(config.training.seed)
+
+    train_ex, dev_ex = read_task_examples(config)
+    sizes = {name: len(exs) for name, exs in train_ex.items()}
+    echo("examples: " + ", ".join(f"{n} train={sizes[n]} dev={len(dev_ex[n])}" for n in sizes))
+
+    strategy = choose_strategy(config.training.strategy)
+    tr = config.training
+    batch_size = config.mixture.batch_size
+    steps = tr.steps_per_epoch or default_steps_per_epoch(list(sizes.values()), batch_size)
+    with strategy.scope():
+        encoder = load_backbone(config.backbone, seed=tr.seed)
+        tasks = make_tasks(config, train_ex)
+        model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
+                            lora_rank=config.sharing.lora_rank, name=config.name)
+        optimizer = make_optimizer(tr.learning_rate, steps * tr.epochs, tr.warmup_ratio, tr.weight_decay, tr.clipnorm)
+        model.compile(optimizer=optimizer, loss_weights={t.name: t.weight for t in config.tasks},
+                      jit_compile=tr.jit_compile)
+    preprocessor = encoder.preprocessor(config.max_length)
+
+    annealed = config.mixture.sampling == "annealed"
+    train_ds = mixture(
+        tasks, train_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
+        sampling=config.mixture.sampling, temperature=config.mixture.temperature,
+        granularity=config.mixture.granularity, epochs=tr.epochs if annealed else 1,
+        steps_per_epoch=steps, seed=tr.seed,
+    )
+    has_dev = any(dev_ex.values())
+    val_ds = validation_dataset(tasks, dev_ex, preprocessor) if has_dev else None
+
+    callbacks = [
+        weighting_callback(config),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.TensorBoard(str(run_dir / "logs")),
+    ]
+    stopper = _early_stopping(config, has_dev)
+    if stopper is not None:
+        callbacks.append(stopper)
+
+    echo(f"training {model.count_params():,} parameters ({sum(int(keras.ops.size(w)) for w in model.trainable_weights):,} "
+         f"trainable) on {strategy.num_replicas_in_sync} replica(s): {tr.epochs} epochs x {steps} steps")
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps if annealed else None,
+                        validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False)
+    seconds = time.perf_counter() - start
+    save_run(run_dir, model, config.max_length, {"name": config.name})
+
+    metrics = {}
+    if has_dev:
+        metrics = evaluate_tasks(model, dev_ex, preprocessor)
+        write_json(metrics, run_dir / METRICS_FILE)
+        echo("\ndev metrics\n" + format_table(metrics))
+
+    export_path = None
+    if config.export.enabled if export is None else export:
+        from kmtl.export import export_saved_model
+
+        export_path = export_saved_model(model, preprocessor, config.export.dir, config.name)
+    return RunResult(run_dir, metrics, history.history, export_path, seconds, model, preprocessor)
