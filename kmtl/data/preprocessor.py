@@ -44,14 +44,17 @@ class Preprocessor:
             pad_value=self.pad_id,
             truncate="round_robin",
         )
+        # tf.functions held by the instance (a decorated method would only keep a weak
+        # reference to a temporary Preprocessor and fail once it is collected).
+        self.encode_text = tf.function(self._encode_text, reduce_retracing=True)
+        self.encode_words = tf.function(self._encode_words, reduce_retracing=True)
 
     def _inputs(self, token_ids, segment_ids, lengths):
         positions = tf.range(tf.shape(token_ids)[1])[tf.newaxis, :]
         mask = tf.cast(positions < tf.cast(lengths, tf.int32)[:, tf.newaxis], tf.int32)
         return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask}
 
-    @tf.function(reduce_retracing=True)
-    def encode_text(self, text, text_pair=None) -> dict:
+    def _encode_text(self, text, text_pair=None) -> dict:
         """``[batch]`` strings (and optional second strings) → packed model inputs."""
         segments = [self.tokenizer(text)]
         if text_pair is not None:
@@ -61,8 +64,7 @@ class Preprocessor:
         lengths = tf.reduce_sum(tf.cast(token_ids != self.pad_id, tf.int32), axis=1)
         return self._inputs(token_ids, tf.cast(segment_ids, tf.int32), lengths)
 
-    @tf.function(reduce_retracing=True)
-    def encode_words(self, words: tf.RaggedTensor, word_labels: tf.RaggedTensor = None) -> dict:
+    def _encode_words(self, words: tf.RaggedTensor, word_labels: tf.RaggedTensor = None) -> dict:
         """Ragged ``[batch, (words)]`` → model inputs plus word/piece alignment.
 
         Returns the model inputs and:

@@ -105,6 +105,10 @@ class MultiTaskModel(keras.Model):
             weighted_metrics = {t.name: t.metrics() for t in self.tasks}
         super().compile(optimizer=optimizer, weighted_metrics=weighted_metrics, **kwargs)
 
+    def fit(self, *args, shuffle=False, **kwargs):
+        """`keras.Model.fit`; ``shuffle`` defaults to False since kmtl datasets shuffle themselves."""
+        return super().fit(*args, shuffle=shuffle, **kwargs)
+
     @property
     def loss_weights_now(self) -> Dict[str, float]:
         """The current loss weights as Python floats."""

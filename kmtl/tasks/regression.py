@@ -57,7 +57,7 @@ class Regression(Task):
         return keras.layers.Dense(1, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
-        return keras.ops.squeeze(keras.ops.square(y_pred - y_true), axis=-1)
+        return keras.ops.mean(keras.ops.square(y_pred - y_true), axis=-1)
 
     def metrics(self) -> list:
         return [keras.metrics.MeanSquaredError(name="mse")]

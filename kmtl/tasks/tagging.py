@@ -111,9 +111,9 @@ class Tagging(Task):
         flat_gold = [t for s in gold for t in s]
         flat_pred = [t for s in pred for t in s]
         return {
-            "entity_f1": float(f1_score(gold, pred)),
-            "entity_precision": float(precision_score(gold, pred)),
-            "entity_recall": float(recall_score(gold, pred)),
+            "entity_f1": float(f1_score(gold, pred, zero_division=0)),
+            "entity_precision": float(precision_score(gold, pred, zero_division=0)),
+            "entity_recall": float(recall_score(gold, pred, zero_division=0)),
             "word_accuracy": float(np.mean([g == p for g, p in zip(flat_gold, flat_pred)])),
         }
 

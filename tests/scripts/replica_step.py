@@ -1,0 +1,71 @@
+"""One training step on 1 replica and on 2 (MirroredStrategy over two logical CPUs): same update?
+
+Run as a script (logical devices must be configured before TensorFlow starts); prints JSON.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import kmtl  # noqa: E402
+from kmtl.backbone import tiny_encoder  # noqa: E402
+from kmtl.data import Example  # noqa: E402
+
+
+def tasks():
+    return [
+        kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0),
+        kmtl.tasks.Tagging("ner", kmtl.tasks.bio_labels(["PER"]), dropout=0.0),
+        kmtl.tasks.PairRegression("sim", dropout=0.0),
+    ]
+
+
+def examples():
+    words = "the a good bad film john paris story".split()
+    rng = np.random.default_rng(1)
+    sent = [Example(text=" ".join(rng.choice(words, 2 + i % 4)), label=["neg", "pos"][i % 2]) for i in range(16)]
+    ner = []
+    for i in range(16):
+        toks = tuple(rng.choice(words, 2 + i % 5))
+        ner.append(Example(tokens=toks, label=tuple("B-PER" if t == "john" else "O" for t in toks)))
+    sim = [Example(text=" ".join(rng.choice(words, 3)), text_pair="a film", label=float(i % 5)) for i in range(16)]
+    return {"sent": sent, "ner": ner, "sim": sim}
+
+
+def one_step(strategy, init_weights, batch):
+    with strategy.scope():
+        model = kmtl.build_model(tiny_encoder(seed=0), tasks())
+        model.set_weights(init_weights)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss_weights={"ner": 2.0})
+    ds = tf.data.Dataset.from_tensors(batch)
+    model.fit(ds, epochs=1, verbose=0)
+    return model.get_weights()
+
+
+def main():
+    assert len(tf.config.list_logical_devices("CPU")) == 2
+    encoder = tiny_encoder(seed=0)
+    reference = kmtl.build_model(encoder, tasks())
+    init = reference.get_weights()
+    pre = encoder.preprocessor(24)
+    # joint batch of 12: the two replicas get 6 each, with different task mixes
+    batch = next(iter(kmtl.data.mixture(tasks(), examples(), pre, batch_size=12, seed=5)))
+    single = one_step(tf.distribute.get_strategy(), init, batch)
+    mirrored = kmtl.training.choose_strategy("mirrored")
+    double = one_step(mirrored, init, batch)
+    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(single, double)]
+    moved = [float(np.max(np.abs(a - b))) for a, b in zip(single, init)]
+    json.dump({"replicas": mirrored.num_replicas_in_sync, "max_diff": max(diffs), "max_moved": max(moved)}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
