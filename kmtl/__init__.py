@@ -33,6 +33,7 @@ _LAZY = {
     "weighting": ("kmtl.weighting", None),
     "evaluation": ("kmtl.evaluation", None),
     "export": ("kmtl.export", None),
+    "serving": ("kmtl.serving", None),
     "training": ("kmtl.training", None),
     "config": ("kmtl.config", None),
     "Encoder": ("kmtl.backbone", "Encoder"),

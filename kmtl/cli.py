@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict with an exported SavedModel; JSON Lines out")
     p.add_argument("export_dir", help="a SavedModel version folder, or its model folder (latest version)")
     p.add_argument("texts", nargs="*", help="texts (default: one per line on stdin)")
-    p.add_argument("--signature", default="serving_default")
+    p.add_argument("--signature", default="serving_default",
+                   help="signature to call; a pair task's signature takes 'first<TAB>second' texts")
     p.set_defaults(func=cmd_predict)
     return parser
 

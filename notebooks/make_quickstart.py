@@ -151,8 +151,9 @@ CURVES_MD = """\
 ## 4. Learning curves
 
 `history.history` holds one value per epoch for every log: `<task>_loss`, each task's metrics,
-and the same on the dev data as `val_...`. Plotted when matplotlib is installed, printed
-otherwise."""
+and the same on the dev data as `val_...` (the training `loss` sums the weighted task losses;
+`val_loss` averages them over the dev batches, each of which holds one task). Plotted when
+matplotlib is installed, printed otherwise."""
 
 CURVES = """\
 val_logs = {key: values for key, values in history.history.items() if key.startswith("val_")}
@@ -167,16 +168,16 @@ if plt is None:  # no matplotlib: a table, one row per validation log
     print(f"{'epoch':<{width}}" + "".join(f"{e:>10}" for e in epochs))
     for key, values in sorted(val_logs.items()):
         print(f"{key:<{width}}" + "".join(f"{v:>10.4f}" for v in values))
-else:
-    losses = {k: v for k, v in val_logs.items() if k.endswith("_loss")}
-    metrics = {k: v for k, v in val_logs.items() if not k.endswith("loss")}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for ax, logs, title in [(axes[0], losses, "validation loss per task"), (axes[1], metrics, "validation metrics")]:
-        for key, values in sorted(logs.items()):
-            ax.plot(epochs, values, marker="o", label=key[len("val_"):])
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize="small")
+else:  # one panel per task: its validation loss and metrics
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        prefix = f"val_{task.name}_"
+        for key, values in sorted(val_logs.items()):
+            if key.startswith(prefix):
+                ax.plot(epochs, values, marker="o", label=key[len(prefix):])
+        ax.set(title=f"{task.name} (dev)", xlabel="epoch", xticks=list(epochs))
+        ax.legend()
+    plt.tight_layout()
     plt.show()"""
 
 EVAL_MD = """\

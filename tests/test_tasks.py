@@ -375,6 +375,13 @@ def test_tagging_evaluate_partial_span_is_wrong():
     assert m["word_accuracy"] == pytest.approx(2 / 3)
 
 
+def test_tagging_evaluate_no_predicted_entities():
+    task = Tagging("ner", labels=bio_labels(["PER"]))
+    m = task.evaluate([sent(["a", "b"], ["B-PER", "O"])], [{"tags": ["O", "O"]}])
+    assert m["entity_precision"] == 0.0 and m["entity_recall"] == 0.0 and m["entity_f1"] == 0.0
+    assert m["word_accuracy"] == pytest.approx(0.5)
+
+
 # --------------------------------------------------------------------------- BIO helpers
 def test_bio_labels():
     assert bio_labels(["PER", "LOC"]) == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]

@@ -120,6 +120,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_the_same_predictions(traine
     assert served["modules"] == []  # loaded with plain TensorFlow + TF Text, as TF Serving has them
     assert "FastWordpieceTokenizeWithOffsets" in served["ops"]  # the tokenizer is in the graph
     assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & set(served["ops"])  # no Python in it
+    assert "RoundRobinTrim" not in served["ops"]  # missing from stock TF Serving builds
 
     model, pre, _ = load_run(trained / "runs" / "small")
     tasks = {t.name: t for t in model.tasks}
@@ -144,11 +145,17 @@ def test_export_and_predict_commands(trained, capsys):
     capsys.readouterr()
     assert main(["export", str(run), "--dir", str(base), "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["predict", str(base / "small"), "a lovely film", "John went to Paris"]) == 0
+    assert main(["predict", str(base / "small"), "a lovely film", "John went to Paris."]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["text"] for r in rows] == ["a lovely film", "John went to Paris"]
+    assert [r["text"] for r in rows] == ["a lovely film", "John went to Paris."]
     assert rows[0]["sentiment_label"] in ("negative", "positive")
-    assert len(rows[1]["entities_tags"]) == 4
+    assert rows[1]["entities_words"] == ["John", "went", "to", "Paris", "."]
+    assert len(rows[1]["entities_tags"]) == 5
+    assert main(["predict", "--signature", "paraphrase", str(base / "small"), "a b\ta c"]) == 0
+    pair = json.loads(capsys.readouterr().out)
+    assert pair["paraphrase_label"] in ("different", "paraphrase")
+    assert main(["predict", "--signature", "paraphrase", str(base / "small"), "no tab"]) == 2
+    assert "first<TAB>second" in capsys.readouterr().err
 
 
 def test_evaluate_command_reproduces_metrics(trained, capsys):

@@ -115,41 +115,35 @@ def trim_batch(tasks, x, y=None, w=None):
     return x, y, w
 
 
-def eval_dataset(task, tasks, examples, preprocessor: Preprocessor, batch_size=64, with_labels=False):
-    """A finite, ordered, batched dataset of one task's examples, each batch trimmed.
+def eval_dataset(task, tasks, examples, preprocessor: Preprocessor, batch_size=64):
+    """A finite, ordered, batched dataset of one task's inputs ``(x, aux)``, each batch trimmed.
 
-    Elements are ``(x, aux)`` (``aux["first_piece"]`` for token tasks) or, with
-    ``with_labels=True``, ``(x, y, sample_weight)`` for `model.evaluate`/validation.
+    ``aux["first_piece"]`` maps words to pieces for token tasks (empty dict otherwise); used
+    to decode predictions.
     """
-    if with_labels:
-        raw, labels = raw_tensors(task, examples)
-        ds = tf.data.Dataset.from_tensor_slices((raw, labels))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(raw_tensors(task, examples, with_labels=False))
+    ds = tf.data.Dataset.from_tensor_slices(raw_tensors(task, examples, with_labels=False))
     ds = ds.ragged_batch(batch_size) if task.token_level else ds.batch(batch_size)
-    if with_labels:
-        ds = ds.map(lambda r, l: trim_batch(tasks, *encode_batch(task, tasks, preprocessor, r, l)))
-    else:
-        def encode(r):
-            x, aux = encode_batch(task, tasks, preprocessor, r)
-            return trim_batch(tasks, x), aux
 
-        ds = ds.map(encode)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    def encode(raw):
+        x, aux = encode_batch(task, tasks, preprocessor, raw)
+        return trim_batch(tasks, x), aux
+
+    return ds.map(encode).prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], preprocessor, batch_size=64):
-    """Every dev example of every task once, one task per batch: for ``validation_data``.
+def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], preprocessor, batch_size=64, seed=0):
+    """Every dev example of every task exactly once, for ``validation_data``.
 
-    Per-task validation metrics are weighted by ownership, so they are exact per-task figures.
+    Tasks are mixed inside batches in proportion to their sizes, as in joint training, so
+    ``val_loss`` (a sum of per-task means per batch) compares with the training ``loss``; the
+    per-task ``val_<task>_*`` figures are weighted by ownership and exact.
     """
     by_name = {t.name: t for t in tasks}
-    parts = [
-        eval_dataset(by_name[name], tasks, exs, preprocessor, batch_size, with_labels=True)
-        for name, exs in examples_by_task.items()
-        if exs
-    ]
-    ds = parts[0]
-    for part in parts[1:]:
-        ds = ds.concatenate(part)
-    return ds
+    names = [name for name, exs in examples_by_task.items() if exs]
+    parts = [task_dataset(by_name[n], tasks, examples_by_task[n], preprocessor, shuffle=False, repeat=False)
+             for n in names]
+    sizes = np.array([len(examples_by_task[n]) for n in names], dtype=np.float64)
+    ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(
+        parts, weights=list(sizes / sizes.sum()), seed=seed, stop_on_empty_dataset=False)
+    ds = ds.batch(batch_size).map(lambda x, y, w: trim_batch(tasks, x, y, w))
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras_hub
 import tensorflow as tf
 
 
@@ -37,13 +36,6 @@ class Preprocessor:
         self.sep_id = int(tokenizer.token_to_id(tokenizer.sep_token))
         self.pad_id = int(tokenizer.token_to_id(tokenizer.pad_token))
         self.unk_id = int(tokenizer.token_to_id(getattr(tokenizer, "unk_token", None) or "[UNK]"))
-        self.packer = keras_hub.layers.MultiSegmentPacker(
-            sequence_length=self.max_length,
-            start_value=self.cls_id,
-            end_value=self.sep_id,
-            pad_value=self.pad_id,
-            truncate="round_robin",
-        )
         # tf.functions held by the instance (a decorated method would only keep a weak
         # reference to a temporary Preprocessor and fail once it is collected).
         self.encode_text = tf.function(self._encode_text, reduce_retracing=True)
@@ -55,14 +47,33 @@ class Preprocessor:
         return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask}
 
     def _encode_text(self, text, text_pair=None) -> dict:
-        """``[batch]`` strings (and optional second strings) → packed model inputs."""
-        segments = [self.tokenizer(text)]
-        if text_pair is not None:
-            segments.append(self.tokenizer(text_pair))
-        token_ids, segment_ids = self.packer(tuple(segments))
-        token_ids = tf.cast(token_ids, tf.int32)
-        lengths = tf.reduce_sum(tf.cast(token_ids != self.pad_id, tf.int32), axis=1)
-        return self._inputs(token_ids, tf.cast(segment_ids, tf.int32), lengths)
+        """``[batch]`` strings (and optional second strings) → packed model inputs.
+
+        ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` (segment ids 0 then 1). Pairs are
+        truncated round-robin like BERT (the first segment keeps the odd token), with core
+        TensorFlow ops only: stock TF Serving builds lack TF Text's ``RoundRobinTrim`` op.
+        """
+        a = tf.cast(self.tokenizer(text), tf.int32)
+        budget = self.max_length - (2 if text_pair is None else 3)
+        la = a.row_lengths()
+        if text_pair is None:
+            segments = [_keep_first(a, tf.minimum(la, budget))]
+        else:
+            b = tf.cast(self.tokenizer(text_pair), tf.int32)
+            keep_a, keep_b = round_robin_lengths(la, b.row_lengths(), budget)
+            segments = [_keep_first(a, keep_a), _keep_first(b, keep_b)]
+        batch = tf.shape(la)[0]
+        cls = tf.fill([batch, 1], self.cls_id)
+        sep = tf.fill([batch, 1], self.sep_id)
+        ids, segs = [cls], [tf.zeros([batch, 1], tf.int32)]
+        for index, segment in enumerate(segments):
+            ids += [segment, sep]
+            segs += [tf.ones_like(segment) * index, tf.fill([batch, 1], index)]
+        ids = tf.concat(ids, axis=1)
+        shape = [None, self.max_length]
+        token_ids = ids.to_tensor(self.pad_id, shape=shape)
+        segment_ids = tf.concat(segs, axis=1).to_tensor(0, shape=shape)
+        return self._inputs(token_ids, segment_ids, ids.row_lengths())
 
     def _encode_words(self, words: tf.RaggedTensor, word_labels: tf.RaggedTensor = None) -> dict:
         """Ragged ``[batch, (words)]`` → model inputs plus word/piece alignment.
@@ -117,3 +128,22 @@ class Preprocessor:
             out["piece_labels"] = tf.concat([zeros_i, labels, zeros_i], axis=1).to_tensor(0, shape=shape)
         return out
 
+
+def round_robin_lengths(len_a, len_b, budget):
+    """How many pieces of each segment round-robin truncation keeps (BERT's pair truncation).
+
+    Both segments give up tokens in turn until they fit ``budget``; the first keeps the odd
+    one. Example: lengths 10 and 3 with budget 8 keep 5 and 3; 10 and 10 keep 4 and 4.
+    """
+    half_b = budget // 2
+    half_a = budget - half_b
+    keep_a = tf.where(len_a + len_b <= budget, len_a,
+                      tf.where(len_a < half_a, len_a, tf.where(len_b < half_b, budget - len_b, half_a)))
+    keep_b = tf.minimum(len_b, budget - keep_a)
+    return keep_a, keep_b
+
+
+def _keep_first(ragged, counts):
+    """The first ``counts[i]`` values of each row of ``ragged``."""
+    positions = tf.ragged.range(ragged.row_lengths())
+    return tf.ragged.boolean_mask(ragged, positions < tf.cast(counts, positions.dtype)[:, tf.newaxis])

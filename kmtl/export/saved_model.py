@@ -13,6 +13,18 @@ from kmtl.export.versions import atomic_version_dir
 METADATA_FILE = "kmtl.json"
 
 
+def split_words(text):
+    """Raw strings → ragged words: whitespace, then punctuation split off the ends of words.
+
+    ``"a fine, (moving) film."`` → ``["a", "fine", ",", "(", "moving", ")", "film", "."]``,
+    close to CoNLL tokenization; inner punctuation stays (``"U.S.-based"`` → ``"U.S.-based"``).
+    Core TF ops only (RE2 regexes), so TF Serving runs it.
+    """
+    spaced = tf.strings.regex_replace(text, r"([\pP\pS]+)(\s|$)", " \\1\\2")
+    spaced = tf.strings.regex_replace(spaced, r"(^|\s)([\pP\pS]+)", "\\1\\2 ")
+    return tf.strings.split(spaced)
+
+
 class ServingModule(tf.Module):
     """The serving graph: tokenizer, packer, shared encoder and heads, no Python at run time.
 
@@ -21,8 +33,8 @@ class ServingModule(tf.Module):
     * ``serving_default(text)`` → every single-text task: classification ``<task>_label``
       (string) and ``<task>_probabilities``; multi-label ``<task>_probabilities`` and
       ``<task>_active`` (0/1 per label); regression ``<task>_score``; tagging
-      ``<task>_tags`` (``[batch, words]`` strings, words split on whitespace, padded with "")
-      and ``<task>_word_count``.
+      ``<task>_words`` and ``<task>_tags`` (``[batch, words]`` strings padded with "", words
+      as `split_words` makes them) and ``<task>_word_count``.
     * ``<task>(text, text_pair)`` for each pair task, with the same outputs.
 
     Args:
@@ -50,7 +62,7 @@ class ServingModule(tf.Module):
         return {f"{name}_score": tf.reshape(outputs, [-1])}
 
     def _tagging(self, task, text):
-        words = tf.strings.split(text)
+        words = split_words(text)
         enc = self.preprocessor.encode_words(words)
         x = {k: enc[k] for k in ("token_ids", "segment_ids", "padding_mask")}
         logits = self.model(x, training=False)[task.name]
@@ -61,7 +73,8 @@ class ServingModule(tf.Module):
         valid_word = tf.sequence_mask(words.row_lengths(), tf.shape(first)[1])
         tag_ids = tf.where(first >= 0, tag_ids, outside)
         tags = tf.where(valid_word, tf.gather(self.label_tables[task.name], tag_ids), "")
-        return {f"{task.name}_tags": tags, f"{task.name}_word_count": tf.cast(words.row_lengths(), tf.int32)}
+        return {f"{task.name}_tags": tags, f"{task.name}_words": words.to_tensor(""),
+                f"{task.name}_word_count": tf.cast(words.row_lengths(), tf.int32)}
 
     def serve_text(self, text):
         result = {}
@@ -112,7 +125,12 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
     module = ServingModule(model, preprocessor)
     signatures = module.signatures()
     with atomic_version_dir(Path(base_dir) / name, version) as (tmp, final):
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        level = tf.get_logger().level
+        tf.get_logger().setLevel("ERROR")  # "Assets written to <temporary folder>" misleads
+        try:
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+        finally:
+            tf.get_logger().setLevel(level)
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         info = {

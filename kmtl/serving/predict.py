@@ -31,6 +31,8 @@ def load_export(path):
 def predict_lines(export_dir, texts: Iterable[str], signature: str = "serving_default") -> List[dict]:
     """Run ``signature`` on ``texts``; one dict per text, outputs named as in the signature.
 
+    For a pair task's signature each text holds both sentences separated by a tab.
+
     Example:
         >>> predict_lines("saved_models/demo", ["a lovely film"])[0]["sentiment_label"]
         'positive'
@@ -43,16 +45,25 @@ def predict_lines(export_dir, texts: Iterable[str], signature: str = "serving_de
     loaded = load_export(export_dir)
     if signature not in loaded.signatures:
         raise KmtlError(f"no signature {signature!r}; the export has: {', '.join(sorted(loaded.signatures))}")
-    outputs = loaded.signatures[signature](text=tf.constant(texts))
+    fn = loaded.signatures[signature]
+    inputs = {"text": texts}
+    if "text_pair" in fn.structured_input_signature[1]:
+        bad = [i for i, t in enumerate(texts, 1) if "\t" not in t]
+        if bad:
+            raise KmtlError(f"signature {signature!r} takes sentence pairs: give 'first<TAB>second' "
+                            f"(input {bad[0]} has no tab)")
+        inputs = {"text": [t.split("\t", 1)[0] for t in texts], "text_pair": [t.split("\t", 1)[1] for t in texts]}
+    outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
     rows = [{"text": t} for t in texts]
     for key, value in sorted(outputs.items()):
         value = value.numpy()
         for i, row in enumerate(rows):
             row[key] = _plain(value[i])
-    for row in rows:  # tag lists: drop the padding past each text's word count
+    for row in rows:  # word and tag lists: drop the padding past each text's word count
         for key in [k for k in row if k.endswith("_word_count")]:
-            tags = key[: -len("_word_count")] + "_tags"
-            row[tags] = row[tags][: row[key]]
+            for field in ("_tags", "_words"):
+                name = key[: -len("_word_count")] + field
+                row[name] = row[name][: row[key]]
     return rows
 
 

@@ -73,7 +73,10 @@ def _early_stopping(config, has_dev):
     monitor = es.monitor
     if has_dev and not monitor.startswith("val_"):
         monitor = "val_" + monitor
-    return keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, mode=es.mode,
+    mode = es.mode
+    if mode == "auto":  # Keras cannot tell for kmtl's metric names: losses and errors go down
+        mode = "min" if monitor.endswith(("loss", "mse")) else "max"
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, mode=mode,
                                          restore_best_weights=True, verbose=1)
 
 

@@ -1,0 +1,62 @@
+"""Pieces of the config-driven trainer: early stopping, weighting from the config, task building."""
+
+import textwrap
+
+import pytest
+
+from kmtl.config import load_config
+from kmtl.data import Example
+from kmtl.training import trainer
+
+
+def _config(tmp_path, extra):
+    train = tmp_path / "t.tsv"
+    train.write_text("sentence\tlabel\na\tpos\nb\tneg\n", encoding="utf-8")
+    text = f"""
+    backbone: tiny
+    tasks:
+      - name: sentiment
+        kind: classification
+        weight: 0.5
+        train: {{format: tsv, path: {train}}}
+      - name: other
+        kind: classification
+        train: {{format: tsv, path: {train}}}
+    """
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(text) + textwrap.dedent(extra), encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.mark.parametrize("monitor,has_dev,expected,mode", [
+    ("sentiment_accuracy", True, "val_sentiment_accuracy", "max"),
+    ("sentiment_loss", True, "val_sentiment_loss", "min"),
+    ("loss", False, "loss", "min"),
+    ("val_other_accuracy", True, "val_other_accuracy", "max"),
+])
+def test_early_stopping_monitor_and_direction(tmp_path, monitor, has_dev, expected, mode):
+    config = _config(tmp_path, f"training: {{early_stopping: {{monitor: {monitor}, patience: 1}}}}\n")
+    stopper = trainer._early_stopping(config, has_dev)
+    assert stopper.monitor == expected
+    assert stopper.mode == mode
+
+
+def test_no_early_stopping_unless_asked(tmp_path):
+    assert trainer._early_stopping(_config(tmp_path, ""), True) is None
+
+
+def test_weighting_from_config_merges_task_weights(tmp_path):
+    static = trainer.weighting_callback(_config(tmp_path, "weighting: {strategy: static, weights: {other: 2.0}}\n"))
+    assert static.weights == {"sentiment": 0.5, "other": 2.0}
+    linear = trainer.weighting_callback(
+        _config(tmp_path, "training: {epochs: 3}\nweighting: {strategy: linear, end: {other: 0.0}}\n"))
+    assert linear.weights_for_epoch(0, None) == {"sentiment": 0.5, "other": 1.0}
+    assert linear.weights_for_epoch(2, None) == {"sentiment": 0.5, "other": 0.0}
+
+
+def test_make_tasks_infers_labels_from_train(tmp_path):
+    config = _config(tmp_path, "")
+    train = {"sentiment": [Example(text="a", label="pos"), Example(text="b", label="neg")],
+             "other": [Example(text="c", label="x")]}
+    tasks = trainer.make_tasks(config, train)
+    assert [t.labels for t in tasks] == [["neg", "pos"], ["x"]]
