@@ -244,6 +244,21 @@ def test_different_seed_different_batches(seeded, tasks, pre):
     assert not _same(seeded, other)
 
 
+def test_each_pass_draws_a_new_task_order_reproducibly(tasks, pre):
+    """fit(epochs=N) over an epochs=1 mixture: every pass differs, and the sequence of passes
+    is the same for the same seed."""
+    examples = make_examples(n_sim=0)
+    subset = {"sent": examples["sent"], "ner": examples["ner"]}
+
+    def order_of_passes(seed):
+        ds = mixture(tasks, subset, pre, batch_size=8, steps_per_epoch=6, seed=seed)
+        return [[tuple(owners(w, r)) for _, _, w in ds.as_numpy_iterator() for r in range(8)] for _ in range(2)]
+
+    first = order_of_passes(seed=4)
+    assert first[0] != first[1]
+    assert first == order_of_passes(seed=4)
+
+
 # --------------------------------------------------------------------------- (d) alternating
 def test_alternating_one_task_per_batch(alternating_ds):
     got = batches(alternating_ds)

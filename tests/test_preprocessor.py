@@ -218,9 +218,6 @@ def test_encode_words_alignment(pre8, ids, special):
     assert out["first_piece"].dtype == np.int32 and out["piece_labels"].dtype == np.int32
 
 
-@pytest.mark.xfail(strict=True, reason="bug (doc/code mismatch): encode_words' docstring says piece_labels hold "
-                                        "the word's label on its first piece and 0 elsewhere, but continuation "
-                                        "pieces carry the label too (harmless for the loss: they have weight 0)")
 def test_encode_words_piece_labels_zero_on_continuation_pieces(pre8):
     out = np_out(pre8.encode_words(words([["cat"]]), labels([[5]])))
     np.testing.assert_array_equal(out["piece_labels"], [[0, 5, 0, 0, 0, 0, 0, 0]])

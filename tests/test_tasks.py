@@ -90,16 +90,12 @@ def test_tagging_fit_labels_without_o_is_sorted():
     assert task.labels == ["DT", "NN", "VB"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Tagging.fit_labels reorders an explicitly given label list "
-                                        "(puts 'O' first) although fit_labels must not touch given labels")
 def test_tagging_fit_labels_keeps_given_order():
     task = Tagging("ner", labels=["B-PER", "I-PER", "O"])
     task.fit_labels([sent(["john"], ["B-PER"])])
     assert task.labels == ["B-PER", "I-PER", "O"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: fit_labels keeps surrounding whitespace of a label but "
-                                        "_label_index strips it, so encode_labels rejects the inferred label")
 def test_fit_labels_and_encode_labels_agree_on_whitespace():
     task = Classification("t")
     examples = [ex(label="pos "), ex(label="neg")]

@@ -50,7 +50,7 @@ def mixture(
         granularity: ``joint`` (examples of all tasks mixed inside a batch) or ``alternating``
             (each batch drawn from one task).
         epochs: how many epochs of batches to produce. With ``epochs=1`` the dataset can be
-            passed to ``fit(epochs=N)``: each pass reshuffles. Annealed sampling needs the real
+            passed to ``fit(epochs=N)``: each pass draws tasks and examples in a new order. Annealed sampling needs the real
             number (its rates change by epoch): then pass ``steps_per_epoch`` to ``fit`` too.
         steps_per_epoch: batches per epoch; default: all examples once (`default_steps_per_epoch`).
         seed: makes the sampling and shuffling deterministic.
@@ -81,13 +81,27 @@ def mixture(
     per_epoch = steps if granularity == "alternating" else steps * batch_size
 
     table = np.stack([sampler.weights(sizes, e, epochs) for e in range(epochs)]).astype(np.float32)
-    if len(parts) == 1:
-        ds = parts[0]
-    else:
-        table_t = tf.constant(table)
-        weights = tf.data.Dataset.range(per_epoch * epochs).map(lambda i: table_t[i // per_epoch])
-        ds = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
+    ds = parts[0] if len(parts) == 1 else tf.data.Dataset.choose_from_datasets(
+        parts, _task_choices(table, per_epoch, seed))
     if granularity == "joint":
         ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE).map(trim)
     ds = ds.take(steps * epochs)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _task_choices(table: np.ndarray, per_epoch: int, seed: int) -> tf.data.Dataset:
+    """Task index per element: drawn from ``table[epoch]``, new draws on each pass, seeded.
+
+    (``sample_from_datasets`` would repeat the same task order on every pass over a dataset.)
+    """
+    cumulative = tf.constant(np.cumsum(table, axis=1), tf.float32)
+    uniform = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+        lambda r: tf.cast(r % (1 << 24), tf.float32) / float(1 << 24))
+    index = tf.data.Dataset.range(per_epoch * len(table))
+    last = tf.constant(len(table[0]) - 1, tf.int64)
+
+    def pick(i, u):
+        row = cumulative[i // per_epoch]
+        return tf.minimum(tf.searchsorted(row, [u], side="right", out_type=tf.int64)[0], last)
+
+    return tf.data.Dataset.zip(index, uniform).map(pick)

@@ -139,7 +139,12 @@ def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], pr
     per-task ``val_<task>_*`` figures are weighted by ownership and exact.
     """
     by_name = {t.name: t for t in tasks}
+    unknown = sorted(set(examples_by_task) - set(by_name))
+    if unknown:
+        raise ValueError(f"examples given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
     names = [name for name, exs in examples_by_task.items() if exs]
+    if not names:
+        raise ValueError("no validation examples: every task's list is empty")
     parts = [task_dataset(by_name[n], tasks, examples_by_task[n], preprocessor, shuffle=False, repeat=False)
              for n in names]
     sizes = np.array([len(examples_by_task[n]) for n in names], dtype=np.float64)

@@ -122,6 +122,7 @@ class Preprocessor:
 
         if word_labels is not None:
             labels = tf.repeat(tf.cast(word_labels.flat_values, tf.int32), counts)
+            labels = labels * tf.cast(first.flat_values, tf.int32)  # 0 on continuation pieces
             labels = tf.RaggedTensor.from_row_splits(labels, piece_splits)
             labels = labels[:, :keep]
             zeros_i = tf.zeros([batch, 1], tf.int32)

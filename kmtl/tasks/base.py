@@ -71,7 +71,7 @@ class Task(abc.ABC):
         self.labels = sorted(seen)
 
     def _raw_label_values(self, ex: Example):
-        return [] if ex.label is None else [str(ex.label)]
+        return [] if ex.label is None else [str(ex.label).strip()]
 
     def _require_labels(self):
         if self.has_labels and self.labels is None:

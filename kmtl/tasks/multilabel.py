@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Sequence
 
 import keras
@@ -35,6 +36,8 @@ class MultiLabelClassification(Task):
 
     def __init__(self, name, labels=None, threshold: float = 0.5, dropout: float = 0.1):
         super().__init__(name, labels, dropout)
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"task {name!r}: threshold must be between 0 and 1, got {threshold}")
         self.threshold = threshold
 
     def _raw_label_values(self, ex):
@@ -56,7 +59,8 @@ class MultiLabelClassification(Task):
         return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=True)
 
     def metrics(self) -> list:
-        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
+        # the head gives logits: the probability threshold t is the logit log(t / (1 - t))
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=math.log(self.threshold / (1 - self.threshold)))]
 
     def decode(self, outputs, examples=None, **info) -> list:
         """Each prediction: ``{"labels": [str...], "probabilities": {label: p}}``."""

@@ -45,15 +45,19 @@ class Tagging(Task):
     token_level = True
 
     def _raw_label_values(self, ex):
-        return list(ex.label or ())
+        return [str(tag).strip() for tag in ex.label or ()]
 
     def fit_labels(self, examples):
+        if self.labels is not None:  # given labels keep their order
+            return
         super().fit_labels(examples)
         if "O" in self.labels:  # "O" first: the padding label of truncated words
             self.labels = ["O"] + [label for label in self.labels if label != "O"]
 
     def check_inputs(self, ex) -> None:
         super().check_inputs(ex)
+        if not ex.tokens:
+            raise DataError(ex.where, f"task {self.name!r} needs at least one token; this sentence has none")
         if ex.label is not None and len(ex.label) != len(ex.tokens):
             raise DataError(ex.where, f"{len(ex.tokens)} tokens but {len(ex.label)} tags; give one tag per token")
 
