@@ -151,9 +151,9 @@ CURVES_MD = """\
 ## 4. Learning curves
 
 `history.history` holds one value per epoch for every log: `<task>_loss`, each task's metrics,
-and the same on the dev data as `val_...` (the training `loss` sums the weighted task losses;
-`val_loss` averages them over the dev batches, each of which holds one task). Plotted when
-matplotlib is installed, printed otherwise."""
+and the same on the dev data as `val_...` (`loss` and `val_loss` both sum the weighted task
+losses of mixed batches, so they compare). Plotted when matplotlib is installed, printed
+otherwise."""
 
 CURVES = """\
 val_logs = {key: values for key, values in history.history.items() if key.startswith("val_")}
