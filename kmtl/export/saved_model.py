@@ -6,36 +6,33 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import keras
 import tensorflow as tf
 
+from kmtl.data.pipeline import trim_batch
+from kmtl.errors import ExportError
+from kmtl.export.heads import sentence_outputs, tagging_outputs
 from kmtl.export.versions import atomic_version_dir
+from kmtl.export.warmup import write_warmup
+from kmtl.export.words import clean_text
 
 METADATA_FILE = "kmtl.json"
 
 
-def split_words(text):
-    """Raw strings → ragged words: whitespace, then punctuation split off the ends of words.
-
-    ``"a fine, (moving) film."`` → ``["a", "fine", ",", "(", "moving", ")", "film", "."]``,
-    close to CoNLL tokenization; inner punctuation stays (``"U.S.-based"`` → ``"U.S.-based"``).
-    Core TF ops only (RE2 regexes), so TF Serving runs it.
-    """
-    spaced = tf.strings.regex_replace(text, r"([\pP\pS]+)(\s|$)", " \\1\\2")
-    spaced = tf.strings.regex_replace(spaced, r"(^|\s)([\pP\pS]+)", "\\1\\2 ")
-    return tf.strings.split(spaced)
+RESERVED = ("serving_default", "ids")
 
 
-class ServingModule(tf.Module):
-    """The serving graph: tokenizer, packer, shared encoder and heads, no Python at run time.
+class ServingGraph:
+    """The serving functions: tokenizer, packing, shared encoder and heads; no Python at run time.
 
-    Signatures (inputs are ``[batch]`` string tensors):
+    Signatures (all text inputs are ``[batch]`` strings; invalid UTF-8 is replaced, never fatal):
 
-    * ``serving_default(text)`` → every single-text task: classification ``<task>_label``
-      (string) and ``<task>_probabilities``; multi-label ``<task>_probabilities`` and
-      ``<task>_active`` (0/1 per label); regression ``<task>_score``; tagging
-      ``<task>_words`` and ``<task>_tags`` (``[batch, words]`` strings padded with "", words
-      as `split_words` makes them) and ``<task>_word_count``.
-    * ``<task>(text, text_pair)`` for each pair task, with the same outputs.
+    * ``serving_default(text)``: every task that reads one text (sentence tasks and tagging);
+    * ``<task>(text)`` or, for pair tasks, ``<task>(text, text_pair)``: that task alone;
+    * ``ids(token_ids, segment_ids, padding_mask)``: raw head outputs ``<task>`` (logits or
+      score) for clients that tokenize themselves (the same graph as the ONNX export).
+
+    Output names per task kind are listed in `kmtl.export.heads`.
 
     Args:
         model: a trained `kmtl.MultiTaskModel`.
@@ -43,70 +40,67 @@ class ServingModule(tf.Module):
     """
 
     def __init__(self, model, preprocessor):
-        super().__init__()
+        clash = [t.name for t in model.tasks if t.name in RESERVED]
+        if clash:
+            raise ExportError(f"task names {clash} clash with signature names {list(RESERVED)}; rename the tasks")
         self.model = model
         self.preprocessor = preprocessor
         self.tasks = list(model.tasks)
-        self.label_tables = {t.name: tf.constant(t.labels) for t in self.tasks if t.labels}
 
-    def _heads(self, task, outputs):
-        name = task.name
-        if task.kind in ("classification", "pair_classification"):
-            probs = tf.nn.softmax(outputs, axis=-1)
-            return {f"{name}_label": tf.gather(self.label_tables[name], tf.argmax(probs, axis=-1)),
-                    f"{name}_probabilities": probs}
-        if task.kind == "multilabel":
-            probs = tf.sigmoid(outputs)
-            return {f"{name}_probabilities": probs,
-                    f"{name}_active": tf.cast(probs >= task.threshold, tf.int32)}
-        return {f"{name}_score": tf.reshape(outputs, [-1])}
+    def _trim(self, x):
+        return trim_batch(self.tasks, x)
 
-    def _tagging(self, task, text):
-        words = split_words(text)
-        enc = self.preprocessor.encode_words(words)
-        x = {k: enc[k] for k in ("token_ids", "segment_ids", "padding_mask")}
-        logits = self.model(x, training=False)[task.name]
-        best = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        first = enc["first_piece"]
-        tag_ids = tf.gather(best, tf.maximum(first, 0), batch_dims=1)
-        outside = task.labels.index(task.outside_label)
-        valid_word = tf.sequence_mask(words.row_lengths(), tf.shape(first)[1])
-        tag_ids = tf.where(first >= 0, tag_ids, outside)
-        tags = tf.where(valid_word, tf.gather(self.label_tables[task.name], tag_ids), "")
-        return {f"{task.name}_tags": tags, f"{task.name}_words": words.to_tensor(""),
-                f"{task.name}_word_count": tf.cast(words.row_lengths(), tf.int32)}
+    def _encode(self, text, text_pair=None):
+        pair = None if text_pair is None else clean_text(text_pair)
+        return self._trim(self.preprocessor.encode_text(clean_text(text), pair))
 
-    def serve_text(self, text):
+    def serve(self, tasks, text, text_pair=None):
+        """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch."""
         result = {}
-        single = [t for t in self.tasks if t.input_fields == ("text",)]
-        if single:
-            outputs = self.model(self.preprocessor.encode_text(text), training=False)
-            for task in single:
-                result.update(self._heads(task, outputs[task.name]))
-        for task in self.tasks:
+        sentence = [t for t in tasks if not t.token_level]
+        if sentence:
+            outputs = self.model(self._encode(text, text_pair), training=False)
+            for task in sentence:
+                result.update(sentence_outputs(task, outputs[task.name]))
+        for task in tasks:
             if task.token_level:
-                result.update(self._tagging(task, text))
+                result.update(tagging_outputs(task, self.model, self.preprocessor, self._trim, clean_text(text)))
         return result
 
-    def serve_pair(self, task, text, text_pair):
-        outputs = self.model(self.preprocessor.encode_text(text, text_pair), training=False)
-        return self._heads(task, outputs[task.name])
+    def serve_ids(self, token_ids, segment_ids, padding_mask):
+        x = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        return {name: tf.convert_to_tensor(v) for name, v in self.model(x, training=False).items()}
 
-    def signatures(self) -> dict:
-        spec = tf.TensorSpec([None], tf.string)
-        sigs = {}
-        if any(t.input_fields != ("text", "text_pair") for t in self.tasks):
-            fn = tf.function(lambda text: self.serve_text(text),
-                             input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-            sigs["serving_default"] = fn.get_concrete_function()
+    def _text_fn(self, tasks):
+        def serve_text(text):
+            return self.serve(tasks, text)
+
+        return serve_text
+
+    def _pair_fn(self, task):
+        def serve_pair(text, text_pair):
+            return self.serve([task], text, text_pair)
+
+        return serve_pair
+
+    def endpoints(self) -> dict:
+        """``{signature name: (function, input signature)}``."""
+        text = tf.TensorSpec([None], tf.string, name="text")
+        pair = tf.TensorSpec([None], tf.string, name="text_pair")
+        ids = [tf.TensorSpec([None, None], tf.int32, name=n) for n in ("token_ids", "segment_ids", "padding_mask")]
+        single = [t for t in self.tasks if "text_pair" not in t.input_fields]
+        found = {}
+        if single:
+            found["serving_default"] = (self._text_fn(single), [text])
         for task in self.tasks:
-            if task.input_fields == ("text", "text_pair"):
-                fn = tf.function(lambda text, text_pair, task=task: self.serve_pair(task, text, text_pair),
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="text"),
-                                                  tf.TensorSpec([None], tf.string, name="text_pair")])
-                sigs[task.name] = fn.get_concrete_function()
-        del spec
-        return sigs
+            pairs = "text_pair" in task.input_fields
+            found[task.name] = (self._pair_fn(task), [text, pair]) if pairs else (self._text_fn([task]), [text])
+
+        def from_ids(token_ids, segment_ids, padding_mask):
+            return self.serve_ids(token_ids, segment_ids, padding_mask)
+
+        found["ids"] = (from_ids, ids)
+        return found
 
 
 def export_saved_model(model, preprocessor, base_dir, name: str, version: Optional[int] = None,
@@ -115,20 +109,28 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
 
     The version folder appears only when complete (see `atomic_version_dir`); ``version``
     defaults to the next free integer. ``assets.extra/kmtl.json`` records the tasks, label
-    sets, backbone and max length.
+    sets, backbone and max length; ``assets.extra/tf_serving_warmup_requests`` holds one
+    warm-up request per signature.
 
     Example:
         >>> path = export_saved_model(model, pre, "saved_models", "demo")
         >>> path.name
         '1'
     """
-    module = ServingModule(model, preprocessor)
-    signatures = module.signatures()
+    graph = ServingGraph(model, preprocessor)
+    # keras.export.ExportArchive, not a bare tf.saved_model.save: its variables restore in
+    # the graph-mode loader that TF Serving (and saved_model_cli run) use.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signatures = {}  # name -> input specs
+    for sig_name, (fn, spec) in graph.endpoints().items():
+        archive.add_endpoint(sig_name, fn, input_signature=spec)
+        signatures[sig_name] = spec
     with atomic_version_dir(Path(base_dir) / name, version) as (tmp, final):
         level = tf.get_logger().level
         tf.get_logger().setLevel("ERROR")  # "Assets written to <temporary folder>" misleads
         try:
-            tf.saved_model.save(module, str(tmp), signatures=signatures)
+            archive.write_out(str(tmp), verbose=False)
         finally:
             tf.get_logger().setLevel(level)
         extra = tmp / "assets.extra"
@@ -141,4 +143,5 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
             **(metadata or {}),
         }
         (extra / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        write_warmup(tmp, name, signatures, preprocessor)
     return final
