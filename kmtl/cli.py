@@ -1,4 +1,4 @@
-"""The `kmtl` command line: train, evaluate, export, predict, demo.
+"""The `kmtl` command line: train, evaluate, export, predict, demo, bench.
 
 Every user error (bad config, bad data, an export path that exists) is printed as one clear
 message without a traceback, and the exit status is 2.
@@ -82,13 +82,30 @@ def cmd_evaluate(args):
 
 
 def cmd_export(args):
-    from kmtl.export import export_saved_model
     from kmtl.training import load_run
 
     model, pre, info = load_run(args.run_dir)
     name = args.name or info.get("name") or Path(args.run_dir).name
-    path = export_saved_model(model, pre, args.dir, name, version=args.version)
+    if args.format == "onnx":
+        from kmtl.export import export_onnx
+
+        path = export_onnx(model, args.dir, name, version=args.version, max_length=pre.max_length)
+    else:
+        from kmtl.export import export_saved_model
+
+        path = export_saved_model(model, pre, args.dir, name, version=args.version)
     print(path)
+
+
+def cmd_bench_serve(args):
+    from kmtl.bench import bench_serve, format_table
+
+    result = bench_serve(backbone=args.backbone, run_dir=args.run, seq_words=args.seq_words,
+                         batch_size=args.batch_size, seconds=args.seconds, repeats=args.repeats,
+                         max_length=args.max_length)
+    print(format_table(result))
+    if args.json:
+        print(json.dumps(result))
 
 
 def cmd_predict(args):
@@ -126,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="export a finished run as a versioned SavedModel")
+    p = sub.add_parser("export", help="export a finished run as a versioned SavedModel (or ONNX file)")
     p.add_argument("run_dir")
+    p.add_argument("--format", choices=("saved_model", "onnx"), default="saved_model",
+                   help="saved_model (raw text in, for TF Serving; default) or onnx (token ids in: "
+                        "<dir>/<name>/<version>/model.onnx + kmtl.json)")
     p.add_argument("--dir", default="saved_models", help="base folder (default: saved_models)")
     p.add_argument("--name", help="model name (default: the run's name)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
@@ -139,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature", default="serving_default",
                    help="signature to call; a pair task's signature takes 'first<TAB>second' texts")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("serve", help="latency/throughput: SavedModel from raw text vs ONNX Runtime from ids")
+    p.add_argument("--backbone", help="minilm-l6 (default), tiny or a backbone folder: a fresh model with a "
+                                      "classification and a tagging head")
+    p.add_argument("--run", help="benchmark this finished run instead of a fresh model")
+    p.add_argument("--seq-words", type=int, default=20, help="words per test sentence (default: 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch of the throughput figure (default: 32)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each timed window (default: 10)")
+    p.add_argument("--repeats", type=int, default=3, help="timed windows per figure; median reported (default: 3)")
+    p.add_argument("--max-length", type=int, default=128, help="preprocessor max length of a fresh model (default: 128)")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON object on the last line")
+    p.set_defaults(func=cmd_bench_serve)
     return parser
 
 

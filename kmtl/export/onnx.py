@@ -1,0 +1,116 @@
+"""Export the ids → outputs part of a multi-task model as a versioned ONNX file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from kmtl.errors import ExportError
+from kmtl.export.versions import atomic_version_dir
+
+ONNX_FILE = "model.onnx"
+METADATA_FILE = "kmtl.json"
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset: Optional[int] = None,
+                max_length: Optional[int] = None, metadata: Optional[dict] = None) -> Path:
+    """Write ``<base_dir>/<name>/<version>/model.onnx`` and ``kmtl.json`` beside it.
+
+    The graph takes token ids, not text: tf2onnx cannot convert the TF Text ops of the
+    tokenizer, so callers tokenize first (with the run's `kmtl.data.Preprocessor`, or any
+    WordPiece tokenizer with the same vocabulary) and pass
+
+    * inputs ``token_ids``, ``segment_ids``, ``padding_mask``: int32 ``[batch, length]``,
+      both dimensions dynamic (named ``batch`` and ``length`` in the file);
+    * outputs named after the tasks, the raw model outputs: logits ``[batch, labels]`` for
+      classification, ``[batch, length, labels]`` for tagging, ``[batch, 1]`` scores for
+      regression, sigmoid logits for multi-label.
+
+    How: Keras' own ``model.export(path, format="onnx", input_signature=[{...}])`` (Keras
+    3.15 traces the functional model with the dict signature and hands the concrete function
+    to ``tf2onnx.convert.from_function``; checked with ONNX Runtime at several sequence
+    lengths). ``kmtl.json`` records the tasks with their label sets, the max length the model
+    was trained with, and the input and output names. The version folder appears only when
+    complete (see `atomic_version_dir`); ``version`` defaults to the next free integer.
+
+    Args:
+        model: a `kmtl.MultiTaskModel`.
+        base_dir: the base folder (e.g. ``saved_models``).
+        name: the model's folder name under ``base_dir``.
+        version: version number; default: the next free one.
+        opset: ONNX opset; default: tf2onnx's default (15).
+        max_length: the preprocessor's max length, recorded in ``kmtl.json`` (the graph
+            itself accepts any length up to the backbone's position table).
+        metadata: extra keys for ``kmtl.json``.
+
+    Example:
+        >>> path = export_onnx(model, "saved_models", "demo", max_length=128)
+        >>> sess = onnxruntime.InferenceSession(str(path / "model.onnx"))
+        >>> logits = sess.run(["sentiment"], pre.encode_text(tf.constant(["a fine film"])))
+    """
+    import onnx
+    import tensorflow as tf
+
+    tasks = list(getattr(model, "tasks", []))
+    output_names = sorted(model.output.keys()) if isinstance(model.output, dict) else []
+    signature = [{n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}]
+    with atomic_version_dir(Path(base_dir) / name, version) as (tmp, final):
+        target = tmp / ONNX_FILE
+        loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:  # tf2onnx logs every optimizer pass at INFO
+            lg.setLevel(logging.ERROR)
+        try:
+            model.export(str(target), format="onnx", input_signature=signature, opset_version=opset,
+                         verbose=False)
+        except Exception as err:  # tf2onnx raises many kinds; say what failed
+            raise ExportError(f"ONNX conversion failed: {type(err).__name__}: {err}") from err
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+        proto = onnx.load(str(target))
+        _name_dynamic_dims(proto, tasks)
+        onnx.save(proto, str(target))
+        info = {
+            "format": "onnx",
+            "tasks": [t.get_config() for t in tasks],
+            "backbone": getattr(model, "encoder_spec", None),
+            "max_length": max_length,
+            "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+            "inputs": {n: {"dtype": "int32", "shape": ["batch", "length"]} for n in INPUT_NAMES},
+            "outputs": {n: _output_meta(n, tasks) for n in output_names},
+            **(metadata or {}),
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return final
+
+
+def _output_meta(name, tasks):
+    task = next((t for t in tasks if t.name == name), None)
+    if task is None:
+        return {}
+    token_level = getattr(task, "token_level", False)
+    return {
+        "kind": task.kind,
+        "shape": ["batch", "length", task.num_outputs] if token_level else ["batch", task.num_outputs],
+        "values": "score" if "regression" in task.kind else "logits",
+    }
+
+
+def _name_dynamic_dims(proto, tasks) -> None:
+    """Give the dynamic dimensions readable names (tf2onnx writes ``unk__123``)."""
+    token_level = {t.name for t in tasks if getattr(t, "token_level", False)}
+    for value in proto.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for dim, label in zip(dims, ("batch", "length")):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = label
+    for value in proto.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        labels = ("batch", "length") if value.name in token_level else ("batch",)
+        for dim, label in zip(dims, labels):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = label
