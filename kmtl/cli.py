@@ -111,10 +111,23 @@ def cmd_bench_serve(args):
 def cmd_predict(args):
     from kmtl.serving.predict import predict_lines
 
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for row in predict_lines(args.export_dir, texts, signature=args.signature):
+    items = args.texts or [_stdin_item(line, number) for number, line in enumerate(sys.stdin, 1) if line.strip()]
+    for row in predict_lines(args.export_dir, items, signature=args.signature):
         print(json.dumps(row, ensure_ascii=False))
 
+
+def _stdin_item(line, number):
+    """A JSON Lines object ({"text": ..., "text_pair": ...}), or a plain line of text."""
+    line = line.rstrip("\n")
+    if not line.lstrip().startswith("{"):
+        return line
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise KmtlError(f"<stdin>:{number}: not valid JSON ({err.msg}); give one JSON object or one text a line")
+    if not isinstance(item, dict):
+        raise KmtlError(f"<stdin>:{number}: expected a JSON object with a 'text' field")
+    return item
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmtl", description="Multi-task NLP with one shared BERT encoder.")
@@ -155,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel; JSON Lines out")
     p.add_argument("export_dir", help="a SavedModel version folder, or its model folder (latest version)")
-    p.add_argument("texts", nargs="*", help="texts (default: one per line on stdin)")
+    p.add_argument("texts", nargs="*", help='texts (default: stdin, one JSON object {"text": ...} or one text a line)')
     p.add_argument("--signature", default="serving_default",
                    help="signature to call; a pair task's signature takes 'first<TAB>second' texts")
     p.set_defaults(func=cmd_predict)

@@ -240,3 +240,16 @@ def test_real_tensorflow_model_server(exported, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_word_path_encodes_like_the_text_path(tiny):
+    """serving_default runs the encoder once on word-split text for all heads: same ids."""
+    pre = tiny.preprocessor(16)
+    texts = ["John Smith went to Zürich, then (briefly) Paris.", "a fine film!!", "U.S.-based firm's \"news\"",
+             "x" * 40, "  spaced   out  ", "naïve café"]
+    text = clean_text(tf.constant(texts))
+    words, _, _ = split_words(text)
+    by_words = pre.encode_words(words)
+    by_text = pre.encode_text(text)
+    for key in ("token_ids", "segment_ids", "padding_mask"):
+        np.testing.assert_array_equal(by_words[key], by_text[key])

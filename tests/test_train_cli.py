@@ -158,6 +158,25 @@ def test_export_and_predict_commands(trained, capsys):
     assert "first<TAB>second" in capsys.readouterr().err
 
 
+def test_predict_reads_json_lines_from_stdin(trained, capsys, monkeypatch):
+    import io
+
+    export = trained / "saved_models" / "small"
+    lines = '{"text": "John went to Paris."}\nplain text line\n\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    assert main(["predict", str(export)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["John went to Paris.", "plain text line"]
+    assert rows[0]["entities_words"] == ["John", "went", "to", "Paris", "."]
+    assert len(rows[0]["entities_entity_type"]) == rows[0]["entities_entity_count"]
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "a", "text_pair": "b"}\n'))
+    assert main(["predict", "--signature", "paraphrase", str(export)]) == 0
+    assert "paraphrase_probabilities" in json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"text": oops}\n'))
+    assert main(["predict", str(export)]) == 2
+    assert "<stdin>:1: not valid JSON" in capsys.readouterr().err
+
+
 def test_evaluate_command_reproduces_metrics(trained, capsys):
     run = trained / "runs" / "small"
     out_json = trained / "again.json"

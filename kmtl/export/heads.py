@@ -32,15 +32,27 @@ def sentence_outputs(task, outputs) -> dict:
     return {f"{name}_score": tf.reshape(outputs, [-1])}
 
 
-def tagging_outputs(task, model, preprocessor, trim, text) -> dict:
-    """Word tags and entity spans (with character offsets into ``text``) of a tagging task."""
-    name = task.name
+def encode_for_tagging(model, preprocessor, trim, text):
+    """Split ``text`` into words, encode them, run the model once: what tagging heads need.
+
+    The word-piece ids equal `Preprocessor.encode_text`'s for the same text (the tokenizer
+    splits at every boundary `split_words` does), so sentence heads can read these outputs
+    too and the encoder runs once per call. (Exception: a "word" made only of characters the
+    tokenizer drops becomes ``[UNK]`` here.)
+    """
     words, byte_starts, byte_ends = split_words(text)
     enc = preprocessor.encode_words(words)
     x = trim({k: enc[k] for k in ("token_ids", "segment_ids", "padding_mask")})
-    logits = model(x, training=False)[name]
-    best = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    first = enc["first_piece"]
+    return {"words": words, "byte_starts": byte_starts, "byte_ends": byte_ends,
+            "first_piece": enc["first_piece"], "outputs": model(x, training=False)}
+
+
+def tagging_outputs(task, encoded, text) -> dict:
+    """Word tags and entity spans (character offsets into ``text``) from `encode_for_tagging`."""
+    name = task.name
+    words, byte_starts, byte_ends = encoded["words"], encoded["byte_starts"], encoded["byte_ends"]
+    best = tf.argmax(encoded["outputs"][name], axis=-1, output_type=tf.int32)
+    first = encoded["first_piece"]
     count = tf.cast(words.row_lengths(), tf.int32)
     outside = task.labels.index(task.outside_label)
     tag_ids = tf.where(first >= 0, tf.gather(best, tf.maximum(first, 0), batch_dims=1), outside)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from kmtl.data.pipeline import trim_batch
 from kmtl.errors import ExportError
-from kmtl.export.heads import sentence_outputs, tagging_outputs
+from kmtl.export.heads import encode_for_tagging, sentence_outputs, tagging_outputs
 from kmtl.export.versions import atomic_version_dir
 from kmtl.export.warmup import write_warmup
 from kmtl.export.words import clean_text
@@ -58,13 +58,17 @@ class ServingGraph:
         """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch."""
         result = {}
         sentence = [t for t in tasks if not t.token_level]
-        if sentence:
+        tagging = [t for t in tasks if t.token_level]
+        if tagging:  # one encoder pass serves the tagging and the sentence heads
+            text = clean_text(text)
+            encoded = encode_for_tagging(self.model, self.preprocessor, self._trim, text)
+            for task in tagging:
+                result.update(tagging_outputs(task, encoded, text))
+            outputs = encoded["outputs"]
+        elif sentence:
             outputs = self.model(self._encode(text, text_pair), training=False)
-            for task in sentence:
-                result.update(sentence_outputs(task, outputs[task.name]))
-        for task in tasks:
-            if task.token_level:
-                result.update(tagging_outputs(task, self.model, self.preprocessor, self._trim, clean_text(text)))
+        for task in sentence:
+            result.update(sentence_outputs(task, outputs[task.name]))
         return result
 
     def serve_ids(self, token_ids, segment_ids, padding_mask):

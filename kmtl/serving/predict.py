@@ -28,10 +28,11 @@ def load_export(path):
     return tf.saved_model.load(str(resolve_export(path)))
 
 
-def predict_lines(export_dir, texts: Iterable[str], signature: str = "serving_default") -> List[dict]:
-    """Run ``signature`` on ``texts``; one dict per text, outputs named as in the signature.
+def predict_lines(export_dir, items: Iterable, signature: str = "serving_default") -> List[dict]:
+    """Run ``signature`` on ``items``; one dict per item, outputs named as in the signature.
 
-    For a pair task's signature each text holds both sentences separated by a tab.
+    Each item is a text, or a dict ``{"text": ..., "text_pair": ...}``; for a pair task's
+    signature a plain text holds both sentences separated by a tab.
 
     Example:
         >>> predict_lines("saved_models/demo", ["a lovely film"])[0]["sentiment_label"]
@@ -39,31 +40,39 @@ def predict_lines(export_dir, texts: Iterable[str], signature: str = "serving_de
     """
     import tensorflow as tf
 
-    texts = list(texts)
-    if not texts:
+    items = [item if isinstance(item, dict) else {"text": item} for item in items]
+    if not items:
         return []
     loaded = load_export(export_dir)
     if signature not in loaded.signatures:
         raise KmtlError(f"no signature {signature!r}; the export has: {', '.join(sorted(loaded.signatures))}")
     fn = loaded.signatures[signature]
-    inputs = {"text": texts}
-    if "text_pair" in fn.structured_input_signature[1]:
-        bad = [i for i, t in enumerate(texts, 1) if "\t" not in t]
-        if bad:
-            raise KmtlError(f"signature {signature!r} takes sentence pairs: give 'first<TAB>second' "
-                            f"(input {bad[0]} has no tab)")
-        inputs = {"text": [t.split("\t", 1)[0] for t in texts], "text_pair": [t.split("\t", 1)[1] for t in texts]}
-    outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    rows = [{"text": t} for t in texts]
+    wanted = sorted(fn.structured_input_signature[1])
+    if "text_pair" in wanted:
+        for item in items:
+            if "text_pair" not in item and "\t" in str(item.get("text", "")):
+                item["text"], item["text_pair"] = item["text"].split("\t", 1)
+    for number, item in enumerate(items, 1):
+        missing = [k for k in wanted if not isinstance(item.get(k), str)]
+        if missing:
+            hint = " (or 'first<TAB>second')" if missing == ["text_pair"] else ""
+            raise KmtlError(f"input {number}: signature {signature!r} needs string fields {wanted}{hint}; "
+                            f"missing {missing}")
+    outputs = fn(**{k: tf.constant([item[k] for item in items]) for k in wanted})
+    rows = [{k: item[k] for k in wanted} for item in items]
     for key, value in sorted(outputs.items()):
         value = value.numpy()
         for i, row in enumerate(rows):
             row[key] = _plain(value[i])
-    for row in rows:  # word and tag lists: drop the padding past each text's word count
+    for row in rows:  # word, tag and entity lists: drop the padding past each row's count
         for key in [k for k in row if k.endswith("_word_count")]:
             for field in ("_tags", "_words"):
                 name = key[: -len("_word_count")] + field
                 row[name] = row[name][: row[key]]
+        for key in [k for k in row if k.endswith("_entity_count")]:
+            stem = key[: -len("_count")]
+            for field in ("_type", "_text", "_start", "_end"):
+                row[stem + field] = row[stem + field][: row[key]]
     return rows
 
 
