@@ -23,7 +23,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny():
-    """A tiny random 2-layer BERT encoder with a small vocabulary (fast)."""
+    """A tiny random 2-layer BERT encoder with a small vocabulary (fast), shared by the session.
+
+    Read-only: a test that trains must build its own (``kmtl.backbone.tiny_encoder()``), or
+    later tests see its changed weights.
+    """
     from kmtl.backbone import tiny_encoder
 
     return tiny_encoder(seed=0)

@@ -6,7 +6,14 @@ import pytest
 import tensorflow as tf
 
 import kmtl
+from kmtl.backbone import tiny_encoder
 from kmtl.data import Example
+
+
+@pytest.fixture
+def tiny():
+    """A fresh tiny encoder per test: these tests train it (the session-wide one must stay intact)."""
+    return tiny_encoder(seed=0)
 
 
 def _tasks():
