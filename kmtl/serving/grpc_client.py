@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from kmtl.serving.base import ServingClient
 from kmtl.serving.errors import ServingError
 from kmtl.serving.rest import (
     _Retryable,
@@ -23,7 +24,7 @@ _SERVICE = "tensorflow.serving"
 _MAX_MESSAGE = 256 * 1024 * 1024
 
 
-class GrpcClient:
+class GrpcClient(ServingClient):
     """Call a model served by TF Serving over gRPC (port 8500 by default).
 
     Args:
@@ -53,25 +54,15 @@ class GrpcClient:
     def __init__(self, target: str = "localhost:8500", model: str = "demo",
                  version: Optional[int] = None, timeout: float = 10.0, retries: int = 3,
                  backoff: float = 0.2):
+        super().__init__(model, version, timeout, retries, backoff)
         self.target = target
-        self.model = model
-        self.version = version
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
         self._channel = None
         self._predict_stub = None
         self._model_stub = None
 
-    def __repr__(self):
-        return (f"GrpcClient({self.target!r}, model={self.model!r}, version={self.version!r}, "
-                f"timeout={self.timeout}, retries={self.retries})")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    @property
+    def address(self) -> str:
+        return self.target
 
     def close(self):
         """Close the channel (a later call opens a new one)."""

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from kmtl.serving.base import ServingClient
 from kmtl.serving.errors import ServingError
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -172,7 +173,7 @@ def _server_error(raw: bytes) -> str:
     return text[:500]
 
 
-class RestClient:
+class RestClient(ServingClient):
     """Call a model served by TF Serving over its REST API (standard library only).
 
     Args:
@@ -203,30 +204,17 @@ class RestClient:
     def __init__(self, base_url: str = "http://localhost:8501", model: str = "demo",
                  version: Optional[int] = None, timeout: float = 10.0, retries: int = 3,
                  backoff: float = 0.2):
+        super().__init__(model, version, timeout, retries, backoff)
         self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.version = version
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
         self._output_names = {}
         host = urllib.parse.urlsplit(self.base_url).hostname or ""
         # A proxy from the environment must not catch requests to this machine's own server.
         handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK or host.startswith("127.") else []
         self._opener = urllib.request.build_opener(*handlers)
 
-    def __repr__(self):
-        return (f"RestClient({self.base_url!r}, model={self.model!r}, version={self.version!r}, "
-                f"timeout={self.timeout}, retries={self.retries})")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        """Nothing to release (one connection per request); here to match `GrpcClient`."""
+    @property
+    def address(self) -> str:
+        return self.base_url
 
     @property
     def model_url(self) -> str:
