@@ -151,4 +151,7 @@ def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], pr
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(
         parts, weights=list(sizes / sizes.sum()), seed=seed, stop_on_empty_dataset=False)
     ds = ds.batch(batch_size).map(lambda x, y, w: trim_batch(tasks, x, y, w))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # sampling until every part is empty leaves the cardinality unknown to tf.data; state it, so
+    # Keras neither warns that the input "ran out of data" nor counts a phantom step
+    batches = -(-int(sizes.sum()) // batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
