@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Dict, Sequence
 
 from kmtl.evaluation.predict import predict_task
+from kmtl.files import write_atomic
 
 # The metric a table shows first for each task kind.
 HEADLINE = {
@@ -66,7 +66,4 @@ def write_json(report: Dict[str, dict], path) -> Path:
     path = Path(path)
     clean = {t: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
              for t, r in report.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")

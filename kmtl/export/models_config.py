@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict
+
+from kmtl.files import write_atomic
 
 
 def models_config_text(models: Dict[str, str]) -> str:
@@ -35,8 +36,4 @@ def write_models_config(path, models: Dict[str, str]) -> Path:
     ``models`` maps each model name to the folder holding its integer versions, as the
     server will see it (e.g. the path inside the container).
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(models_config_text(models), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, models_config_text(models))

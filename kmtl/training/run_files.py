@@ -7,18 +7,12 @@ import os
 from pathlib import Path
 
 from kmtl.errors import KmtlError
+from kmtl.files import write_atomic
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.weights.h5"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_run(run_dir: Path, model, max_length: int, extra: dict = None) -> None:

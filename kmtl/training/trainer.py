@@ -19,7 +19,8 @@ from kmtl.evaluation import evaluate_tasks, format_table, write_json
 from kmtl.model import build_model
 from kmtl.training.data import read_task_examples
 from kmtl.training.optimizer import make_optimizer
-from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, save_run, write_atomic
+from kmtl.files import write_atomic
+from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, save_run
 from kmtl.training.strategy import choose_strategy
 from kmtl.weighting import LinearWeighting, StaticWeighting
 
