@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmtl.data.example import Example
-from kmtl.data.pipeline import task_dataset, trim_batch
+from kmtl.data.pipeline import task_dataset, tasks_with_examples, trim_batch
 from kmtl.data.sampling import get_sampler
 
 GRANULARITIES = ("joint", "alternating")
@@ -64,10 +64,7 @@ def mixture(
         raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
     sampler = get_sampler(sampling, temperature)
     by_name = {t.name: t for t in tasks}
-    unknown = sorted(set(examples_by_task) - set(by_name))
-    if unknown:
-        raise ValueError(f"examples given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
-    names = [name for name, exs in examples_by_task.items() if exs]
+    names = tasks_with_examples(by_name, examples_by_task)
     sizes = [len(examples_by_task[name]) for name in names]
     steps = steps_per_epoch or default_steps_per_epoch(sizes, batch_size)
 

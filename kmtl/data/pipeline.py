@@ -100,6 +100,14 @@ def task_dataset(task, tasks, examples, preprocessor: Preprocessor, *, shuffle=T
     return ds
 
 
+def tasks_with_examples(by_name: dict, examples_by_task: Dict[str, Sequence[Example]]) -> list:
+    """Names of the tasks that have examples; unknown task names are a `ValueError`."""
+    unknown = sorted(set(examples_by_task) - set(by_name))
+    if unknown:
+        raise ValueError(f"examples given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
+    return [name for name, exs in examples_by_task.items() if exs]
+
+
 def trim_batch(tasks, x, y=None, w=None):
     """Cut a batch padded to ``max_length`` down to its own longest sequence.
 
@@ -139,10 +147,7 @@ def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], pr
     per-task ``val_<task>_*`` figures are weighted by ownership and exact.
     """
     by_name = {t.name: t for t in tasks}
-    unknown = sorted(set(examples_by_task) - set(by_name))
-    if unknown:
-        raise ValueError(f"examples given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
-    names = [name for name, exs in examples_by_task.items() if exs]
+    names = tasks_with_examples(by_name, examples_by_task)
     if not names:
         raise ValueError("no validation examples: every task's list is empty")
     parts = [task_dataset(by_name[n], tasks, examples_by_task[n], preprocessor, shuffle=False, repeat=False)
