@@ -1,5 +1,16 @@
 """Keras callbacks that kmtl provides (re-exported for ``kmtl.callbacks.X``)."""
 
-from kmtl.weighting import LinearWeighting, StaticWeighting, TaskWeighting
+from kmtl.weighting import (
+    DynamicWeightAverage,
+    GradNorm,
+    LinearWeighting,
+    PCGrad,
+    RandomLossWeighting,
+    StaticWeighting,
+    StepWeighting,
+    TaskWeighting,
+    UncertaintyWeighting,
+)
 
-__all__ = ["TaskWeighting", "StaticWeighting", "LinearWeighting"]
+__all__ = ["TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting", "DynamicWeightAverage",
+           "UncertaintyWeighting", "GradNorm", "PCGrad", "RandomLossWeighting"]

@@ -153,7 +153,8 @@ def test_every_batch_has_every_task(joint, tasks):
     assert len(joint) == 12
     names = sorted(t.name for t in tasks)
     for x, y, w in joint:
-        assert sorted(x) == ["padding_mask", "segment_ids", "token_ids"]
+        assert sorted(x) == ["padding_mask", "segment_ids", "task_id", "token_ids"]
+        assert x["task_id"].shape == (8,) and x["task_id"].dtype == np.int32
         assert sorted(y) == names and sorted(w) == names
         assert x["token_ids"].shape[0] == 8
         assert y["sent"].shape == (8,) and w["sent"].shape == (8,)
@@ -171,6 +172,7 @@ def test_exactly_one_owner_per_row_and_inputs_match(joint):
             seen.add(task)
             length = int(x["padding_mask"][row].sum())
             assert length == LENGTH[task]
+            assert int(x["task_id"][row]) == ["sent", "ner", "sim"].index(task)  # position in tasks
             # other tasks: zero weight and zero label
             for other in ("sent", "ner", "sim"):
                 if other != task:
@@ -208,8 +210,8 @@ def test_batches_are_trimmed(joint):
     for x, y, w in joint:
         longest = int(x["padding_mask"].sum(axis=1).max())
         widths.add(longest)
-        for v in x.values():
-            assert v.shape == (8, longest)
+        for name in ("token_ids", "segment_ids", "padding_mask"):
+            assert x[name].shape == (8, longest)
         assert y["ner"].shape == (8, longest) and w["ner"].shape == (8, longest)
         assert longest < 16  # never the full max_length for these short rows
     assert widths <= {3, 5, 6}

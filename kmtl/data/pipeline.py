@@ -12,6 +12,9 @@ from kmtl.data.preprocessor import Preprocessor
 from kmtl.errors import DataError
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+TASK_ID = "task_id"
+"""Also in every ``x``: int32 ``[batch]``, the index of the example's task in ``tasks`` (what
+per-task adapters route by; models without adapters ignore it)."""
 _ENCODE_BATCH = 256
 
 
@@ -53,20 +56,24 @@ def _label_dtype(task):
 def encode_batch(task, tasks, preprocessor: Preprocessor, raw: dict, labels=None):
     """Encode a batch of one task's raw inputs into ``(x, y, sample_weight)``.
 
-    ``y`` and ``sample_weight`` hold an entry for *every* task in ``tasks``: the owning task's
-    labels with weight 1 (token tasks: 1 on first word pieces), zeros with weight 0 for the
-    others. With ``labels=None`` only ``x`` (plus alignment info for token tasks) is returned.
+    ``x`` holds the `INPUT_NAMES` and `TASK_ID` (``task``'s index in ``tasks``: pass the
+    model's own ``model.tasks``, in its order). ``y`` and ``sample_weight`` hold an entry for
+    *every* task in ``tasks``: the owning task's labels with weight 1 (token tasks: 1 on first
+    word pieces), zeros with weight 0 for the others. With ``labels=None`` only ``x`` (plus
+    alignment info for token tasks) is returned.
     """
+    index = [t.name for t in tasks].index(task.name)
     if task.token_level:
         enc = preprocessor.encode_words(raw["tokens"], labels)
         x = {name: enc[name] for name in INPUT_NAMES}
-        if labels is None:
-            return x, {"first_piece": enc["first_piece"]}
+    else:
+        x = dict(preprocessor.encode_text(raw["text"], raw.get("text_pair")))
+    x[TASK_ID] = tf.fill(tf.shape(x["token_ids"])[:1], tf.constant(index, tf.int32))
+    if labels is None:
+        return x, ({"first_piece": enc["first_piece"]} if task.token_level else {})
+    if task.token_level:
         own_y, own_w = enc["piece_labels"], enc["first_piece_mask"]
     else:
-        x = preprocessor.encode_text(raw["text"], raw.get("text_pair"))
-        if labels is None:
-            return x, {}
         own_y = labels
         own_w = tf.ones([tf.shape(labels)[0]], tf.float32)
     batch = tf.shape(x["token_ids"])[0]
@@ -108,13 +115,18 @@ def tasks_with_examples(by_name: dict, examples_by_task: Dict[str, Sequence[Exam
     return [name for name, exs in examples_by_task.items() if exs]
 
 
+def cut_inputs(x: dict, length) -> dict:
+    """``x`` with its sequence inputs (`INPUT_NAMES`) cut to ``length``; ``task_id`` kept."""
+    return {k: (v[:, :length] if k in INPUT_NAMES else v) for k, v in x.items()}
+
+
 def trim_batch(tasks, x, y=None, w=None):
     """Cut a batch padded to ``max_length`` down to its own longest sequence.
 
     Token-level labels and weights are cut the same way; other tasks' entries are untouched.
     """
     longest = tf.maximum(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)), 1)
-    x = {k: v[:, :longest] for k, v in x.items()}
+    x = cut_inputs(x, longest)
     if y is None:
         return x
     token_tasks = {t.name for t in tasks if t.token_level}

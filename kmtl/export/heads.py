@@ -35,6 +35,9 @@ def sentence_outputs(task, outputs) -> dict:
 def encode_for_tagging(model, preprocessor, trim, text):
     """Split ``text`` into words, encode them, run the model once: what tagging heads need.
 
+    ``model`` is the Keras model or any callable ``model(x, training=False) -> {task: output}``
+    (`ServingGraph.run_model` routes per-task adapters).
+
     The word-piece ids equal `Preprocessor.encode_text`'s for the same text (the tokenizer
     splits at every boundary `split_words` does), so sentence heads can read these outputs
     too and the encoder runs once per call. (Exception: a "word" made only of characters the

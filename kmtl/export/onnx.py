@@ -24,7 +24,10 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     WordPiece tokenizer with the same vocabulary) and pass
 
     * inputs ``token_ids``, ``segment_ids``, ``padding_mask``: int32 ``[batch, length]``,
-      both dimensions dynamic (named ``batch`` and ``length`` in the file);
+      both dimensions dynamic (named ``batch`` and ``length`` in the file); with per-task
+      adapters (``sharing="adapters"``) also ``task_id``: int32 ``[batch]``, each row's task
+      index in ``kmtl.json``'s ``tasks`` (the routing is inside the ONNX graph: one-hot and
+      einsum ops); each head's output is meaningful on the rows of its own task;
     * outputs named after the tasks, the raw model outputs: logits ``[batch, labels]`` for
       classification, ``[batch, length, labels]`` for tagging, ``[batch, 1]`` scores for
       regression, sigmoid logits for multi-label.
@@ -54,9 +57,16 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     import onnx
     import tensorflow as tf
 
+    from kmtl.sharing import TASK_ID, uses_task_id
+
     tasks = list(getattr(model, "tasks", []))
     output_names = sorted(model.output.keys()) if isinstance(model.output, dict) else []
-    signature = [{n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}]
+    signature = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}
+    inputs = {n: {"dtype": "int32", "shape": ["batch", "length"]} for n in INPUT_NAMES}
+    if uses_task_id(model):
+        signature[TASK_ID] = tf.TensorSpec([None], tf.int32, name=TASK_ID)
+        inputs[TASK_ID] = {"dtype": "int32", "shape": ["batch"]}
+    signature = [signature]
     with atomic_version_dir(Path(base_dir) / name, version) as (tmp, final):
         target = tmp / ONNX_FILE
         loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
@@ -78,9 +88,10 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
             "format": "onnx",
             "tasks": [t.get_config() for t in tasks],
             "backbone": getattr(model, "encoder_spec", None),
+            "sharing": {"mode": getattr(model, "sharing", "full"), **getattr(model, "sharing_options", {})},
             "max_length": max_length,
             "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-            "inputs": {n: {"dtype": "int32", "shape": ["batch", "length"]} for n in INPUT_NAMES},
+            "inputs": inputs,
             "outputs": {n: _output_meta(n, tasks) for n in output_names},
             **(metadata or {}),
         }

@@ -15,6 +15,7 @@ from kmtl.export.heads import encode_for_tagging, sentence_outputs, tagging_outp
 from kmtl.export.versions import atomic_version_dir
 from kmtl.export.warmup import write_warmup
 from kmtl.export.words import clean_text
+from kmtl.sharing import TASK_ID, uses_task_id
 
 METADATA_FILE = "kmtl.json"
 
@@ -30,7 +31,16 @@ class ServingGraph:
     * ``serving_default(text)``: every task that reads one text (sentence tasks and tagging);
     * ``<task>(text)`` or, for pair tasks, ``<task>(text, text_pair)``: that task alone;
     * ``ids(token_ids, segment_ids, padding_mask)``: raw head outputs ``<task>`` (logits or
-      score) for clients that tokenize themselves (the same graph as the ONNX export).
+      score) for clients that tokenize themselves (the same graph as the ONNX export). With
+      per-task adapters (``sharing="adapters"``) it takes a fourth input ``task_id`` (int32
+      ``[batch]``, each row's task index in ``kmtl.json``'s ``tasks``) and every head reads
+      the rows routed through its adapters: ``<task>`` is meaningful on the rows of that task.
+
+    Task routing is part of the graph: with per-task adapters each task needs its own encoder
+    pass, so a signature that serves several tasks (``serving_default``) tiles the batch once
+    per task, feeds copy ``k`` with task ``k``'s id and runs the model once; each task reads its
+    own copy. A per-task signature feeds its task's id. Without adapters the model runs once
+    on the batch, as before.
 
     Output names per task kind are listed in `kmtl.export.heads`.
 
@@ -46,6 +56,8 @@ class ServingGraph:
         self.model = model
         self.preprocessor = preprocessor
         self.tasks = list(model.tasks)
+        self.routed = uses_task_id(model)
+        self.task_index = {t.name: i for i, t in enumerate(self.tasks)}
 
     def _trim(self, x):
         return trim_batch(self.tasks, x)
@@ -54,25 +66,43 @@ class ServingGraph:
         pair = None if text_pair is None else clean_text(text_pair)
         return self._trim(self.preprocessor.encode_text(clean_text(text), pair))
 
+    def run_model(self, x, tasks) -> dict:
+        """``{task: raw output}`` of the model on ``x`` for each of ``tasks``.
+
+        With per-task adapters the batch is tiled once per task (copy ``k`` carries task
+        ``k``'s id) and run in one call; each task reads its own copy.
+        """
+        if not self.routed:
+            return self.model(x, training=False)
+        batch = tf.shape(x["token_ids"])[0]
+        ids = [self.task_index[t.name] for t in tasks]
+        tiled = {k: tf.tile(v, [len(ids), 1]) for k, v in x.items()} if len(ids) > 1 else dict(x)
+        tiled[TASK_ID] = tf.repeat(tf.constant(ids, tf.int32), batch)
+        outputs = self.model(tiled, training=False)
+        return {t.name: outputs[t.name][k * batch:(k + 1) * batch] for k, t in enumerate(tasks)}
+
     def serve(self, tasks, text, text_pair=None):
         """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch."""
         result = {}
         sentence = [t for t in tasks if not t.token_level]
         tagging = [t for t in tasks if t.token_level]
+        run = lambda x, training=False: self.run_model(x, tasks)  # noqa: E731
         if tagging:  # one encoder pass serves the tagging and the sentence heads
             text = clean_text(text)
-            encoded = encode_for_tagging(self.model, self.preprocessor, self._trim, text)
+            encoded = encode_for_tagging(run, self.preprocessor, self._trim, text)
             for task in tagging:
                 result.update(tagging_outputs(task, encoded, text))
             outputs = encoded["outputs"]
         elif sentence:
-            outputs = self.model(self._encode(text, text_pair), training=False)
+            outputs = run(self._encode(text, text_pair))
         for task in sentence:
             result.update(sentence_outputs(task, outputs[task.name]))
         return result
 
-    def serve_ids(self, token_ids, segment_ids, padding_mask):
+    def serve_ids(self, token_ids, segment_ids, padding_mask, task_id=None):
         x = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        if task_id is not None:
+            x[TASK_ID] = task_id
         return {name: tf.convert_to_tensor(v) for name, v in self.model(x, training=False).items()}
 
     def _text_fn(self, tasks):
@@ -103,7 +133,13 @@ class ServingGraph:
         def from_ids(token_ids, segment_ids, padding_mask):
             return self.serve_ids(token_ids, segment_ids, padding_mask)
 
-        found["ids"] = (from_ids, ids)
+        def from_routed_ids(token_ids, segment_ids, padding_mask, task_id):
+            return self.serve_ids(token_ids, segment_ids, padding_mask, task_id)
+
+        if self.routed:
+            found["ids"] = (from_routed_ids, ids + [tf.TensorSpec([None], tf.int32, name=TASK_ID)])
+        else:
+            found["ids"] = (from_ids, ids)
         return found
 
 
@@ -143,6 +179,7 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
             "tasks": [t.get_config() for t in model.tasks],
             "backbone": model.encoder_spec,
             "max_length": preprocessor.max_length,
+            "sharing": {"mode": getattr(model, "sharing", "full"), **getattr(model, "sharing_options", {})},
             "signatures": sorted(signatures),
             **(metadata or {}),
         }

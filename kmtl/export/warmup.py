@@ -37,7 +37,10 @@ def write_warmup(export_dir, model_name: str, signatures: dict, preprocessor, te
             request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name))
             for spec in specs:
                 key = spec.name
-                value = tf.constant(list(texts)) if spec.dtype == tf.string else ids[key]
+                if spec.dtype == tf.string:
+                    value = tf.constant(list(texts))
+                else:  # ids, and task_id (task 0) for models with per-task adapters
+                    value = ids[key] if key in ids else tf.zeros([len(texts)], spec.dtype)
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())

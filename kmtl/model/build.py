@@ -3,8 +3,8 @@
 from kmtl.model.multitask_model import MultiTaskModel
 
 
-def build_model(encoder, tasks, *, pooling: str = "mean", sharing: str = "full", lora_rank: int = 8,
-                name: str = "kmtl") -> MultiTaskModel:
+def build_model(encoder, tasks, *, pooling: str = "mean", sharing="full", lora_rank: int = 8,
+                lora_alpha=None, lora_targets=None, adapter_size: int = 64, name: str = "kmtl") -> MultiTaskModel:
     """Assemble the shared encoder and one head per task into a `MultiTaskModel`.
 
     Args:
@@ -12,8 +12,12 @@ def build_model(encoder, tasks, *, pooling: str = "mean", sharing: str = "full",
         tasks: `kmtl.tasks.Task` objects with their label sets known (call
             ``task.fit_labels(train_examples)`` first for inferred label sets).
         pooling: ``mean`` or ``cls`` sentence vector for sentence-level heads.
-        sharing: ``full``, ``frozen`` or ``lora``.
+        sharing: ``full``, ``frozen``, ``lora``, ``adapters`` or a `kmtl.sharing.Sharing`
+            object (see `kmtl.sharing`).
         lora_rank: LoRA rank when ``sharing="lora"``.
+        lora_alpha: LoRA scale numerator (update scaled by ``alpha / rank``); default: the rank.
+        lora_targets: names of the backbone layers LoRA adapts; default ``["query", "value"]``.
+        adapter_size: adapter bottleneck width when ``sharing="adapters"``.
         name: the Keras model name.
 
     Example:
@@ -22,5 +26,7 @@ def build_model(encoder, tasks, *, pooling: str = "mean", sharing: str = "full",
         >>> model = kmtl.build_model(kmtl.load_backbone(), tasks)
         >>> sorted(model.output.keys())
         ['ner', 'sentiment']
+        >>> adapted = kmtl.build_model(kmtl.load_backbone(), tasks, sharing="adapters", adapter_size=32)
     """
-    return MultiTaskModel(encoder, tasks, pooling=pooling, sharing=sharing, lora_rank=lora_rank, name=name)
+    return MultiTaskModel(encoder, tasks, pooling=pooling, sharing=sharing, lora_rank=lora_rank,
+                          lora_alpha=lora_alpha, lora_targets=lora_targets, adapter_size=adapter_size, name=name)

@@ -26,6 +26,7 @@ def save_run(run_dir: Path, model, max_length: int, extra: dict = None) -> None:
         "max_length": max_length,
         "pooling": model.pooling,
         "sharing": model.sharing,
+        "sharing_options": getattr(model, "sharing_options", {}),  # kmtl.sharing.sharing_from_config
         "lora_rank": model.lora_rank,
         "tasks": [t.get_config() for t in model.tasks],
         **(extra or {}),
@@ -42,6 +43,7 @@ def load_run(run_dir):
     from kmtl import tasks as task_kinds
     from kmtl.backbone import load_backbone
     from kmtl.model import build_model
+    from kmtl.sharing import sharing_from_config
 
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file() or not (run_dir / WEIGHTS_FILE).is_file():
@@ -52,7 +54,10 @@ def load_run(run_dir):
     info = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     encoder = load_backbone(info["backbone"])
     tasks = [task_kinds.from_config(t) for t in info["tasks"]]
-    model = build_model(encoder, tasks, pooling=info["pooling"], sharing=info["sharing"],
-                        lora_rank=info["lora_rank"], name=info.get("name", "kmtl"))
+    # runs written before sharing_options existed record the mode and lora_rank only
+    sharing = (sharing_from_config(info["sharing"], info["sharing_options"]) if "sharing_options" in info
+               else info["sharing"])
+    model = build_model(encoder, tasks, pooling=info["pooling"], sharing=sharing,
+                        lora_rank=info.get("lora_rank", 8), name=info.get("name", "kmtl"))
     model.load_weights(str(run_dir / WEIGHTS_FILE))
     return model, encoder.preprocessor(info["max_length"]), info

@@ -1,6 +1,6 @@
-"""One training step on 1 replica and on 2 (MirroredStrategy over two logical CPUs): same update?
+"""Three training steps on 1 replica and on 2 (MirroredStrategy over two logical CPUs): same update?
 
-Run as a script (logical devices must be configured before TensorFlow starts); prints JSON.
+Arguments: weighting strategy names (default: static). Run as a script (logical devices must be configured before TensorFlow starts); prints JSON.
 """
 
 import json
@@ -41,31 +41,51 @@ def examples():
     return {"sent": sent, "ner": ner, "sim": sim}
 
 
-def one_step(strategy, init_weights, batch):
+def make_callback(name):
+    if name == "static":
+        return []
+    options = {"dwa": {"window_steps": 1}}.get(name, {})
+    return [kmtl.weighting.get_weighting(name, **options)]
+
+
+def train_steps(strategy, init_weights, batches, weighting):
     with strategy.scope():
         model = kmtl.build_model(tiny_encoder(seed=0), tasks())
         model.set_weights(init_weights)
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss_weights={"ner": 2.0})
-    ds = tf.data.Dataset.from_tensors(batch)
-    model.fit(ds, epochs=1, verbose=0)
-    return model.get_weights()
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss_weights={"ner": 2.0})
+    ds = tf.data.Dataset.from_tensor_slices(batches)  # batches stacked: one element per step
+    model.fit(ds, epochs=1, verbose=0, callbacks=make_callback(weighting))
+    return model.get_weights(), model.loss_weights_now
 
 
-def main():
+def main(strategies):
     assert len(tf.config.list_logical_devices("CPU")) == 2
     encoder = tiny_encoder(seed=0)
     reference = kmtl.build_model(encoder, tasks())
     init = reference.get_weights()
     pre = encoder.preprocessor(24)
-    # joint batch of 12: the two replicas get 6 each, with different task mixes
-    batch = next(iter(kmtl.data.mixture(tasks(), examples(), pre, batch_size=12, seed=5)))
-    single = one_step(tf.distribute.get_strategy(), init, batch)
+    # joint batches of 12: the two replicas get 6 each, with different task mixes
+    stream = iter(kmtl.data.mixture(tasks(), examples(), pre, batch_size=12, seed=5))
+    steps = [next(stream) for _ in range(3)]
+    width = max(int(b[0]["token_ids"].shape[1]) for b in steps)
+
+    def pad(t):
+        return tf.pad(t, [[0, 0], [0, width - t.shape[1]]] + [[0, 0]] * (len(t.shape) - 2)) if len(t.shape) > 1 and t.shape[1] != width else t
+
+    batches = tf.nest.map_structure(lambda *ts: tf.stack([pad(t) for t in ts]), *steps)
     mirrored = kmtl.training.choose_strategy("mirrored")
-    double = one_step(mirrored, init, batch)
-    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(single, double)]
-    moved = [float(np.max(np.abs(a - b))) for a, b in zip(single, init)]
-    json.dump({"replicas": mirrored.num_replicas_in_sync, "max_diff": max(diffs), "max_moved": max(moved)}, sys.stdout)
+    report = {"replicas": mirrored.num_replicas_in_sync}
+    for name in strategies:
+        single, w1 = train_steps(tf.distribute.get_strategy(), init, batches, name)
+        double, w2 = train_steps(mirrored, init, batches, name)
+        report[name] = {
+            "max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single, double)),
+            "max_moved": max(float(np.max(np.abs(a - b))) for a, b in zip(single, init)),
+            "weights_1": w1,
+            "weights_2": w2,
+        }
+    json.dump(report, sys.stdout)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["static"])

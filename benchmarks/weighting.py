@@ -1,0 +1,129 @@
+"""Benchmark: every weighting strategy and sharing mode on four real tasks (issue 4).
+
+Trains the MiniLM multi-task model of ``benchmarks/four_tasks.yaml`` (SST-2, CoNLL-2003,
+STS-B, AG News from ../shared/data) once per variant with the same data, budget and seed,
+and writes a table of per-task eval metrics, training time and trainable parameters:
+
+    .venv/bin/python benchmarks/weighting.py --limit 500 --epochs 2
+    .venv/bin/python benchmarks/weighting.py --only pcgrad gradnorm   # some variants
+
+Results accumulate in ``benchmarks/results/weighting.json`` (a variant already there with
+the same budget is not re-run; ``--force`` re-runs) and the table is rewritten to
+``benchmarks/results/weighting.md``. Each run takes minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# variant name -> (weighting section, sharing section)
+VARIANTS = {
+    "static": ({"strategy": "static"}, {"mode": "full"}),
+    "dwa": ({"strategy": "dwa", "window_steps": 20}, {"mode": "full"}),
+    "uncertainty": ({"strategy": "uncertainty"}, {"mode": "full"}),
+    "gradnorm": ({"strategy": "gradnorm"}, {"mode": "full"}),
+    "pcgrad": ({"strategy": "pcgrad"}, {"mode": "full"}),
+    "rlw": ({"strategy": "rlw"}, {"mode": "full"}),
+    "frozen": ({"strategy": "static"}, {"mode": "frozen"}),
+    "lora": ({"strategy": "static"}, {"mode": "lora"}),
+    "adapters": ({"strategy": "static"}, {"mode": "adapters"}),
+}
+METRICS = {"sst2": "accuracy", "conll": "entity_f1", "stsb": "pearson", "agnews": "accuracy"}
+
+
+def run_variant(name: str, limit: int, epochs: int) -> dict:
+    import keras
+    import yaml
+
+    from kmtl.config import config_from_dict
+    from kmtl.training import train
+
+    data = yaml.safe_load((HERE / "four_tasks.yaml").read_text())
+    weighting, sharing = VARIANTS[name]
+    data["name"] = f"bench_{name}"
+    data["weighting"], data["sharing"] = weighting, sharing
+    data["training"]["epochs"] = epochs
+    for task in data["tasks"]:
+        task["limit"] = limit
+    config = config_from_dict(data, HERE)
+    keras.backend.clear_session()
+    result = train(config, verbose=2, export=False, echo=lambda line: print(f"[{name}] {line}", flush=True))
+    model = result.model
+    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+    return {
+        "variant": name,
+        "weighting": weighting,
+        "sharing": sharing,
+        "limit": limit,
+        "epochs": epochs,
+        "metrics": {task: result.metrics[task][metric] for task, metric in METRICS.items()},
+        "train_seconds": round(result.seconds, 1),
+        "trainable_params": trainable,
+        "total_params": model.count_params(),
+        "final_loss_weights": model.loss_weights_now,
+        "date": datetime.date.today().isoformat(),
+        "loadavg_after": os.getloadavg()[0],
+    }
+
+
+def table(rows) -> str:
+    head = ("| variant | weighting | sharing | SST-2 acc | CoNLL F1 | STS-B Pearson | AG News acc | mean | "
+            "train s | trainable params |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        m = r["metrics"]
+        mean = sum(m.values()) / len(m)
+        w = r["weighting"]["strategy"] + "".join(f" {k}={v}" for k, v in r["weighting"].items() if k != "strategy")
+        lines.append(f"| {r['variant']} | {w} | {r['sharing']['mode']} | {m['sst2']:.3f} | {m['conll']:.3f} | "
+                     f"{m['stsb']:.3f} | {m['agnews']:.3f} | {mean:.3f} | {r['train_seconds']:.0f} | "
+                     f"{r['trainable_params']:,} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=500, help="train and eval examples per task")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-run variants already in the results")
+    args = parser.parse_args(argv)
+    if not (HERE.parent.parent / "shared" / "data").is_dir():
+        sys.exit("benchmarks/weighting.py needs ../shared/data (SST-2, CoNLL-2003, STS-B, AG News)")
+
+    RESULTS.mkdir(exist_ok=True)
+    store = RESULTS / "weighting.json"
+    results = json.loads(store.read_text()) if store.exists() else {}
+    for name in args.only or list(VARIANTS):
+        key = f"{name}@{args.limit}x{args.epochs}"
+        if key in results and not args.force:
+            print(f"[{name}] already measured ({key}); --force re-runs it")
+            continue
+        start = time.perf_counter()
+        results[key] = run_variant(name, args.limit, args.epochs)
+        print(f"[{name}] done in {time.perf_counter() - start:.0f} s: {results[key]['metrics']}", flush=True)
+        store.write_text(json.dumps(results, indent=2) + "\n")
+
+    rows = [r for r in results.values() if r["limit"] == args.limit and r["epochs"] == args.epochs]
+    rows.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
+    text = (f"# Weighting and sharing on four real tasks\n\n"
+            f"MiniLM-L6 (offline package), {args.limit} train examples per task (eval: the first {args.limit} of "
+            f"sst2/test.tsv, conll2003/test.txt, stsb/dev.tsv, ag_news/test.tsv), {args.epochs} epochs, "
+            f"max length 64, batch 32, lr 1e-4, seed 0. Machine: {platform.machine()}, {os.cpu_count()} cores.\n\n"
+            f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}`\n\n"
+            + table(rows) + "\n")
+    (RESULTS / "weighting.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""`Sharing`: the base of the ways tasks share the backbone (one subclass per mode, one file each)."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+TASK_ID = "task_id"
+"""The extra model input of modes that route examples by task: int32 ``[batch]``, the index of
+each example's task in ``model.tasks``."""
+
+
+class Sharing:
+    """How the tasks of a `kmtl.MultiTaskModel` share its backbone.
+
+    A mode does two things, both while the model is built (`apply_sharing` calls them):
+
+    * `prepare` sets what trains: freezes weights, adds low-rank or adapter weights;
+    * `encode` runs the backbone on the model's symbolic inputs and returns its outputs
+      (``sequence_output``, ``pooled_output``); modes that change the encoder's forward pass
+      (per-task adapters) re-wire it here.
+
+    Modes with ``routes_by_task = True`` need the `TASK_ID` input (each example's task index);
+    the model then has it as a fourth input, and kmtl's data pipelines and serving graph fill
+    it in.
+
+    Subclasses set ``name`` (the YAML ``sharing.mode``) and implement `get_config` so that a
+    saved run rebuilds the same mode (`kmtl.sharing.make_sharing(name, **config)`).
+    """
+
+    name: str = ""
+    routes_by_task: bool = False
+
+    def prepare(self, backbone, num_tasks: int) -> None:
+        """Set which backbone weights train (and add new ones); the default trains all."""
+        backbone.trainable = True
+
+    def encode(self, backbone, inputs: dict) -> dict:
+        """The backbone's outputs for the model's symbolic ``inputs``."""
+        return backbone({name: inputs[name] for name in INPUT_NAMES})
+
+    def get_config(self) -> Dict:
+        """Constructor arguments, JSON-serialisable (recorded in ``run.json``)."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, repr(self)))

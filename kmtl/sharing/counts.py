@@ -1,0 +1,79 @@
+"""Parameter counts of a multi-task model, total and trainable, per part."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+PARTS = ("backbone", "adapters", "lora", "heads", "other")
+
+
+def _size(variable) -> int:
+    size = 1
+    for dim in variable.shape:
+        size *= int(dim)
+    return size
+
+
+def _part_of(model):
+    """``{id(variable): part}`` for every weight of ``model``."""
+    from kmtl.sharing.adapters import TaskAdapters
+
+    part = {}
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, TaskAdapters):
+            part.update({id(v): "adapters" for v in layer.weights})
+    for task in getattr(model, "tasks", []):
+        try:
+            head = model.get_layer(task.name)
+        except ValueError:
+            continue
+        part.update({id(v): "heads" for v in head.weights if id(v) not in part})
+    for layer in model.layers:  # what is left in the graph's layers is the backbone
+        for v in layer.weights:
+            if id(v) not in part:
+                part[id(v)] = "lora" if v.name.startswith("lora_kernel") else "backbone"
+    return part
+
+
+def trainable_parameter_counts(model) -> Dict:
+    """Parameters of ``model``: total, trainable, and both per part.
+
+    Parts: ``backbone`` (the shared encoder's own weights: embeddings, transformer layers,
+    LayerNorms, pooler), ``adapters`` (per-task adapters, `kmtl.sharing.Adapters`), ``lora``
+    (the ``A``/``B`` factors of `kmtl.sharing.LoRA`), ``heads`` (the task heads, the layers
+    named after the tasks) and ``other`` (state outside the layers: loss weights and the
+    variables of weighting strategies).
+
+    Returns:
+        ``{"total": n, "trainable": n, "parts": {part: {"total": n, "trainable": n}}}``.
+
+    Example:
+        >>> counts = trainable_parameter_counts(kmtl.build_model(encoder, tasks, sharing="frozen"))
+        >>> counts["trainable"] == counts["parts"]["heads"]["trainable"]
+        True
+    """
+    part = _part_of(model)
+    trainable = {id(v) for v in model.trainable_weights}
+    parts = {name: {"total": 0, "trainable": 0} for name in PARTS}
+    seen = set()
+    for v in model.weights:
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        row = parts[part.get(id(v), "other")]
+        row["total"] += _size(v)
+        if id(v) in trainable:
+            row["trainable"] += _size(v)
+    return {"total": sum(r["total"] for r in parts.values()),
+            "trainable": sum(r["trainable"] for r in parts.values()),
+            "parts": parts}
+
+
+def format_parameter_counts(counts: Dict) -> str:
+    """One line for logs: ``"22,740,229 parameters, 170,501 trainable (adapters 148,224, heads 22,277)"``.
+
+    Parts that train nothing are left out of the parentheses.
+    """
+    shown = [f"{name} {row['trainable']:,}" for name, row in counts["parts"].items() if row["trainable"]]
+    detail = f" ({', '.join(shown)})" if shown else ""
+    return f"{counts['total']:,} parameters, {counts['trainable']:,} trainable{detail}"

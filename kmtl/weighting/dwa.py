@@ -1,0 +1,89 @@
+"""Dynamic Weight Average (Liu, Johns and Davison, CVPR 2019)."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import keras
+
+from kmtl.weighting.base import TaskWeighting
+
+
+class DynamicWeightAverage(TaskWeighting):
+    """Weights from how fast each task's loss fell: ``w_t = T * softmax(r_t / temperature)``.
+
+    Implements DWA from Liu et al., "End-to-End Multi-Task Learning with Attention" (CVPR
+    2019): ``r_t = L_t(k-1) / L_t(k-2)``, the ratio of the task's mean training losses over
+    the last two periods; a task whose loss stalls gets more weight. The first two periods
+    use weight 1. A period is an epoch (the paper) or, with ``window_steps``, that many
+    training steps, which suits short fine-tuning runs of 2-3 epochs. The losses are the
+    model's per-task means over owned examples (``<task>_loss``).
+
+    Args:
+        temperature: softness of the softmax (paper: 2).
+        window_steps: period length in steps; ``None``: one epoch.
+
+    Example:
+        >>> model.fit(train, epochs=3, callbacks=[DynamicWeightAverage(temperature=2.0)])
+    """
+
+    def __init__(self, temperature: float = 2.0, window_steps: Optional[int] = None):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if window_steps is not None and int(window_steps) < 1:
+            raise ValueError(f"window_steps must be >= 1 (or None for one epoch), got {window_steps}")
+        self.temperature = float(temperature)
+        self.window_steps = None if window_steps is None else int(window_steps)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.history = []  # mean loss per task of each finished period
+
+    def weights_for_losses(self) -> Dict[str, float]:
+        names = self.task_names
+        if len(self.history) < 2:
+            return {name: 1.0 for name in names}
+        last, before = self.history[-1], self.history[-2]
+        ratios = {n: (last[n] / before[n]) if before[n] > 0 else 1.0 for n in names}
+        top = max(r / self.temperature for r in ratios.values())
+        exps = {n: math.exp(ratios[n] / self.temperature - top) for n in names}
+        total = sum(exps.values())
+        return {n: len(names) * exps[n] / total for n in names}
+
+    def _period_done(self, losses: Dict[str, float]) -> None:
+        if self.history:  # a task absent from a period keeps its previous loss
+            losses = {n: losses[n] if losses[n] is not None else self.history[-1][n] for n in losses}
+        if all(v is not None for v in losses.values()):
+            self.history.append(losses)
+        self.assign(self.weights_for_losses())
+
+    # epoch periods ---------------------------------------------------------
+    def weights_for_epoch(self, epoch, logs):
+        if self.window_steps is None and logs is not None:
+            self.history.append({n: float(logs[f"{n}_loss"]) for n in self.task_names})
+        return self.weights_for_losses()
+
+    # step windows ----------------------------------------------------------
+    def _tracker_totals(self):
+        return {n: (float(keras.ops.convert_to_numpy(t.total)), float(keras.ops.convert_to_numpy(t.count)))
+                for n, t in self.model.task_loss_trackers.items()}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._steps, self._start = 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.window_steps is None:
+            return
+        if self._start is None:  # the trackers restart each epoch, so do windows
+            self._start = {n: (0.0, 0.0) for n in self.task_names}
+        self._steps += 1
+        if self._steps % self.window_steps:
+            return
+        now = self._tracker_totals()
+        losses = {n: ((now[n][0] - self._start[n][0]) / (now[n][1] - self._start[n][1])
+                      if now[n][1] > self._start[n][1] else None) for n in now}
+        self._start = now
+        self._period_done(losses)
