@@ -31,6 +31,7 @@ _LAZY = {
     "tasks": ("kmtl.tasks", None),
     "callbacks": ("kmtl.callbacks", None),
     "weighting": ("kmtl.weighting", None),
+    "sharing": ("kmtl.sharing", None),
     "evaluation": ("kmtl.evaluation", None),
     "export": ("kmtl.export", None),
     "serving": ("kmtl.serving", None),

@@ -169,6 +169,14 @@ def test_config_is_frozen(base):
     ({"weighting": {"strategy": "linear", "start": {"x": 1}}}, "weighting.start.x: not a task name"),
     ({"weighting": {"weights": {"sentiment": 2}, "strategy": "linear"}},
      "weighting.weights: only used when strategy is static"),
+    ({"weighting": {"strategy": "gradnrm"}},
+     "weighting.strategy: 'gradnrm' is not one of: static, linear, dwa, uncertainty, gradnorm, pcgrad, rlw"),
+    ({"weighting": {"strategy": "dwa", "alpha": 1.0}},
+     "weighting.alpha: only used when strategy is gradnorm (strategy is dwa)"),
+    ({"weighting": {"strategy": "gradnorm", "learning_rate": 0}},
+     "weighting.learning_rate: Input should be greater than 0"),
+    ({"weighting": {"strategy": "uncertainty"}, "tasks": [{**minimal()["tasks"][0], "weight": 2.0}]},
+     "tasks[0].weight: weighting strategy uncertainty sets the loss weights itself"),
     ({"training": {"early_stopping": {"monitor": "sentimnt_accuracy"}}},
      "training.early_stopping.monitor: 'sentimnt_accuracy' is not 'loss', 'val_loss'"),
 ])
@@ -260,3 +268,20 @@ def test_build_source_with_real_sources(base):
     assert [(e.text, e.label) for e in examples] == [("a fine film", "positive")]
     assert build_source(config.task("ner").train).read()[0].tokens == ("Paris",)
     assert build_source(config.task("similarity").train).read()[0].text_pair == "b"
+
+
+@pytest.mark.parametrize("weighting, kind, attrs", [
+    ({}, "StaticWeighting", {"weights": {"sentiment": 1.0}}),
+    ({"strategy": "gradnorm", "alpha": 0.5}, "GradNorm", {"alpha": 0.5, "learning_rate": 0.025}),
+    ({"strategy": "dwa", "window_steps": 10}, "DynamicWeightAverage", {"window_steps": 10, "temperature": 2.0}),
+    ({"strategy": "uncertainty", "learning_rate": 0.01}, "UncertaintyWeighting", {"learning_rate": 0.01}),
+    ({"strategy": "pcgrad", "seed": 7}, "PCGrad", {"seed": 7}),
+    ({"strategy": "rlw"}, "RandomLossWeighting", {"seed": 0}),
+])
+def test_weighting_section_builds_its_callback(base, weighting, kind, attrs):
+    from kmtl.training.trainer import weighting_callback
+
+    callback = weighting_callback(config_from_dict({**minimal(), "weighting": weighting}, base))
+    assert type(callback).__name__ == kind
+    for name, value in attrs.items():
+        assert getattr(callback, name) == value

@@ -208,6 +208,19 @@ def _cross_problems(data: dict) -> List[Problem]:
                 problems.append((f"weighting.{key}.{task}",
                                  f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))
 
+    strategy = weighting.get("strategy")
+    if strategy in ("dwa", "uncertainty", "gradnorm", "rlw"):
+        for i, task in enumerate(data.get("tasks") or []):
+            weight = task.get("weight", 1.0) if isinstance(task, dict) else 1.0
+            if isinstance(weight, (int, float)) and weight != 1.0:
+                problems.append((f"tasks[{i}].weight",
+                                 f"weighting strategy {strategy} sets the loss weights itself; remove the task "
+                                 "weight or use strategy static, linear or pcgrad"))
+
+    for task in _section(data, "teachers"):
+        if task not in names:
+            problems.append((f"teachers.{task}", f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))
+
     monitor = _section(_section(data, "training"), "early_stopping").get("monitor")
     if isinstance(monitor, str) and not _monitor_ok(monitor, names):
         problems.append(("training.early_stopping.monitor",

@@ -258,11 +258,54 @@ class TaskConfig(_Model):
 # --- the other sections -------------------------------------------------------------------
 
 
-class SharingConfig(_Model):
-    """How tasks share the backbone: fully fine-tuned, frozen, or through LoRA adapters."""
+LORA_TARGETS = ("query", "key", "value", "attention_output", "feedforward_intermediate_dense",
+                "feedforward_output_dense")
+"""Layers of a keras-hub transformer layer that LoRA can adapt (`kmtl.sharing.BERT_TARGETS`)."""
+SHARING_OPTIONS = {"lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora", "adapter_size": "adapters"}
+"""The mode that reads each option of the ``sharing`` section."""
 
-    mode: Literal["full", "frozen", "lora"] = "full"
-    lora_rank: int = Field(8, ge=1)
+
+class SharingConfig(_Model):
+    """How tasks share the backbone (`kmtl.sharing`): ``full`` (fine-tune everything),
+    ``frozen`` (train the heads only), ``lora`` (low-rank updates shared by the tasks:
+    ``lora_rank`` (8), ``lora_alpha`` (default: the rank), ``lora_targets`` (``query``,
+    ``value``)) or ``adapters`` (per-task bottleneck adapters ``adapter_size`` (64) wide in
+    every transformer layer). An option set for a mode that does not read it is an error.
+    """
+
+    mode: Literal["full", "frozen", "lora", "adapters"] = "full"
+    lora_rank: Optional[int] = Field(None, ge=1)
+    lora_alpha: Optional[float] = Field(None, gt=0)
+    lora_targets: Optional[Tuple[str, ...]] = None
+    adapter_size: Optional[int] = Field(None, ge=1)
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _known_targets(cls, value):
+        if value is None:
+            return value
+        if not value:
+            raise problem(f"list at least one layer; choose from: {', '.join(LORA_TARGETS)}")
+        unknown = [name for name in value if name not in LORA_TARGETS]
+        if unknown:
+            raise problem(f"not a layer LoRA can adapt: {', '.join(map(repr, unknown))}; choose from: "
+                          f"{', '.join(LORA_TARGETS)}")
+        if len(set(value)) != len(value):
+            raise problem("layer names must be unique")
+        return value
+
+    @field_validator(*SHARING_OPTIONS)
+    @classmethod
+    def _fits_mode(cls, value, info):
+        wanted = SHARING_OPTIONS[info.field_name]
+        mode = info.data.get("mode")
+        if value is not None and mode and mode != wanted:
+            raise problem(f"only used when mode is {wanted} (mode is {mode}); remove it or set mode: {wanted}")
+        return value
+
+    def options(self) -> Dict[str, Any]:
+        """The keyword arguments of `kmtl.build_model` / `kmtl.sharing.make_sharing` it sets."""
+        return {k: getattr(self, k) for k in SHARING_OPTIONS if getattr(self, k) is not None}
 
 
 class MixtureConfig(_Model):
@@ -302,24 +345,58 @@ class TrainingConfig(_Model):
     early_stopping: Optional[EarlyStoppingConfig] = None
 
 
-class WeightingConfig(_Model):
-    """Loss weights per task: ``static`` (task weights, overridden by ``weights``) or
-    ``linear`` (interpolated from ``start`` at epoch 0 to ``end`` at the last epoch; a task
-    left out of either uses its task weight)."""
+# which strategies read each option of the ``weighting`` section
+WEIGHTING_OPTIONS = {
+    "weights": ("static",),
+    "start": ("linear",),
+    "end": ("linear",),
+    "temperature": ("dwa",),
+    "window_steps": ("dwa",),
+    "alpha": ("gradnorm",),
+    "learning_rate": ("gradnorm", "uncertainty"),
+    "layer": ("gradnorm",),
+    "seed": ("pcgrad", "rlw"),
+}
 
-    strategy: Literal["static", "linear"] = "static"
+
+class WeightingConfig(_Model):
+    """How the per-task loss weights are set during training (`kmtl.weighting`).
+
+    ``strategy``: ``static`` (task weights, overridden by ``weights``), ``linear``
+    (interpolated from ``start`` at epoch 0 to ``end`` at the last epoch; a task left out of
+    either uses its task weight), ``dwa`` (Dynamic Weight Average: ``temperature``,
+    ``window_steps``), ``uncertainty`` (learned log-variances: ``learning_rate``),
+    ``gradnorm`` (``alpha``, ``learning_rate``, ``layer``), ``pcgrad`` (gradient surgery:
+    ``seed``; task weights still apply) or ``rlw`` (random weights: ``seed``). An option
+    set for a strategy that does not read it is an error.
+    """
+
+    strategy: Literal["static", "linear", "dwa", "uncertainty", "gradnorm", "pcgrad", "rlw"] = "static"
     weights: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
     start: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
     end: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    temperature: Optional[float] = Field(None, gt=0)
+    window_steps: Optional[int] = Field(None, ge=1)
+    alpha: Optional[float] = Field(None, ge=0)
+    learning_rate: Optional[float] = Field(None, gt=0)
+    layer: Optional[str] = None
+    seed: Optional[int] = None
 
-    @field_validator("weights", "start", "end")
+    @field_validator(*WEIGHTING_OPTIONS)
     @classmethod
     def _fits_strategy(cls, value, info):
-        wanted = "static" if info.field_name == "weights" else "linear"
+        wanted = WEIGHTING_OPTIONS[info.field_name]
         strategy = info.data.get("strategy")
-        if value and strategy and strategy != wanted:
-            raise problem(f"only used when strategy is {wanted}; remove it or set strategy: {wanted}")
+        if value not in (None, {}) and strategy and strategy not in wanted:
+            raise problem(f"only used when strategy is {' or '.join(wanted)} (strategy is {strategy}); "
+                          f"remove it or set strategy: {wanted[0]}")
         return value
+
+    def options(self) -> Dict[str, Any]:
+        """The keyword arguments of the strategy's callback that this section sets."""
+        return {k: getattr(self, k) for k, users in WEIGHTING_OPTIONS.items()
+                if self.strategy in users and k not in ("weights", "start", "end")
+                and getattr(self, k) is not None}
 
 
 class ExportConfig(_Model):
@@ -357,6 +434,10 @@ class Config(_Model):
     weighting: WeightingConfig = _section()
     output_dir: ResolvedPath = Field(Path("runs"), validate_default=True)
     export: ExportConfig = _section()
+    teachers: Dict[str, ResolvedPath] = Field(default_factory=dict)
+    """Distillation teachers: ``{task: finished run folder}`` (`kmtl.distill`, BAM! teacher annealing)."""
+    init_from: Optional[ResolvedPath] = None
+    """A finished run whose backbone and heads this run starts from (adding a task later)."""
 
     @field_validator("name")
     @classmethod
@@ -374,6 +455,23 @@ class Config(_Model):
         if not path.is_dir():
             raise problem(f"no such folder: {path}")
         return str(path)
+
+    @field_validator("teachers")
+    @classmethod
+    def _teacher_runs(cls, value):
+        for task, path in value.items():
+            if not (path / "run.json").is_file():
+                raise problem(f"{path} is not a finished kmtl run (no run.json); give a folder that "
+                              "`kmtl train` or `kmtl compare` wrote", task)
+        return value
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_run(cls, value):
+        if value is not None and not (value / "run.json").is_file():
+            raise problem(f"{value} is not a finished kmtl run (no run.json); give a folder that "
+                          "`kmtl train` wrote (<output_dir>/<name>)")
+        return value
 
     @field_validator("tasks")
     @classmethod

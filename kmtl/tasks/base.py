@@ -6,6 +6,7 @@ import abc
 import re
 from typing import ClassVar, Dict, List, Optional, Sequence
 
+import keras
 import numpy as np
 
 from kmtl.data.example import Example
@@ -122,6 +123,35 @@ class Task(abc.ABC):
     def metrics(self) -> list:
         """Keras metrics tracked during training (weighted by the task's sample weights)."""
         return []
+
+    # ----------------------------------------------------------- distillation
+    teacher_lambda = None
+    """λ of teacher annealing: a scalar variable set by `kmtl.distill.TeacherAnnealing` (1 when unset)."""
+
+    def teacher_targets(self, outputs: np.ndarray) -> np.ndarray:
+        """What a student learns from a teacher's raw head ``outputs`` (NumPy): probabilities
+        (softmax, or sigmoid for multi-label) or, for regression, the score itself."""
+        return np.asarray(outputs, dtype=np.float32)
+
+    def soft_target(self, gold, teacher, lam):
+        """The annealed target ``λ·gold + (1-λ)·teacher`` (Clark et al., ACL 2019)."""
+        return lam * keras.ops.cast(gold, "float32") + (1.0 - lam) * keras.ops.cast(teacher, "float32")
+
+    def soft_loss(self, target, y_pred):
+        """Per-example loss against a soft ``target`` (default: `per_example_loss`, which takes
+        soft targets for squared error and sigmoid cross-entropy)."""
+        return self.per_example_loss(target, y_pred)
+
+    def distillation_loss(self, y_true, y_pred):
+        """Per-example loss when ``y_true`` is ``{"gold": labels, "teacher": teacher targets}``:
+        `soft_loss` against `soft_target` with the current ``teacher_lambda``.
+
+        `per_example_loss` of every kind hands such a dict here, so a model whose dataset
+        carries teacher targets (`kmtl.distill.with_teachers`) distils without any change to
+        its train step.
+        """
+        lam = 1.0 if self.teacher_lambda is None else keras.ops.cast(self.teacher_lambda, "float32")
+        return self.soft_loss(self.soft_target(y_true["gold"], y_true["teacher"], lam), y_pred)
 
     # ---------------------------------------------------------------- outputs
     @abc.abstractmethod

@@ -38,7 +38,19 @@ class Classification(Task):
         return keras.layers.Dense(self.num_outputs, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
+        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
+            return self.distillation_loss(y_true, y_pred)
         return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+    def teacher_targets(self, outputs):
+        return _softmax(np.asarray(outputs, dtype=np.float64)).astype(np.float32)
+
+    def soft_target(self, gold, teacher, lam):
+        gold = keras.ops.one_hot(keras.ops.cast(gold, "int32"), self.num_outputs)
+        return lam * gold + (1.0 - lam) * keras.ops.cast(teacher, "float32")
+
+    def soft_loss(self, target, y_pred):
+        return keras.losses.categorical_crossentropy(target, y_pred, from_logits=True)
 
     def metrics(self) -> list:
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

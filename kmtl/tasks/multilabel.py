@@ -56,7 +56,12 @@ class MultiLabelClassification(Task):
         return keras.layers.Dense(self.num_outputs, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
+        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
+            return self.distillation_loss(y_true, y_pred)
         return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=True)
+
+    def teacher_targets(self, outputs):
+        return (1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)))).astype(np.float32)
 
     def metrics(self) -> list:
         # the head gives logits: the probability threshold t is the logit log(t / (1 - t))

@@ -57,6 +57,8 @@ class Regression(Task):
         return keras.layers.Dense(1, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
+        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
+            return self.distillation_loss(y_true, y_pred)
         return keras.ops.mean(keras.ops.square(y_pred - y_true), axis=-1)
 
     def metrics(self) -> list:

@@ -15,14 +15,17 @@ from kmtl import tasks as task_kinds
 from kmtl.backbone import load_backbone
 from kmtl.data import mixture, validation_dataset
 from kmtl.data.mixture import default_steps_per_epoch
+from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
 from kmtl.model import build_model
+from kmtl.sharing import format_parameter_counts, trainable_parameter_counts
 from kmtl.training.data import read_task_examples
 from kmtl.training.optimizer import make_optimizer
 from kmtl.files import write_atomic
 from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, save_run
 from kmtl.training.strategy import choose_strategy
-from kmtl.weighting import LinearWeighting, StaticWeighting
+from kmtl.training.warm_start import start_from_run
+from kmtl.weighting import LinearWeighting, StaticWeighting, get_weighting
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +62,24 @@ def make_tasks(config, train_examples):
 
 
 def weighting_callback(config):
-    """The loss-weighting callback the config asks for."""
+    """The loss-weighting callback the config asks for (`kmtl.weighting.STRATEGIES`).
+
+    Task weights (``tasks[i].weight``) are the starting weights; ``static``, ``linear`` and
+    ``pcgrad`` keep using them, the other strategies set their own.
+    """
     base = {t.name: t.weight for t in config.tasks}
     w = config.weighting
     if w.strategy == "linear":
         return LinearWeighting({**base, **w.start}, {**base, **w.end}, config.training.epochs)
-    return StaticWeighting({**base, **w.weights})
+    if w.strategy == "static":
+        return StaticWeighting({**base, **w.weights})
+    return get_weighting(w.strategy, **w.options())
+
+
+def _teacher_annealing(config, tasks, total_steps):
+    """`kmtl.distill.TeacherAnnealing` for the tasks ``teachers`` names, or ``None``."""
+    taught = [t for t in tasks if t.name in config.teachers]
+    return TeacherAnnealing(taught, total_steps) if taught else None
 
 
 def _early_stopping(config, has_dev):
@@ -114,9 +129,11 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         encoder = load_backbone(config.backbone, seed=tr.seed)
         tasks = make_tasks(config, train_ex)
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
-                            lora_rank=config.sharing.lora_rank, name=config.name)
+                            **config.sharing.options(), name=config.name)
         optimizer = make_optimizer(tr.learning_rate, steps * tr.epochs, tr.warmup_ratio, tr.weight_decay, tr.clipnorm)
+        annealing = _teacher_annealing(config, tasks, steps * tr.epochs)  # None without teachers
         model.compile(optimizer=optimizer, loss_weights={t.name: t.weight for t in config.tasks},
+                      weighted_metrics=gold_metrics(tasks) if annealing is not None else None,
                       jit_compile=tr.jit_compile)
     preprocessor = encoder.preprocessor(config.max_length)
 
@@ -127,6 +144,10 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         granularity=config.mixture.granularity, epochs=tr.epochs if annealed else 1,
         steps_per_epoch=steps, seed=tr.seed,
     )
+    if annealing is not None:  # BAM!: teacher targets ride along as y[task]["teacher"]
+        train_ds = with_teachers(train_ds, tasks, load_teacher_tables(config.teachers, tasks, train_ex,
+                                                                      preprocessor, echo))
+    before = start_from_run(config, model, dev_ex, echo) if config.init_from is not None else None
     has_dev = any(dev_ex.values())
     val_ds = validation_dataset(tasks, dev_ex, preprocessor) if has_dev else None
 
@@ -135,12 +156,14 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
     ]
+    if annealing is not None:
+        callbacks.insert(0, annealing)  # before TensorBoard, which then logs teacher_lambda
     stopper = _early_stopping(config, has_dev)
     if stopper is not None:
         callbacks.append(stopper)
 
-    echo(f"training {model.count_params():,} parameters ({sum(int(keras.ops.size(w)) for w in model.trainable_weights):,} "
-         f"trainable) on {strategy.num_replicas_in_sync} replica(s): {tr.epochs} epochs x {steps} steps")
+    echo(f"training {format_parameter_counts(trainable_parameter_counts(model))} "
+         f"[sharing: {model.sharing}] on {strategy.num_replicas_in_sync} replica(s): {tr.epochs} epochs x {steps} steps")
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps if annealed else None,
                         validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False)
@@ -152,6 +175,12 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         metrics = evaluate_tasks(model, dev_ex, preprocessor)
         write_json(metrics, run_dir / METRICS_FILE)
         echo("\ndev metrics\n" + format_table(metrics))
+        if before is not None:
+            from kmtl.compare.retention import format_retention, retention_report, write_retention
+
+            retention = retention_report(before, metrics, config.init_from)
+            write_retention(retention, run_dir)
+            echo("\n" + format_retention(retention))
 
     export_path = None
     if config.export.enabled if export is None else export:

@@ -1,0 +1,156 @@
+"""`compare`: single-task baselines vs the multi-task model, on the same data and schedule."""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from kmtl.compare.baselines import BaselineCache, settings_key, file_stamps
+from kmtl.compare.delta import delta_m_of, task_deltas
+from kmtl.compare.report import format_text, write_reports
+from kmtl.errors import KmtlError
+from kmtl.files import write_atomic
+
+COMPARE_FOLDER = "compare"
+MULTITASK_RECORD = "multitask.json"
+
+
+def served_parameters(model) -> int:
+    """Parameters a model serves: backbone, adapters, LoRA and heads (not loss weights)."""
+    from kmtl.sharing import trainable_parameter_counts
+
+    counts = trainable_parameter_counts(model)
+    return int(counts["total"] - counts["parts"]["other"]["total"])
+
+
+def check_comparable(config) -> None:
+    """Raise `KmtlError` when ``config`` cannot be compared (fewer than 2 tasks, no dev split)."""
+    if len(config.tasks) < 2:
+        raise KmtlError(f"compare needs at least two tasks; the config has {len(config.tasks)} "
+                        f"({', '.join(config.task_names)})")
+    missing = [f"tasks[{i}] ({t.name})" for i, t in enumerate(config.tasks) if t.dev is None]
+    if missing:
+        raise KmtlError(f"compare evaluates every task on its dev split; add `dev:` to {', '.join(missing)}")
+
+
+def multitask_settings(config) -> dict:
+    """Every setting that changes the multi-task run (the whole config and its data files)."""
+    data = config.to_yaml_dict()
+    data.pop("export", None)
+    return {"config": data, "files": {t.name: file_stamps(t) for t in config.tasks}}
+
+
+def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: int = 0, echo=print,
+            primary: Optional[Dict[str, str]] = None, command: str = "", trainer: Optional[Callable] = None) -> dict:
+    """Train (or take from the cache) every task's single-task baseline and the multi-task model,
+    then report per-task metrics, per-task Δ, Δm, training time and parameters served.
+
+    Δm is the mean relative change of Maninis et al. (CVPR 2019) over each task's primary
+    metric (`kmtl.compare.delta.PRIMARY_METRIC`). Baselines live in
+    ``<output_dir>/baselines/`` keyed by a hash of their settings (`BaselineCache`); the
+    multi-task run is ``<output_dir>/<name>`` as with `kmtl train` and is reused when its
+    config and data did not change. The reports go to ``<output_dir>/<name>/compare/``:
+    ``compare.json``, ``compare.md`` and TensorBoard scalars in ``logs/``.
+
+    Args:
+        config: a `kmtl.config.Config` with at least two tasks, each with a dev split.
+        retrain: ignore the cache: train every baseline and the multi-task model again.
+        teachers: distil the multi-task model from the baselines with teacher annealing
+            (Clark et al., "BAM! Born-Again Multi-Task Networks", ACL 2019); tasks that the
+            config's ``teachers`` already names keep their teacher.
+        verbose: Keras progress output of the training runs.
+        echo: where progress lines and the final table go.
+        primary: ``{task: metric}`` to override the primary metric of a task.
+        command: the command line, recorded in the reports.
+        trainer: the training function (default `kmtl.training.train`; tests count calls).
+
+    Returns:
+        the report (the content of ``compare.json``) with ``"paths"`` added.
+
+    Example:
+        >>> report = compare(kmtl.config.load_config("configs/compare_four_tasks.yaml"))
+        >>> report["delta_m"], report["tasks"]["sst2"]["difference"]
+    """
+    check_comparable(config)
+    if trainer is None:
+        from kmtl.training import train as trainer
+    cache = BaselineCache(config.output_dir)
+    config = config.model_copy(update={"export": config.export.model_copy(update={"enabled": False})})
+
+    baselines, cached = {}, {}
+    for task in config.task_names:
+        record = None if retrain else cache.get(config, task)
+        cached[task] = record is not None
+        if record is None:
+            echo(f"\n== single-task baseline: {task} ==")
+            base = cache.config(config, task)
+            result = trainer(base, verbose=verbose, export=False, echo=echo)
+            record = cache.put(config, task, result.metrics, result.seconds, served_parameters(result.model))
+            del result
+            gc.collect()
+        else:
+            echo(f"single-task baseline {task}: cached in {cache.run_dir(config, task)}")
+        baselines[task] = record
+
+    if teachers:
+        given = dict(getattr(config, "teachers", {}) or {})
+        chosen = {t: given.get(t, Path(baselines[t]["run_dir"])) for t in config.task_names}
+        config = config.model_copy(update={"teachers": chosen})
+
+    folder = config.run_dir / COMPARE_FOLDER
+    settings = multitask_settings(config)
+    key = settings_key(settings)
+    record_path = folder / MULTITASK_RECORD
+    multi = None
+    if not retrain and record_path.is_file():
+        try:
+            multi = json.loads(record_path.read_text(encoding="utf-8"))
+        except ValueError:
+            multi = None
+        if multi is not None and multi.get("key") != key:
+            multi = None
+    cached["multi_task"] = multi is not None
+    if multi is None:
+        echo(f"\n== multi-task model: {', '.join(config.task_names)} ==")
+        result = trainer(config, verbose=verbose, export=False, echo=echo)
+        multi = {"key": key, "run_dir": str(result.run_dir), "metrics": result.metrics,
+                 "seconds": result.seconds, "parameters": served_parameters(result.model),
+                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        del result
+        gc.collect()
+        folder.mkdir(parents=True, exist_ok=True)
+        from kmtl.compare.baselines import _clean
+
+        write_atomic(record_path, json.dumps(_clean(multi), indent=2, sort_keys=True) + "\n")
+    else:
+        echo(f"multi-task model: cached in {multi['run_dir']}")
+
+    single_metrics = {t: baselines[t]["metrics"][t] for t in config.task_names}
+    deltas = task_deltas(multi["metrics"], single_metrics, primary)
+    report = {
+        "name": config.name,
+        "command": command or f"kmtl compare {config.name}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "backbone": config.backbone,
+        "teachers": sorted(getattr(config, "teachers", {}) or {}),
+        "tasks": deltas,
+        "delta_m": delta_m_of(deltas),
+        "metrics": {"single_task": single_metrics, "multi_task": multi["metrics"]},
+        "seconds": {"single_task": {t: baselines[t]["seconds"] for t in config.task_names},
+                    "single_task_total": sum(baselines[t]["seconds"] for t in config.task_names),
+                    "multi_task": multi["seconds"]},
+        "parameters": {"single_task": {t: baselines[t]["parameters"] for t in config.task_names},
+                       "single_task_total": sum(baselines[t]["parameters"] for t in config.task_names),
+                       "multi_task": multi["parameters"]},
+        "cached": cached,
+        "runs": {"single_task": {t: baselines[t]["run_dir"] for t in config.task_names},
+                 "multi_task": multi["run_dir"]},
+    }
+    paths = write_reports(report, folder)
+    echo("\n" + format_text(report))
+    echo(f"\nreports: {paths['json']}, {paths['markdown']}")
+    echo(f"TensorBoard: tensorboard --logdir {paths['logs']}")
+    return {**report, "paths": {k: str(v) for k, v in paths.items()}}

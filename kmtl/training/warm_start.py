@@ -1,0 +1,102 @@
+"""Starting a run from a finished one: adding a task to a trained multi-task model."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+from kmtl.errors import KmtlError
+
+
+def reusable_heads(old_tasks, new_tasks) -> List[str]:
+    """Names of the tasks whose head carries over: same name, kind and label list."""
+    old = {t.name: t for t in old_tasks}
+    return [t.name for t in new_tasks
+            if t.name in old and old[t.name].kind == t.kind and old[t.name].labels == t.labels]
+
+
+def warm_start(model, old_model) -> Dict[str, list]:
+    """Copy ``old_model``'s weights into ``model``: the backbone (and LoRA/adapters) and the
+    head of every task both have with the same kind and labels. New tasks' heads keep their
+    fresh initialisation; per-task adapters are copied task by task (new tasks' adapters stay
+    the identity).
+
+    Args:
+        model: the new `kmtl.MultiTaskModel` (same backbone and sharing mode as the old one).
+        old_model: the trained model, e.g. from `kmtl.training.load_run`.
+
+    Returns:
+        ``{"copied": [variable paths], "fresh": [...], "heads": [task names carried over]}``.
+
+    Raises:
+        KmtlError: when the backbones differ (nothing of the encoder could be copied).
+
+    Example:
+        >>> old, _, _ = kmtl.training.load_run("runs/three_tasks")
+        >>> warm_start(new_model_with_four_tasks, old)["heads"]
+        ['sentiment', 'paraphrase', 'entities']
+    """
+    if getattr(old_model, "encoder_spec", None) != getattr(model, "encoder_spec", None):
+        raise KmtlError(f"init_from: the run's backbone is {old_model.encoder_spec!r}, this config's is "
+                        f"{model.encoder_spec!r}; use the same backbone")
+    heads = set(reusable_heads(old_model.tasks, model.tasks))
+    new_names = {t.name for t in model.tasks}
+    old_index = {t.name: i for i, t in enumerate(old_model.tasks)}
+    task_rows = [(i, old_index[t.name]) for i, t in enumerate(model.tasks) if t.name in old_index]
+    old_vars = {v.path: v for v in old_model.weights}
+    copied, fresh = [], []
+    for v in model.weights:
+        top = v.path.split("/")[0]
+        if top.startswith("loss_weight_") or (top in new_names and top not in heads):
+            fresh.append(v.path)
+            continue
+        src = old_vars.get(v.path)
+        if src is None:
+            fresh.append(v.path)
+            continue
+        value = np.asarray(src.numpy())
+        if tuple(value.shape) == tuple(v.shape) and not _per_task(v, len(old_model.tasks), len(model.tasks)):
+            v.assign(value)
+        elif _per_task(v, len(old_model.tasks), len(model.tasks)) and tuple(value.shape[1:]) == tuple(v.shape[1:]):
+            new_value = np.asarray(v.numpy()).copy()  # adapters: one row per task
+            for new_row, old_row in task_rows:
+                new_value[new_row] = value[old_row]
+            v.assign(new_value)
+        else:
+            fresh.append(v.path)
+            continue
+        copied.append(v.path)
+    encoder_copied = [p for p in copied if p.split("/")[0] not in new_names]
+    if not encoder_copied:
+        raise KmtlError("init_from: none of the run's encoder weights fit this model; use the same backbone "
+                        "and sharing mode")
+    return {"copied": copied, "fresh": fresh, "heads": [t.name for t in model.tasks if t.name in heads]}
+
+
+def _per_task(variable, old_tasks: int, new_tasks: int) -> bool:
+    """Whether ``variable`` stacks one slice per task (per-task adapters)."""
+    return "adapter" in variable.path and len(variable.shape) >= 2 and int(variable.shape[0]) == new_tasks \
+        and old_tasks != new_tasks
+
+
+def start_from_run(config, model, dev_examples, echo=print) -> dict:
+    """``init_from``: evaluate the old run on this config's dev splits of the tasks it knows
+    (the "before" of the retention report), then `warm_start` ``model`` from it.
+
+    Returns:
+        the old model's dev metrics, ``{task: metrics}``.
+    """
+    from kmtl.evaluation import evaluate_tasks
+    from kmtl.training.run_files import load_run
+
+    old, old_pre, _ = load_run(config.init_from)
+    known = {t.name for t in old.tasks}
+    before = evaluate_tasks(old, {n: exs for n, exs in dev_examples.items() if n in known and exs}, old_pre)
+    done = warm_start(model, old)
+    added = [t.name for t in model.tasks if t.name not in known]
+    echo(f"init_from {config.init_from}: encoder and heads {', '.join(done['heads']) or '(none)'} carried over; "
+         f"new: {', '.join(t for t in (t.name for t in model.tasks) if t not in done['heads']) or '(none)'}"
+         + (f" (added tasks: {', '.join(added)})" if added else ""))
+    del old
+    return before

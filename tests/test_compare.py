@@ -1,0 +1,362 @@
+"""`kmtl compare` (Δm, baseline cache, reports, CLI errors), teacher annealing and `init_from`.
+
+Cheap by design: the cache and report tests use a stand-in trainer (what matters there is
+which configs get trained, not the training), and the one real training run (distillation +
+adding a task to a finished run) takes a few steps of the tiny backbone, run eagerly (tracing
+the train step costs more than those steps).
+"""
+
+import json
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from kmtl.cli import main
+from kmtl.compare.delta import delta_m, relative_change, task_deltas
+
+SENTENCES = ["the film was good", "a great story", "fine acting", "the film was bad", "an awful plot",
+             "poor acting", "good and great", "bad and poor"]
+
+
+def write_data(folder):
+    """A classification TSV, a CoNLL file and a pair-regression TSV, a few dozen lines each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["sentence\tlabel"] + [f"{SENTENCES[i % 8]} {i}\t{'positive' if i % 8 in (0, 1, 2, 6) else 'negative'}"
+                                  for i in range(24)]
+    (folder / "sent.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    conll = []
+    for i in range(24):
+        conll += [f"{['john', 'mary', 'paul'][i % 3]} B-PER", "lives O", "in O",
+                  f"{['paris', 'rome'][i % 2]} B-LOC", ". O", ""]
+    (folder / "ner.conll").write_text("\n".join(conll) + "\n", encoding="utf-8")
+    rows = ["s1\ts2\tscore"] + [f"a film {i}\tthe film {i % 3}\t{i % 5}" for i in range(24)]
+    (folder / "sts.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+SENTIMENT = """
+  - name: sentiment
+    kind: classification
+    limit: {limit}
+    train: {{format: tsv, path: sent.tsv, text: sentence, label: label}}
+    dev: {{format: tsv, path: sent.tsv, text: sentence, label: label}}"""
+NER = """
+  - name: ner
+    kind: tagging
+    limit: 16
+    train: {format: conll, path: ner.conll}
+    dev: {format: conll, path: ner.conll}"""
+SCORE = """
+  - name: score
+    kind: pair_regression
+    limit: 16
+    train: {format: tsv, path: sts.tsv, text: s1, text_pair: s2, label: score}
+    dev: {format: tsv, path: sts.tsv, text: s1, text_pair: s2, label: score}"""
+
+
+def write_config(folder, name="small", tasks=None, extra="", limit=16):
+    tasks = tasks if tasks is not None else SENTIMENT.format(limit=limit) + NER
+    text = textwrap.dedent(f"""\
+        name: {name}
+        backbone: tiny
+        max_length: 16
+        tasks:""") + tasks + textwrap.dedent(f"""
+        mixture: {{batch_size: 8}}
+        training: {{epochs: 1, steps_per_epoch: 2, learning_rate: 1.0e-3, warmup_ratio: 0.0}}
+        export: {{enabled: false}}
+        """) + textwrap.dedent(extra)
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------- Δm
+
+
+def test_delta_m_signs_follow_metric_direction_against_hand_computation():
+    # the issue's PyTorch figures: accuracy, accuracy, Pearson, entity F1 (all higher-better)
+    st = {"sst2": 0.828, "agnews": 0.883, "stsb": 0.786, "conll": 0.469}
+    mt = {"sst2": 0.768, "agnews": 0.857, "stsb": 0.794, "conll": 0.273}
+    hand = 100 * ((0.768 - 0.828) / 0.828 + (0.857 - 0.883) / 0.883 + (0.794 - 0.786) / 0.786
+                  + (0.273 - 0.469) / 0.469) / 4
+    assert delta_m(mt, st) == pytest.approx(hand)
+    assert delta_m(mt, st) == pytest.approx(-12.7, abs=0.05)  # the figure the issue quotes
+    # lower is better: an error that halves is +50 %, one that grows is negative
+    assert relative_change(0.1, 0.2, lower_better=True) == pytest.approx(50.0)
+    assert delta_m({"a": 0.9, "err": 0.3}, {"a": 0.8, "err": 0.2}, {"err": True}) == pytest.approx(
+        (12.5 - 50.0) / 2)
+    assert math.isnan(relative_change(0.5, 0.0))
+
+
+def test_task_deltas_pick_one_primary_metric_per_kind():
+    single = {"s": {"kind": "classification", "accuracy": 0.8, "macro_f1": 0.1},
+              "n": {"kind": "tagging", "entity_f1": 0.5, "word_accuracy": 0.9},
+              "r": {"kind": "pair_regression", "pearson": 0.5, "mse": 1.0},
+              "m": {"kind": "multilabel", "micro_f1": 0.4}}
+    multi = {"s": {"accuracy": 0.9}, "n": {"entity_f1": 0.4}, "r": {"pearson": 0.55}, "m": {"micro_f1": 0.4}}
+    d = task_deltas(multi, single)
+    assert [d[t]["metric"] for t in "snrm"] == ["accuracy", "entity_f1", "pearson", "micro_f1"]
+    assert d["s"]["difference"] == pytest.approx(0.1) and d["n"]["relative_percent"] == pytest.approx(-20.0)
+    # an explicit lower-is-better primary metric flips the sign
+    d = task_deltas({"r": {"mse": 0.5}}, {"r": single["r"]}, primary={"r": "mse"})
+    assert d["r"]["lower_is_better"] and d["r"]["difference"] == pytest.approx(0.5)
+    assert d["r"]["relative_percent"] == pytest.approx(50.0)
+
+
+# ------------------------------------------------------------------ the cache and the reports
+
+
+@pytest.fixture(scope="module")
+def stand_in_model():
+    import kmtl
+    from kmtl.backbone import tiny_encoder
+
+    return kmtl.build_model(tiny_encoder(seed=1), [kmtl.tasks.Classification("x", ["a", "b"])])
+
+
+def stand_in_trainer(calls, model):
+    """Records each config it is asked to train; metrics depend on the task kind."""
+    from kmtl.training import RunResult
+
+    def trainer(config, verbose=0, export=None, echo=print):
+        calls.append(config)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        multi = len(config.tasks) > 1
+        metrics = {}
+        for t in config.tasks:
+            value = {"sentiment": 0.8, "ner": 0.5}[t.name] + (0.1 if multi and t.name == "sentiment" else 0.0)
+            key = "accuracy" if t.kind == "classification" else "entity_f1"
+            metrics[t.name] = {"kind": t.kind, "examples": 16, key: value}
+        return RunResult(config.run_dir, metrics, {}, None, 2.0 if multi else 1.0, model, None)
+
+    return trainer
+
+
+def test_compare_caches_baselines_and_writes_reports(tmp_path, stand_in_model):
+    from kmtl.compare import compare
+    from kmtl.config import load_config
+
+    write_data(tmp_path)
+    calls = []
+    trainer = stand_in_trainer(calls, stand_in_model)
+    lines = []
+    report = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append)
+    assert [len(c.tasks) for c in calls] == [1, 1, 2]
+    base = calls[0]  # the single-task config keeps the schedule, drops the other task
+    assert base.task_names == ("sentiment",) and base.training == calls[2].training
+    assert base.mixture.batch_size == 8 and base.task("sentiment").limit == 16 and not base.export.enabled
+    assert report["tasks"]["sentiment"]["difference"] == pytest.approx(0.1)
+    assert report["delta_m"] == pytest.approx((12.5 + 0.0) / 2)
+    served = report["parameters"]
+    assert served["single_task_total"] == 2 * served["multi_task"] > 0
+    assert report["seconds"] == {"single_task": {"sentiment": 1.0, "ner": 1.0}, "single_task_total": 2.0,
+                                 "multi_task": 2.0}
+
+    folder = tmp_path / "runs" / "small" / "compare"
+    saved = json.loads((folder / "compare.json").read_text())
+    assert {"tasks", "delta_m", "seconds", "parameters", "metrics", "cached", "command", "date"} <= set(saved)
+    assert set(saved["tasks"]["ner"]) == {"metric", "lower_is_better", "single_task", "multi_task", "difference",
+                                          "relative_percent"}
+    md = (folder / "compare.md").read_text()
+    assert "| task | metric | single-task | multi-task | Δ (points) | Δ (relative) |" in md
+    assert "| sentiment | accuracy ↑ | 0.8000 | 0.9000 | +10.00 | +12.50 % |" in md
+    assert "Δm = +6.25 %" in md and "Δm = +6.25 %" in "\n".join(lines)
+    assert list((folder / "logs").glob("events.out.tfevents.*"))
+
+    # again: nothing retrains; the cache is keyed by settings, so another run name reuses it too
+    calls.clear()
+    report = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append)
+    assert calls == [] and all(report["cached"].values())
+    # one task's settings change: only its baseline (and the multi-task model) retrain
+    report = compare(load_config(write_config(tmp_path, limit=12)), trainer=trainer, echo=lines.append)
+    assert [c.task_names for c in calls] == [("sentiment",), ("sentiment", "ner")]
+    assert report["cached"] == {"sentiment": False, "ner": True, "multi_task": False}
+    # a data file that changed on disk counts as a change as well; --retrain ignores the cache
+    calls.clear()
+    with open(tmp_path / "ner.conll", "a", encoding="utf-8") as f:
+        f.write("\n")
+    compare(load_config(write_config(tmp_path, limit=12)), trainer=trainer, echo=lines.append)
+    assert [c.task_names for c in calls] == [("ner",), ("sentiment", "ner")]
+    calls.clear()
+    compare(load_config(write_config(tmp_path, limit=12)), trainer=trainer, echo=lines.append, retrain=True)
+    assert len(calls) == 3
+
+
+def test_compare_cli_user_errors_exit_2_without_traceback(tmp_path, capsys):
+    write_data(tmp_path)
+    one_task = write_config(tmp_path, name="one", tasks=SENTIMENT.format(limit=8))
+    assert main(["compare", str(one_task)]) == 2
+    err = capsys.readouterr().err
+    assert "kmtl compare: error: compare needs at least two tasks" in err and "Traceback" not in err
+    assert main(["compare", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    bad = write_config(tmp_path, name="bad", extra="teachers: {sentimnt: .}\n")
+    assert main(["compare", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "teachers.sentimnt: not a task name" in err and "did you mean 'sentiment'" in err
+    no_dev = write_config(tmp_path, name="nodev", tasks=NER + """
+  - name: sentiment
+    kind: classification
+    train: {format: tsv, path: sent.tsv, text: sentence, label: label}""")
+    assert main(["compare", str(no_dev)]) == 2
+    assert "add `dev:` to tasks[1] (sentiment)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- teacher annealing
+
+
+def test_teacher_annealing_lambda_rises_linearly_with_the_optimizer_step():
+    import keras
+
+    from kmtl.distill import TeacherAnnealing
+    from kmtl.tasks import Classification
+
+    task = Classification("s", ["a", "b"])
+    annealing = TeacherAnnealing([task], total_steps=8)
+    assert task.teacher_lambda is annealing.variable and float(annealing.variable.numpy()) == 0.0
+    assert [annealing.value_at(s) for s in (0, 2, 4, 8, 20)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+    class Stub:  # what the callback reads from the model
+        optimizer = type("O", (), {"iterations": keras.Variable(6, dtype="int64", trainable=False)})()
+
+    annealing.set_model(Stub())
+    annealing.on_train_batch_begin(0)
+    assert float(annealing.variable.numpy()) == pytest.approx(0.75)
+    logs = {}
+    annealing.on_epoch_end(0, logs)
+    assert logs["teacher_lambda"] == pytest.approx(0.75)
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "pair_regression", "multilabel"])
+def test_distillation_loss_mixes_gold_and_teacher(kind):
+    import keras
+
+    from kmtl.tasks import KINDS
+
+    rng = np.random.default_rng(0)
+    labels = None if kind == "pair_regression" else ["a", "b", "c"]
+    task = KINDS[kind]("t", labels=labels)
+    task.teacher_lambda = keras.Variable(0.0, trainable=False)
+    shape = {"classification": (4, 3), "tagging": (4, 5, 3), "pair_regression": (4, 1), "multilabel": (4, 3)}[kind]
+    logits = rng.normal(size=shape).astype("float32")
+    if kind in ("classification", "tagging"):
+        gold = rng.integers(0, 3, size=shape[:-1]).astype("int32")
+        teacher = np.exp(_log_softmax(rng.normal(size=shape))).astype("float32")
+        soft = -(teacher * _log_softmax(logits)).sum(-1)  # soft cross-entropy, by hand
+    elif kind == "multilabel":
+        gold = (rng.random(shape) > 0.5).astype("float32")
+        teacher = rng.random(shape).astype("float32")
+        p = 1 / (1 + np.exp(-logits))
+        soft = -(teacher * np.log(p) + (1 - teacher) * np.log(1 - p)).mean(-1)
+    else:
+        gold = rng.normal(size=shape).astype("float32")
+        teacher = rng.normal(size=shape).astype("float32")
+        soft = ((logits - teacher) ** 2).mean(-1)
+    y = {"gold": gold, "teacher": teacher}
+    np.testing.assert_allclose(np.asarray(task.per_example_loss(y, logits)), soft, rtol=1e-4, atol=1e-5)
+    task.teacher_lambda.assign(1.0)  # λ = 1: the ordinary loss against the gold labels
+    np.testing.assert_allclose(np.asarray(task.per_example_loss(y, logits)),
+                               np.asarray(task.per_example_loss(gold, logits)), rtol=1e-4, atol=1e-5)
+    if kind == "classification":  # cross-entropy is linear in the target: λ = 0.5 is the mean
+        task.teacher_lambda.assign(0.5)
+        hard = np.asarray(task.per_example_loss(gold, logits))
+        np.testing.assert_allclose(np.asarray(task.per_example_loss(y, logits)), 0.5 * hard + 0.5 * soft,
+                                   rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------- a finished run: teachers, init_from
+
+
+@pytest.fixture
+def eager():
+    """Run Keras' train/predict functions eagerly: a few tiny steps cost less than tracing."""
+    import tensorflow as tf
+
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(before)
+
+
+def saved_run(folder, tasks):
+    """A finished run folder of an untrained tiny model (what teachers and init_from read)."""
+    import kmtl
+    from kmtl.training import save_run
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = kmtl.build_model(kmtl.load_backbone("tiny", seed=3), tasks, name="old")
+    save_run(folder, model, 16, {"name": "old"})
+    return model
+
+
+def test_tagging_teacher_targets_sit_on_the_students_first_pieces(tmp_path):
+    import kmtl
+    from kmtl.distill import TeacherTable, example_keys
+    from kmtl.data.sources import ConllSource
+
+    write_data(tmp_path)
+    examples = ConllSource(tmp_path / "ner.conll").read()[:6]
+    tasks = [kmtl.tasks.Tagging("ner", ["O", "B-PER", "B-LOC"])]
+    teacher = saved_run(tmp_path / "old", tasks)
+    pre = kmtl.load_backbone("tiny").preprocessor(16)
+    table = TeacherTable.from_model(teacher, tasks[0], pre, tasks[0], tasks, examples, pre)
+    x, aux = next(iter(kmtl.data.pipeline.eval_dataset(tasks[0], tasks, examples, pre)))
+    assert table.keys == [k for k in example_keys(x).numpy()][: len(table.keys)]
+    logits = np.asarray(teacher.predict_on_batch(x)["ner"])
+    first = np.asarray(aux["first_piece"])
+    for row in range(len(examples)):
+        for pos in first[row][first[row] >= 0]:
+            np.testing.assert_allclose(table.values[row, pos], np.exp(_log_softmax(logits[row, pos])), atol=1e-5)
+        others = np.setdiff1d(np.arange(16), first[row])
+        assert not table.values[row, others].any()  # nothing where the student has no word
+
+
+def test_init_from_and_teachers_end_to_end(tmp_path, eager):
+    import kmtl
+    from kmtl.config import load_config
+    from kmtl.distill import TeacherTable, with_teachers
+    from kmtl.training import load_run, make_tasks, train
+    from kmtl.training.data import read_task_examples
+    from kmtl.training.warm_start import warm_start
+
+    write_data(tmp_path)
+    old_run = tmp_path / "runs" / "old"
+    saved_run(old_run, [kmtl.tasks.Classification("sentiment", ["negative", "positive"])])
+    grown = load_config(write_config(tmp_path, name="grown", tasks=SENTIMENT.format(limit=16) + SCORE,
+                                     extra=f"init_from: {old_run}\nteachers: {{sentiment: {old_run}}}\n"))
+
+    # warm start: the old head and the encoder carry over exactly; the new head is fresh
+    old_model, pre, _ = load_run(old_run)
+    train_ex, _ = read_task_examples(grown)
+    tasks = make_tasks(grown, train_ex)
+    fresh = kmtl.build_model(kmtl.load_backbone("tiny"), tasks)
+    done = warm_start(fresh, old_model)
+    assert done["heads"] == ["sentiment"] and "score/kernel" in done["fresh"]
+    old_vars = {v.path: v for v in old_model.weights}
+    carried = [v for v in fresh.weights if not v.path.startswith(("score/", "loss_weight"))]
+    assert len(carried) == len(old_vars) - 1  # all but the old loss weight
+    for v in carried:
+        np.testing.assert_array_equal(v.numpy(), old_vars[v.path].numpy())
+
+    # batches carry the teacher's probabilities for the examples the task owns, zeros elsewhere
+    table = TeacherTable.from_model(old_model, old_model.tasks[0], pre, tasks[0], tasks, train_ex["sentiment"], pre)
+    ds = kmtl.data.mixture(tasks, train_ex, pre, batch_size=8, steps_per_epoch=2)
+    x, y, w = next(iter(with_teachers(ds, tasks, {"sentiment": table})))
+    owned = np.asarray(x["task_id"]) == 0
+    assert set(y["sentiment"]) == {"gold", "teacher"}
+    np.testing.assert_allclose(np.asarray(y["sentiment"]["teacher"]).sum(-1), owned.astype(float), atol=1e-5)
+
+    # kmtl train with init_from + teachers: distils with annealing, reports retention
+    result = train(grown, verbose=0, echo=lambda *a: None)
+    assert result.history["teacher_lambda"] == [pytest.approx(0.5)]  # 2 steps: λ = 0, then 0.5
+    retention = json.loads((result.run_dir / "retention.json").read_text())
+    assert set(retention["old_tasks"]) == {"sentiment"} and set(retention["new_tasks"]) == {"score"}
+    old_sentiment = retention["old_tasks"]["sentiment"]
+    assert 0 <= old_sentiment["before"] <= 1 and old_sentiment["after"] == result.metrics["sentiment"]["accuracy"]
+    assert "| score (new) | pearson |" in (result.run_dir / "retention.md").read_text()
