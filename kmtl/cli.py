@@ -1,4 +1,4 @@
-"""The `kmtl` command line: train, evaluate, export, predict, demo, bench.
+"""The `kmtl` command line: train, compare, evaluate, export, predict, demo, bench.
 
 Every user error (bad config, bad data, an export path that exists) is printed as one clear
 message without a traceback, and the exit status is 2.
@@ -15,6 +15,7 @@ import kmtl  # sets the TF/Keras environment before anything imports TensorFlow
 from kmtl.errors import KmtlError
 
 EXIT_USER_ERROR = 2
+PADDINGS = ("longest", "buckets", "grouped")  # kmtl.bench.train.PADDINGS, without importing TensorFlow
 
 
 def _config_with_outputs(path, output_dir=None, export_dir=None, epochs=None):
@@ -46,6 +47,17 @@ def cmd_train(args):
     result = train(config, verbose=args.verbose, export=False if args.no_export else None)
     print(f"trained in {result.seconds:.1f} s")
     _report(result)
+
+
+def cmd_compare(args):
+    config = _config_with_outputs(args.config, args.output_dir, None, args.epochs)
+    from kmtl.compare import compare
+
+    flags = [f for f, on in (("--retrain", args.retrain), ("--teachers", args.teachers)) if on]
+    if args.epochs is not None:
+        flags.append(f"--epochs {args.epochs}")
+    compare(config, retrain=args.retrain, teachers=args.teachers, verbose=args.verbose,
+            command=" ".join(["kmtl compare", str(args.config), *flags]))
 
 
 def cmd_demo(args):
@@ -108,6 +120,35 @@ def cmd_bench_serve(args):
         print(json.dumps(result))
 
 
+def cmd_bench_train(args):
+    from kmtl.bench.train import TrainBench, format_table
+
+    seq_len = args.seq_len if args.seq_len is not None else (128 if args.data == "real" else 64)
+    if not args.peak_seconds > 0:
+        raise KmtlError(f"--peak-seconds must be positive, got {args.peak_seconds}")
+    bench = TrainBench(backbone=args.backbone, batch_size=args.batch_size, seq_len=seq_len, steps=args.steps,
+                       repeats=args.repeats, warmup=args.warmup, data=args.data, jit=args.jit, padding=args.padding,
+                       data_dir=args.data_dir, limit=args.limit)
+    from kmtl.bench.peak import matmul_peak
+
+    result = bench.run(peak=matmul_peak(seconds=args.peak_seconds))
+    print(format_table(result))
+    if args.json:
+        print(json.dumps(result))
+
+
+def cmd_bench_data(args):
+    from kmtl.bench.data import bench_data, format_table
+
+    seq_len = args.seq_len if args.seq_len is not None else 128
+    result = bench_data(backbone=args.backbone, batch_size=args.batch_size, seq_len=seq_len, steps=args.steps,
+                        repeats=args.repeats, padding=args.padding, data_dir=args.data_dir, limit=args.limit,
+                        train_examples_per_sec=args.train_examples_per_sec)
+    print(format_table(result))
+    if args.json:
+        print(json.dumps(result))
+
+
 def cmd_predict(args):
     from kmtl.serving.predict import predict_lines
 
@@ -145,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     outputs(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="single-task baselines vs the multi-task model: per-task Δ, Δm, time, "
+                                       "parameters (reports in <output_dir>/<name>/compare/)")
+    p.add_argument("config", help="YAML config file (at least two tasks, each with a dev split)")
+    p.add_argument("--retrain", action="store_true", help="ignore the baseline cache and retrain everything")
+    p.add_argument("--teachers", action="store_true",
+                   help="distil the multi-task model from the single-task baselines (BAM! teacher annealing)")
+    p.add_argument("--output-dir", help="where runs and the baseline cache go (default: the config's output_dir)")
+    p.add_argument("--epochs", type=int, help="override training.epochs (baselines and multi-task model)")
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output (default: 0)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="train the bundled 3-task demo offline, evaluate and export it")
     outputs(p)
@@ -186,6 +238,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="preprocessor max length of a fresh model (default: 128)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON object on the last line")
     p.set_defaults(func=cmd_bench_serve)
+
+    def real_data_options(p, seq_len_help):
+        p.add_argument("--backbone", default="minilm-l6", help="minilm-l6 (default), tiny or a backbone folder")
+        p.add_argument("--batch-size", type=int, default=32, help="examples per step (default: 32)")
+        p.add_argument("--seq-len", type=int, help=seq_len_help)
+        p.add_argument("--repeats", type=int, default=3, help="timed windows; median reported (default: 3)")
+        p.add_argument("--padding", choices=PADDINGS, default="grouped",
+                       help="real data: pad each batch to its longest sequence (longest, what `kmtl train` does "
+                            "today), to fixed length buckets (buckets), or group examples of similar length into "
+                            "batches, padded to their bucket (grouped; default)")
+        p.add_argument("--data-dir", help="the shared data folder with sst2/, conll2003/, stsb/, ag_news/ "
+                                          "(default: $KMTL_SHARED_DATA or ../shared/data)")
+        p.add_argument("--limit", type=int, help="real data: first N examples of each file (default: 2000; 0: all)")
+        p.add_argument("--json", action="store_true", help="also print the figures as one JSON object on the last line")
+
+    p = bench.add_parser("train", help="training throughput of the kmtl model (examples/s, tokens/s, GFLOP/s, memory)")
+    real_data_options(p, "sequence length (fixed data) or max length in word pieces (real data); "
+                         "default: 64 fixed, 128 real")
+    p.add_argument("--data", choices=("fixed", "real"), default="fixed",
+                   help="fixed: random word pieces of exactly batch x seq-len (default); real: the SST-2 + CoNLL-2003 + "
+                        "STS-B + AG News mixture through kmtl.data.mixture")
+    p.add_argument("--steps", type=int, default=20, help="train steps per timed window (default: 20)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up steps, excluded (default: 3)")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile the train step with XLA (default: off; it was slower on the 2-core CPU, "
+                        "see README Performance)")
+    p.add_argument("--peak-seconds", type=float, default=1.0,
+                   help="length of each of the 3 windows of the fp32 matmul peak measurement (default: 1)")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = bench.add_parser("data", help="input pipeline throughput alone on the real-data mixture: read, tokenize, mix, pad")
+    real_data_options(p, "max length in word pieces (default: 128)")
+    p.add_argument("--steps", type=int, default=200, help="batches per timed window (default: 200)")
+    p.add_argument("--train-examples-per-sec", type=float,
+                   help="the training step's consumption (from `kmtl bench train --data real`) to compare with")
+    p.set_defaults(func=cmd_bench_data)
     return parser
 
 

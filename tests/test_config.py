@@ -285,3 +285,14 @@ def test_weighting_section_builds_its_callback(base, weighting, kind, attrs):
     assert type(callback).__name__ == kind
     for name, value in attrs.items():
         assert getattr(callback, name) == value
+
+
+def test_mixture_length_options_reach_the_mixture(base):
+    from kmtl.training.trainer import _length_options
+
+    config = config_from_dict({**minimal(), "max_length": 40, "mixture": {"group_by_length": True}}, base)
+    assert _length_options(config) == {"length_buckets": (16, 32, 40), "group_by_length": True}
+    config = config_from_dict({**minimal(), "mixture": {"length_buckets": [32, 64]}}, base)
+    assert _length_options(config) == {"length_buckets": (32, 64), "group_by_length": False}
+    assert "mixture.group_by_length: group_by_length works with granularity: joint only" in problems(
+        {**minimal(), "mixture": {"granularity": "alternating", "group_by_length": True}}, base)

@@ -1,4 +1,4 @@
-"""Benchmarks: serving latency and throughput of the exported models (`kmtl bench serve`)."""
+"""Benchmarks: training (`kmtl bench train`), input pipeline (`kmtl bench data`) and serving (`kmtl bench serve`)."""
 
 from kmtl.bench.serve import bench_serve, format_table
 

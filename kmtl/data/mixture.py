@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from kmtl.data.buckets import check_boundaries, pad_to_bucket
+from kmtl.data.buckets import group_by_length as group_by_length_batches
 from kmtl.data.example import Example
 from kmtl.data.pipeline import task_dataset, tasks_with_examples, trim_batch
 from kmtl.data.sampling import get_sampler
@@ -32,6 +34,8 @@ def mixture(
     epochs: int = 1,
     steps_per_epoch: int = None,
     seed: int = 0,
+    length_buckets: Optional[Sequence[int]] = None,
+    group_by_length: bool = False,
 ) -> tf.data.Dataset:
     """The multi-task training dataset: ``epochs × steps_per_epoch`` batches of ``(x, y, w)``.
 
@@ -54,6 +58,12 @@ def mixture(
             number (its rates change by epoch): then pass ``steps_per_epoch`` to ``fit`` too.
         steps_per_epoch: batches per epoch; default: all examples once (`default_steps_per_epoch`).
         seed: makes the sampling and shuffling deterministic.
+        length_buckets: sorted sequence lengths (e.g. `kmtl.data.buckets.default_boundaries`);
+            each batch is then padded to the smallest one that holds its longest sequence
+            (``max_length`` is always the last), so the model sees a bounded number of shapes
+            (what an XLA-compiled step needs). ``None``: padded to the longest sequence.
+        group_by_length: batch examples with others of the same length bucket (needs
+            ``length_buckets``; joint granularity): much less padding on mixed-length data.
 
     Example:
         >>> train = kmtl.data.mixture(tasks, {"sentiment": sst, "ner": conll}, pre,
@@ -62,6 +72,10 @@ def mixture(
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
+    if group_by_length and not length_buckets:
+        raise ValueError("group_by_length needs length_buckets (e.g. kmtl.data.buckets.default_boundaries(max_length))")
+    if group_by_length and granularity != "joint":
+        raise ValueError("group_by_length works with granularity='joint' only")
     sampler = get_sampler(sampling, temperature)
     by_name = {t.name: t for t in tasks}
     names = tasks_with_examples(by_name, examples_by_task)
@@ -72,33 +86,43 @@ def mixture(
         task_dataset(by_name[name], tasks, examples_by_task[name], preprocessor, seed=seed + i)
         for i, name in enumerate(names)
     ]
-    trim = lambda x, y, w: trim_batch(tasks, x, y, w)  # noqa: E731
+    if length_buckets:
+        bounds = check_boundaries(length_buckets, preprocessor.max_length)
+        trim = lambda x, y, w: pad_to_bucket(tasks, bounds, x, y, w)  # noqa: E731
+    else:
+        trim = lambda x, y, w: trim_batch(tasks, x, y, w)  # noqa: E731
     if granularity == "alternating":
         parts = [p.batch(batch_size, drop_remainder=True).map(trim) for p in parts]
     per_epoch = steps if granularity == "alternating" else steps * batch_size
 
     table = np.stack([sampler.weights(sizes, e, epochs) for e in range(epochs)]).astype(np.float32)
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.choose_from_datasets(
-        parts, _task_choices(table, per_epoch, seed))
-    if granularity == "joint":
+        parts, _task_choices(table, per_epoch, seed, extra=batch_size * len(bounds) if group_by_length else 0))
+    if granularity == "joint" and group_by_length:
+        ds = group_by_length_batches(ds, batch_size, bounds).map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+    elif granularity == "joint":
         ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE).map(trim)
     ds = ds.take(steps * epochs)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _task_choices(table: np.ndarray, per_epoch: int, seed: int) -> tf.data.Dataset:
+def _task_choices(table: np.ndarray, per_epoch: int, seed: int, extra: int = 0) -> tf.data.Dataset:
     """Task index per element: drawn from ``table[epoch]``, new draws on each pass, seeded.
+
+    ``extra`` more elements (drawn as in the last epoch) cover what length grouping leaves in
+    partly filled buckets, so that ``steps × epochs`` full batches still come out.
 
     (``sample_from_datasets`` would repeat the same task order on every pass over a dataset.)
     """
     cumulative = tf.constant(np.cumsum(table, axis=1), tf.float32)
     uniform = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
         lambda r: tf.cast(r % (1 << 24), tf.float32) / float(1 << 24))
-    index = tf.data.Dataset.range(per_epoch * len(table))
+    index = tf.data.Dataset.range(per_epoch * len(table) + extra)
     last = tf.constant(len(table[0]) - 1, tf.int64)
+    last_epoch = tf.constant(len(table) - 1, tf.int64)
 
     def pick(i, u):
-        row = cumulative[i // per_epoch]
+        row = cumulative[tf.minimum(i // per_epoch, last_epoch)]
         return tf.minimum(tf.searchsorted(row, [u], side="right", out_type=tf.int64)[0], last)
 
     return tf.data.Dataset.zip(index, uniform).map(pick)

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from kmtl.model.pooling import MaskedMeanPooling
-from kmtl.sharing import INPUT_NAMES, SHARING_MODES, TASK_ID, apply_sharing, make_sharing
+from kmtl.sharing import INPUT_NAMES, TASK_ID, apply_sharing, make_sharing
 
 
 class TaskLoss(NamedTuple):

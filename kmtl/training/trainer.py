@@ -14,6 +14,7 @@ import keras
 from kmtl import tasks as task_kinds
 from kmtl.backbone import load_backbone
 from kmtl.data import mixture, validation_dataset
+from kmtl.data.buckets import default_boundaries
 from kmtl.data.mixture import default_steps_per_epoch
 from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
@@ -74,6 +75,15 @@ def weighting_callback(config):
     if w.strategy == "static":
         return StaticWeighting({**base, **w.weights})
     return get_weighting(w.strategy, **w.options())
+
+
+def _length_options(config) -> dict:
+    """`kmtl.data.mixture`'s ``length_buckets`` / ``group_by_length`` from the mixture section."""
+    m = config.mixture
+    buckets = m.length_buckets
+    if m.group_by_length and not buckets:
+        buckets = default_boundaries(config.max_length)
+    return {"length_buckets": buckets, "group_by_length": m.group_by_length}
 
 
 def _teacher_annealing(config, tasks, total_steps):
@@ -142,7 +152,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         tasks, train_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
         sampling=config.mixture.sampling, temperature=config.mixture.temperature,
         granularity=config.mixture.granularity, epochs=tr.epochs if annealed else 1,
-        steps_per_epoch=steps, seed=tr.seed,
+        steps_per_epoch=steps, seed=tr.seed, **_length_options(config),
     )
     if annealing is not None:  # BAM!: teacher targets ride along as y[task]["teacher"]
         train_ds = with_teachers(train_ds, tasks, load_teacher_tables(config.teachers, tasks, train_ex,

@@ -1,0 +1,92 @@
+"""A/B the speed levers of kmtl training, interleaved in one process (the machine may be shared).
+
+    python benchmarks/levers.py xla                 # fixed 32 x 64: XLA on vs off
+    python benchmarks/levers.py padding             # real data, max 128: longest / buckets / grouped, XLA on and off
+    python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
+
+Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
+variant 2, ... so that load from other jobs hits every variant alike. Each round is one
+``fit`` of ``--warmup`` excluded steps and ``--steps`` timed steps; the median over rounds is
+printed with the load average of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kmtl  # noqa: E402,F401
+
+PRESETS = {
+    "xla": ["data=fixed,jit=1", "data=fixed,jit=0"],
+    "padding": ["data=real,jit=0,padding=longest", "data=real,jit=0,padding=grouped",
+                "data=real,jit=1,padding=buckets", "data=real,jit=1,padding=grouped"],
+}
+
+
+def parse_variant(text):
+    out = {}
+    for part in text.split(","):
+        key, value = part.split("=")
+        out[key] = {"jit": lambda v: v in ("1", "true", "on")}.get(key, lambda v: v)(value)
+        if key in ("batch_size", "seq_len"):
+            out[key] = int(value)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
+    p.add_argument("--variants", nargs="+", help="key=value,... (data, jit, padding, batch_size, seq_len)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--backbone", default="minilm-l6")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    variants = args.variants or PRESETS.get(args.preset)
+    if not variants:
+        p.error("give a preset or --variants")
+    from kmtl.bench.peak import matmul_peak
+    from kmtl.bench.train import TrainBench
+
+    benches = []
+    for text in variants:
+        v = parse_variant(text)
+        v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
+        benches.append((text, TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)))
+    peak = matmul_peak()
+    batches = {text: b.batches() for text, b in benches}
+    load0 = os.getloadavg()[0]
+    rows = {text: [] for text, _ in benches}
+    for r in range(args.rounds):
+        for text, bench in benches:
+            result = bench.run(batches=batches[text], peak=peak)
+            rows[text].append(result)
+            print(f"round {r + 1}: {text:<40} {result['examples_per_sec']:7.2f} examples/s "
+                  f"(load {result['load_average_1m']['start']})", flush=True)
+    print(f"\nmedian of {args.rounds} rounds x {args.steps} steps; load {load0:.2f} -> {os.getloadavg()[0]:.2f}; "
+          f"matmul peak {peak['gflops']:.1f} GFLOP/s")
+    summary = []
+    for text, results in rows.items():
+        eps = statistics.median(x["examples_per_sec"] for x in results)
+        row = {"variant": text, "examples_per_sec": eps,
+               "tokens_per_sec": statistics.median(x["tokens_per_sec"] for x in results),
+               "gflops": statistics.median(x["gflops"] for x in results),
+               "mean_padded_length": results[0]["mean_padded_length"],
+               "rounds": [x["examples_per_sec"] for x in results]}
+        summary.append(row)
+        print(f"{text:<40} {eps:7.2f} examples/s  {row['tokens_per_sec']:7.0f} real tokens/s  "
+              f"{row['gflops']:6.1f} GFLOP/s  padded length {row['mean_padded_length']:.1f}")
+    if args.json:
+        print(json.dumps({"peak": peak, "rows": summary}))
+
+
+if __name__ == "__main__":
+    main()
