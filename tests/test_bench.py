@@ -40,6 +40,7 @@ TINY_TRAIN = ["bench", "train", "--backbone", "tiny", "--batch-size", "4", "--st
               "--warmup", "1", "--peak-seconds", "0.05", "--json"]
 
 
+@pytest.mark.slow  # XLA compilation: ~30 s on 2 cores, and XLA is an opt-in lever
 def test_bench_train_fixed_shapes_with_xla_prints_one_json_object_last(capsys):
     result = last_json(capsys, TINY_TRAIN + ["--seq-len", "16", "--jit"])
     assert TRAIN_KEYS <= set(result)
