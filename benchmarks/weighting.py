@@ -6,6 +6,7 @@ and writes a table of per-task eval metrics, training time and trainable paramet
 
     .venv/bin/python benchmarks/weighting.py --limit 500 --epochs 2
     .venv/bin/python benchmarks/weighting.py --only pcgrad gradnorm   # some variants
+    .venv/bin/python benchmarks/weighting.py --only frozen lora adapters --learning-rate 1e-3
 
 Results accumulate in ``benchmarks/results/weighting.json`` (a variant already there with
 the same budget is not re-run; ``--force`` re-runs) and the table is rewritten to
@@ -41,7 +42,7 @@ VARIANTS = {
 METRICS = {"sst2": "accuracy", "conll": "entity_f1", "stsb": "pearson", "agnews": "accuracy"}
 
 
-def run_variant(name: str, limit: int, epochs: int) -> dict:
+def run_variant(name: str, limit: int, epochs: int, learning_rate: float) -> dict:
     import keras
     import yaml
 
@@ -53,6 +54,7 @@ def run_variant(name: str, limit: int, epochs: int) -> dict:
     data["name"] = f"bench_{name}"
     data["weighting"], data["sharing"] = weighting, sharing
     data["training"]["epochs"] = epochs
+    data["training"]["learning_rate"] = learning_rate
     for task in data["tasks"]:
         task["limit"] = limit
     config = config_from_dict(data, HERE)
@@ -66,6 +68,7 @@ def run_variant(name: str, limit: int, epochs: int) -> dict:
         "sharing": sharing,
         "limit": limit,
         "epochs": epochs,
+        "learning_rate": learning_rate,
         "metrics": {task: result.metrics[task][metric] for task, metric in METRICS.items()},
         "train_seconds": round(result.seconds, 1),
         "trainable_params": trainable,
@@ -77,14 +80,14 @@ def run_variant(name: str, limit: int, epochs: int) -> dict:
 
 
 def table(rows) -> str:
-    head = ("| variant | weighting | sharing | SST-2 acc | CoNLL F1 | STS-B Pearson | AG News acc | mean | "
+    head = ("| variant | weighting | sharing | lr | SST-2 acc | CoNLL F1 | STS-B Pearson | AG News acc | mean | "
             "train s | trainable params |")
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         m = r["metrics"]
         mean = sum(m.values()) / len(m)
         w = r["weighting"]["strategy"] + "".join(f" {k}={v}" for k, v in r["weighting"].items() if k != "strategy")
-        lines.append(f"| {r['variant']} | {w} | {r['sharing']['mode']} | {m['sst2']:.3f} | {m['conll']:.3f} | "
+        lines.append(f"| {r['variant']} | {w} | {r['sharing']['mode']} | {r.get('learning_rate', 1e-4):g} | {m['sst2']:.3f} | {m['conll']:.3f} | "
                      f"{m['stsb']:.3f} | {m['agnews']:.3f} | {mean:.3f} | {r['train_seconds']:.0f} | "
                      f"{r['trainable_params']:,} |")
     return "\n".join(lines)
@@ -94,6 +97,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=500, help="train and eval examples per task")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="variants to run (default: all)")
     parser.add_argument("--force", action="store_true", help="re-run variants already in the results")
     args = parser.parse_args(argv)
@@ -104,22 +108,23 @@ def main(argv=None):
     store = RESULTS / "weighting.json"
     results = json.loads(store.read_text()) if store.exists() else {}
     for name in args.only or list(VARIANTS):
-        key = f"{name}@{args.limit}x{args.epochs}"
+        key = f"{name}@{args.limit}x{args.epochs}" + ("" if args.learning_rate == 1e-4 else f"@lr{args.learning_rate:g}")
         if key in results and not args.force:
             print(f"[{name}] already measured ({key}); --force re-runs it")
             continue
         start = time.perf_counter()
-        results[key] = run_variant(name, args.limit, args.epochs)
+        results[key] = run_variant(name, args.limit, args.epochs, args.learning_rate)
         print(f"[{name}] done in {time.perf_counter() - start:.0f} s: {results[key]['metrics']}", flush=True)
         store.write_text(json.dumps(results, indent=2) + "\n")
 
     rows = [r for r in results.values() if r["limit"] == args.limit and r["epochs"] == args.epochs]
-    rows.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
+    rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r.get("learning_rate", 1e-4)))
     text = (f"# Weighting and sharing on four real tasks\n\n"
             f"MiniLM-L6 (offline package), {args.limit} train examples per task (eval: the first {args.limit} of "
             f"sst2/test.tsv, conll2003/test.txt, stsb/dev.tsv, ag_news/test.tsv), {args.epochs} epochs, "
-            f"max length 64, batch 32, lr 1e-4, seed 0. Machine: {platform.machine()}, {os.cpu_count()} cores.\n\n"
-            f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}`\n\n"
+            f"max length 64, batch 32, seed 0, learning rate per row (default 1e-4). Machine: {platform.machine()}, {os.cpu_count()} cores.\n\n"
+            f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}` "
+            f"(and `--only frozen lora adapters --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
             + table(rows) + "\n")
     (RESULTS / "weighting.md").write_text(text)
     print(text)

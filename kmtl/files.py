@@ -17,3 +17,14 @@ def write_atomic(path, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def json_safe(value):
+    """``value`` with NaN floats replaced by ``None`` (JSON has no NaN), through dicts and lists."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

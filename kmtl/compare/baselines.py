@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from kmtl.files import write_atomic
+from kmtl.files import json_safe, write_atomic
 
 CACHE_FOLDER = "baselines"
 RECORD_FILE = "baseline.json"
@@ -148,16 +148,5 @@ class BaselineCache:
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "settings": baseline_settings(config, task_name),
         }
-        write_atomic(run_dir / RECORD_FILE, json.dumps(_clean(record), indent=2, sort_keys=True) + "\n")
+        write_atomic(run_dir / RECORD_FILE, json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
         return record
-
-
-def _clean(value):
-    """NaN → None (JSON has no NaN)."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from kmtl.files import write_atomic
+from kmtl.files import json_safe, write_atomic
 
 JSON_FILE = "compare.json"
 MARKDOWN_FILE = "compare.md"
@@ -73,16 +73,6 @@ def format_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _clean(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def write_reports(report: dict, folder) -> dict:
     """Write ``compare.json``, ``compare.md`` and TensorBoard scalars (``logs/``) into ``folder``.
 
@@ -92,7 +82,7 @@ def write_reports(report: dict, folder) -> dict:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / JSON_FILE, "markdown": folder / MARKDOWN_FILE, "logs": folder / LOGS_FOLDER}
-    write_atomic(paths["json"], json.dumps(_clean(report), indent=2, sort_keys=True) + "\n")
+    write_atomic(paths["json"], json.dumps(json_safe(report), indent=2, sort_keys=True) + "\n")
     markdown = format_markdown(report)
     write_atomic(paths["markdown"], markdown)
     write_tensorboard(report, paths["logs"], markdown)

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from kmtl.compare.report import _clean
+from kmtl.files import json_safe
 from kmtl.compare.delta import PRIMARY_METRIC, lower_is_better, relative_change
 from kmtl.files import write_atomic
 
@@ -70,6 +70,6 @@ def format_retention(report: dict) -> str:
 def write_retention(report: dict, folder) -> Path:
     """Write ``retention.json`` and ``retention.md`` into ``folder``; returns the JSON path."""
     folder = Path(folder)
-    clean = _clean(report)
+    clean = json_safe(report)
     write_atomic(folder / MARKDOWN_FILE, format_retention(report))
     return write_atomic(folder / JSON_FILE, json.dumps(clean, indent=2, sort_keys=True) + "\n")

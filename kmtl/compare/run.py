@@ -122,9 +122,9 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         del result
         gc.collect()
         folder.mkdir(parents=True, exist_ok=True)
-        from kmtl.compare.baselines import _clean
+        from kmtl.files import json_safe
 
-        write_atomic(record_path, json.dumps(_clean(multi), indent=2, sort_keys=True) + "\n")
+        write_atomic(record_path, json.dumps(json_safe(multi), indent=2, sort_keys=True) + "\n")
     else:
         echo(f"multi-task model: cached in {multi['run_dir']}")
 
