@@ -19,7 +19,7 @@ from typing import Sequence, Tuple
 
 import tensorflow as tf
 
-from kmtl.data.pipeline import INPUT_NAMES
+from kmtl.data.pipeline import cut_batch, longest_sequence
 
 DEFAULT_STEP = 16
 
@@ -58,15 +58,7 @@ def pad_to_bucket(tasks, boundaries: Sequence[int], x, y=None, w=None):
     Like `kmtl.data.pipeline.trim_batch`, but the length is a boundary, so it has one of
     ``len(boundaries)`` static values. Token-level labels and weights are cut the same way.
     """
-    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)), 1)
-    length = bucket_length(longest, boundaries)
-    x = {k: (v[:, :length] if k in INPUT_NAMES else v) for k, v in x.items()}  # task_id is [batch]
-    if y is None:
-        return x
-    token_tasks = {t.name for t in tasks if t.token_level}
-    y = {k: (v[:, :length] if k in token_tasks else v) for k, v in y.items()}
-    w = {k: (v[:, :length] if k in token_tasks else v) for k, v in w.items()}
-    return x, y, w
+    return cut_batch(tasks, bucket_length(longest_sequence(x), boundaries), x, y, w)
 
 
 def group_by_length(ds: tf.data.Dataset, batch_size: int, boundaries: Sequence[int]) -> tf.data.Dataset:

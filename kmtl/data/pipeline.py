@@ -120,19 +120,28 @@ def cut_inputs(x: dict, length) -> dict:
     return {k: (v[:, :length] if k in INPUT_NAMES else v) for k, v in x.items()}
 
 
+def longest_sequence(x) -> tf.Tensor:
+    """The batch's longest sequence (at least 1), counted on ``x["padding_mask"]``."""
+    return tf.maximum(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)), 1)
+
+
+def cut_batch(tasks, length, x, y=None, w=None):
+    """Cut a batch's sequence inputs, and token tasks' labels and weights, to ``length``."""
+    x = cut_inputs(x, length)
+    if y is None:
+        return x
+    token_tasks = {t.name for t in tasks if t.token_level}
+    y = {k: (v[:, :length] if k in token_tasks else v) for k, v in y.items()}
+    w = {k: (v[:, :length] if k in token_tasks else v) for k, v in w.items()}
+    return x, y, w
+
+
 def trim_batch(tasks, x, y=None, w=None):
     """Cut a batch padded to ``max_length`` down to its own longest sequence.
 
     Token-level labels and weights are cut the same way; other tasks' entries are untouched.
     """
-    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)), 1)
-    x = cut_inputs(x, longest)
-    if y is None:
-        return x
-    token_tasks = {t.name for t in tasks if t.token_level}
-    y = {k: (v[:, :longest] if k in token_tasks else v) for k, v in y.items()}
-    w = {k: (v[:, :longest] if k in token_tasks else v) for k, v in w.items()}
-    return x, y, w
+    return cut_batch(tasks, longest_sequence(x), x, y, w)
 
 
 def eval_dataset(task, tasks, examples, preprocessor: Preprocessor, batch_size=64):
