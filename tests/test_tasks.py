@@ -1,10 +1,11 @@
 """Task kinds: label inference and encoding, input checks, decoding, dev metrics, configs.
 
-No model is built or trained here: everything runs on hand-made examples and logits.
+No model is trained here: everything runs on hand-made examples, logits and single head layers.
 """
 
 import math
 
+import keras
 import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
@@ -68,11 +69,15 @@ def test_multilabel_fit_labels_from_tuples_and_strings():
     assert task.labels == ["politics", "sports", "tech"]
 
 
-def test_regression_fit_labels_is_a_no_op():
+def test_regression_fit_labels_sets_the_initial_bias_to_the_mean_score():
     task = Regression("r")
     task.fit_labels([ex(label="1.5"), ex(label="3")])
     assert task.labels is None
     assert task.num_outputs == 1
+    assert task.initial_bias == pytest.approx(2.25)
+    head = task.build_head({"pooled": keras.Input((4,))})
+    layer = head._keras_history.operation
+    assert layer.name == "r" and float(layer.bias.numpy()[0]) == pytest.approx(2.25)
 
 
 def test_tagging_fit_labels_puts_o_first():

@@ -202,7 +202,8 @@ class TaskConfig(_Model):
     """One task: its head's kind, its label set, its loss weight and its data.
 
     ``labels`` is ``None`` when it is to be inferred from the train split. ``limit`` caps
-    the examples read from ``train`` and from ``dev``.
+    the examples read from ``train`` and from ``dev``; ``dev_limit`` caps ``dev`` on its own
+    (a number, or ``all`` to evaluate on the whole dev split whatever ``limit`` says).
     """
 
     name: str
@@ -212,6 +213,14 @@ class TaskConfig(_Model):
     train: SourceConfig
     dev: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, ge=1)
+    dev_limit: Optional[Union[Annotated[int, Field(ge=1)], Literal["all"]]] = None
+
+    @property
+    def dev_cap(self) -> Optional[int]:
+        """How many dev examples to read (``None``: all of them)."""
+        if self.dev_limit == "all":
+            return None
+        return self.dev_limit if self.dev_limit is not None else self.limit
 
     @field_validator("name")
     @classmethod
@@ -343,11 +352,16 @@ class EarlyStoppingConfig(_Model):
 
 
 class TrainingConfig(_Model):
-    """The optimizer, schedule and distribution settings of a run."""
+    """The optimizer, schedule and distribution settings of a run.
+
+    ``head_learning_rate``: the peak learning rate of the task heads (default: ``learning_rate``);
+    the encoder, adapters and LoRA factors train at ``learning_rate``.
+    """
 
     epochs: int = Field(3, ge=1)
     steps_per_epoch: Optional[int] = Field(None, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
+    head_learning_rate: Optional[float] = Field(None, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: NonNegativeFloat = 0.01
     clipnorm: Optional[float] = Field(1.0, gt=0)

@@ -17,7 +17,9 @@ class Regression(Task):
     """Single-sentence regression: one real-valued score per example.
 
     Head: dropout and a dense layer with one unit; output shape ``[batch, 1]``; trained with
-    squared error. Dev metrics: Pearson and Spearman correlation, and MSE.
+    squared error. Dev metrics: Pearson and Spearman correlation, and MSE. `fit_labels` on the
+    train split sets the layer's initial bias to the mean score, so that a short fine-tuning
+    run does not spend its first steps learning the offset (STS-B scores average 2.7).
 
     Args:
         name: task name.
@@ -35,6 +37,12 @@ class Regression(Task):
         if labels is not None:
             raise ValueError(f"task {name!r}: regression tasks take no labels")
         super().__init__(name, None, dropout)
+        self.initial_bias = 0.0
+
+    def fit_labels(self, examples: Sequence) -> None:
+        """Start the head's bias at the mean score of ``examples`` (the train split)."""
+        if examples:
+            self.initial_bias = float(np.mean(self.encode_labels(examples)))
 
     @property
     def num_outputs(self) -> int:
@@ -54,7 +62,8 @@ class Regression(Task):
 
     def build_head(self, features: Dict):
         x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(features["pooled"])
-        return keras.layers.Dense(1, name=self.name)(x)
+        return keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(self.initial_bias),
+                                  name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
         if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill

@@ -10,12 +10,13 @@ from kmtl.config import build_source
 def read_task_examples(config) -> Tuple[Dict[str, List], Dict[str, List]]:
     """``(train, dev)`` dicts of `Example` lists per task name (dev empty where none is given).
 
-    ``limit`` on a task keeps its first ``limit`` examples of each split.
+    ``limit`` on a task keeps its first ``limit`` examples of each split; ``dev_limit``
+    overrides it for the dev split (``all``: the whole split).
     """
     train, dev = {}, {}
     for task in config.tasks:
         train[task.name] = _read(task.train, task.limit)
-        dev[task.name] = _read(task.dev, task.limit) if task.dev is not None else []
+        dev[task.name] = _read(task.dev, task.dev_cap) if task.dev is not None else []
     return train, dev
 
 

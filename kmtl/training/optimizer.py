@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 import keras
 from keras import ops
 
@@ -37,16 +39,68 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
+class LayerRateAdamW(keras.optimizers.AdamW):
+    """AdamW whose learning rate is multiplied, for the weights of some layers, by a factor.
+
+    The usual use is a larger rate for freshly initialised task heads than for the pretrained
+    encoder (short fine-tuning runs otherwise leave the heads under-trained). Every variable
+    keeps the schedule's shape (warm-up, decay); only its peak changes. Weight decay stays
+    at the base rate.
+
+    Args:
+        rate_multipliers: ``{layer name: factor}``; a variable belongs to a layer when its
+            path starts with ``"<layer name>/"``.
+        **kwargs: the arguments of `keras.optimizers.AdamW`.
+
+    Example:
+        >>> optimizer = LayerRateAdamW({"sentiment": 20.0}, learning_rate=5e-5)
+        >>> model.compile(optimizer=optimizer, ...)  # the "sentiment" head trains at 1e-3
+    """
+
+    def __init__(self, rate_multipliers: Optional[Dict[str, float]] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate_multipliers = {str(k): float(v) for k, v in (rate_multipliers or {}).items()}
+        self._factors = []
+
+    def multiplier_of(self, variable) -> float:
+        """The factor on ``variable``'s learning rate (1.0 outside the named layers)."""
+        path = getattr(variable, "path", variable.name)
+        for layer, factor in self.rate_multipliers.items():
+            if path.startswith(layer + "/"):
+                return factor
+        return 1.0
+
+    def build(self, variables):
+        super().build(variables)
+        self._factors = [self.multiplier_of(v) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)] if self._factors else 1.0
+        if factor != 1.0:
+            learning_rate = ops.multiply(learning_rate, factor)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "rate_multipliers": dict(self.rate_multipliers)}
+
+
 def make_optimizer(learning_rate: float = 5e-5, total_steps: int = 1000, warmup_ratio: float = 0.1,
-                   weight_decay: float = 0.01, clipnorm: float = 1.0) -> keras.optimizers.AdamW:
+                   weight_decay: float = 0.01, clipnorm: float = 1.0,
+                   rate_multipliers: Optional[Dict[str, float]] = None) -> keras.optimizers.AdamW:
     """AdamW with `WarmupLinearDecay`; no weight decay on biases and LayerNorm parameters.
+
+    ``rate_multipliers`` (``{layer name: factor}``, e.g. the task heads) gives those layers'
+    weights a peak rate of ``factor * learning_rate`` (`LayerRateAdamW`).
 
     Example:
         >>> model.compile(optimizer=make_optimizer(5e-5, total_steps=steps * epochs))
     """
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(warmup_ratio * total_steps)))
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm, epsilon=1e-6
-    )
+    options = dict(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm, epsilon=1e-6)
+    if rate_multipliers and any(f != 1.0 for f in rate_multipliers.values()):
+        optimizer = LayerRateAdamW(rate_multipliers, **options)
+    else:
+        optimizer = keras.optimizers.AdamW(**options)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
