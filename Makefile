@@ -23,8 +23,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/kmtl demo
 
+# Two pytest workers, one test file each at a time: most of a test's time is graph tracing
+# (one core), so two workers keep both cores busy. `-n 0` runs in one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
