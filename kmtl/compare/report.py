@@ -62,9 +62,12 @@ def format_markdown(report: dict) -> str:
     """The report as Markdown: the command and date, a per-task table and the summary."""
     out = [f"# kmtl compare: {report['name']}", "",
            f"`{report['command']}` on {report['date']}; backbone `{report['backbone']}`"
-           + (f", teachers: {', '.join(report['teachers'])}" if report.get("teachers") else ""), "",
-           "| " + " | ".join(HEADER) + " |",
-           "|---|---|---:|---:|---:|---:|"]
+           + (f", teachers: {', '.join(report['teachers'])}" if report.get("teachers") else "")
+           + (f"; machine: {report['machine']}" if report.get("machine") else ""), ""]
+    if report.get("recipe"):
+        out += ["Multi-task recipe (the baselines share its backbone, data and training section): "
+                + ", ".join(f"{k} {v}" for k, v in report["recipe"].items()), ""]
+    out += ["| " + " | ".join(HEADER) + " |", "|---|---|---:|---:|---:|---:|"]
     out += ["| " + " | ".join(r) + " |" for r in _rows(report)]
     out += [""] + [f"- {line}" for line in _summary_lines(report)]
     cached = [t for t, c in report["cached"].items() if c]

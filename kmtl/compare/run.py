@@ -36,6 +36,25 @@ def check_comparable(config) -> None:
         raise KmtlError(f"compare evaluates every task on its dev split; add `dev:` to {', '.join(missing)}")
 
 
+def machine() -> str:
+    """The machine the figures come from, in words: ``"x86_64, 2 cores, Linux"``."""
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def recipe(config) -> dict:
+    """The multi-task settings that a reader of the report needs to reproduce it."""
+    tr, mix = config.training, config.mixture
+    return {"sharing": config.sharing.mode, "weighting": config.weighting.strategy,
+            "sampling": mix.sampling + (f" (T={mix.temperature})" if mix.sampling == "temperature" else ""),
+            "batch_size": mix.batch_size, "epochs": tr.epochs, "learning_rate": tr.learning_rate,
+            "head_learning_rate": tr.head_learning_rate or tr.learning_rate, "warmup_ratio": tr.warmup_ratio,
+            "clipnorm": tr.clipnorm, "max_length": config.max_length,
+            "examples_per_task": {t.name: t.limit for t in config.tasks}}
+
+
 def multitask_settings(config) -> dict:
     """Every setting that changes the multi-task run (the whole config and its data files)."""
     data = config.to_yaml_dict()
@@ -134,7 +153,9 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         "name": config.name,
         "command": command or f"kmtl compare {config.name}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
         "backbone": config.backbone,
+        "recipe": recipe(config),
         "teachers": sorted(getattr(config, "teachers", {}) or {}),
         "tasks": deltas,
         "delta_m": delta_m_of(deltas),
