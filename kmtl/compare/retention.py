@@ -6,9 +6,8 @@ import json
 import math
 from pathlib import Path
 
-from kmtl.files import json_safe
 from kmtl.compare.delta import PRIMARY_METRIC, lower_is_better, relative_change
-from kmtl.files import write_atomic
+from kmtl.files import json_safe, write_atomic
 
 JSON_FILE = "retention.json"
 MARKDOWN_FILE = "retention.md"

@@ -12,7 +12,7 @@ from kmtl.compare.baselines import BaselineCache, settings_key, file_stamps
 from kmtl.compare.delta import delta_m_of, task_deltas
 from kmtl.compare.report import format_text, write_reports
 from kmtl.errors import KmtlError
-from kmtl.files import write_atomic
+from kmtl.files import json_safe, write_atomic
 
 COMPARE_FOLDER = "compare"
 MULTITASK_RECORD = "multitask.json"
@@ -50,7 +50,7 @@ def recipe(config) -> dict:
     return {"sharing": config.sharing.mode, "weighting": config.weighting.strategy,
             "sampling": mix.sampling + (f" (T={mix.temperature})" if mix.sampling == "temperature" else ""),
             "batch_size": mix.batch_size, "epochs": tr.epochs, "learning_rate": tr.learning_rate,
-            "head_learning_rate": tr.head_learning_rate or tr.learning_rate, "warmup_ratio": tr.warmup_ratio,
+            "head_learning_rate": tr.head_rate, "warmup_ratio": tr.warmup_ratio,
             "clipnorm": tr.clipnorm, "max_length": config.max_length,
             "examples_per_task": {t.name: t.limit for t in config.tasks}}
 
@@ -141,8 +141,6 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         del result
         gc.collect()
         folder.mkdir(parents=True, exist_ok=True)
-        from kmtl.files import json_safe
-
         write_atomic(record_path, json.dumps(json_safe(multi), indent=2, sort_keys=True) + "\n")
     else:
         echo(f"multi-task model: cached in {multi['run_dir']}")

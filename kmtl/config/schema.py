@@ -370,6 +370,11 @@ class TrainingConfig(_Model):
     jit_compile: bool = False
     early_stopping: Optional[EarlyStoppingConfig] = None
 
+    @property
+    def head_rate(self) -> float:
+        """The task heads' peak learning rate: ``head_learning_rate``, else ``learning_rate``."""
+        return self.head_learning_rate or self.learning_rate
+
 
 # which strategies read each option of the ``weighting`` section
 WEIGHTING_OPTIONS = {

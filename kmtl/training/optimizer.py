@@ -76,7 +76,7 @@ class LayerRateAdamW(keras.optimizers.AdamW):
         self._factors = [self.multiplier_of(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        factor = self._factors[self._get_variable_index(variable)] if self._factors else 1.0
+        factor = self._factors[self._get_variable_index(variable)]
         if factor != 1.0:
             learning_rate = ops.multiply(learning_rate, factor)
         return super().update_step(gradient, variable, learning_rate)

@@ -140,9 +140,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         tasks = make_tasks(config, train_ex)
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
                             **config.sharing.options(), name=config.name)
-        heads = {t.name: tr.head_learning_rate / tr.learning_rate for t in config.tasks} if tr.head_learning_rate else None
         optimizer = make_optimizer(tr.learning_rate, steps * tr.epochs, tr.warmup_ratio, tr.weight_decay, tr.clipnorm,
-                                   rate_multipliers=heads)
+                                   rate_multipliers={t.name: tr.head_rate / tr.learning_rate for t in config.tasks})
         annealing = _teacher_annealing(config, tasks, steps * tr.epochs)  # None without teachers
         model.compile(optimizer=optimizer, loss_weights={t.name: t.weight for t in config.tasks},
                       weighted_metrics=gold_metrics(tasks) if annealing is not None else None,
