@@ -4,12 +4,13 @@ Every sentence is composed here from hand-written templates and filler lists (na
 companies, places, products, adjectives, ...); nothing is copied from an existing data set.
 The output is deterministic for a given ``--seed``.
 
-Usage::
+Usage (from the repository root)::
 
-    python -m kmtl.demo.make_corpus [--out DIR] [--seed N]
-    python kmtl/demo/make_corpus.py [--out DIR] [--seed N]
+    python tools/make_demo_corpus.py [--out DIR] [--seed N]
 
-Writes, under ``DIR`` (default: the ``corpus/`` folder beside this file)::
+Writes, under ``DIR`` (default: ``kmtl/demo/corpus/``, the data ``kmtl demo`` ships; the
+builder is not part of the installed package: tests/test_demo_corpus.py checks that running it
+reproduces the shipped files byte for byte)::
 
     sentiment/train.tsv   sentiment/dev.tsv     sentence<TAB>label  (negative|positive)
     paraphrase/train.tsv  paraphrase/dev.tsv    sentence1<TAB>sentence2<TAB>label  (paraphrase|different)
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Set, Tuple
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "corpus"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "kmtl" / "demo" / "corpus"
 DEFAULT_SEED = 2024
 SIZES = {"train": 300, "dev": 100}
 HOLDOUT = 0.2  # share of each name pool used only in dev
@@ -1035,7 +1036,7 @@ def write_corpus(out: Path, seed: int = DEFAULT_SEED) -> List[Path]:
 
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kmtl.demo.make_corpus",
+        prog="python tools/make_demo_corpus.py",
         description="Generate the synthetic demo corpus used by `kmtl demo`.",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
