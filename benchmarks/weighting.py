@@ -87,7 +87,8 @@ def table(rows) -> str:
         m = r["metrics"]
         mean = sum(m.values()) / len(m)
         w = r["weighting"]["strategy"] + "".join(f" {k}={v}" for k, v in r["weighting"].items() if k != "strategy")
-        lines.append(f"| {r['variant']} | {w} | {r['sharing']['mode']} | {r.get('learning_rate', 1e-4):g} | {m['sst2']:.3f} | {m['conll']:.3f} | "
+        lines.append(f"| {r['variant']} | {w} | {r['sharing']['mode']} | {r.get('learning_rate', 1e-4):g} | "
+                     f"{m['sst2']:.3f} | {m['conll']:.3f} | "
                      f"{m['stsb']:.3f} | {m['agnews']:.3f} | {mean:.3f} | {r['train_seconds']:.0f} | "
                      f"{r['trainable_params']:,} |")
     return "\n".join(lines)
@@ -122,7 +123,8 @@ def main(argv=None):
     text = (f"# Weighting and sharing on four real tasks\n\n"
             f"MiniLM-L6 (offline package), {args.limit} train examples per task (eval: the first {args.limit} of "
             f"sst2/test.tsv, conll2003/test.txt, stsb/dev.tsv, ag_news/test.tsv), {args.epochs} epochs, "
-            f"max length 64, batch 32, seed 0, learning rate per row (default 1e-4). Machine: {platform.machine()}, {os.cpu_count()} cores.\n\n"
+            f"max length 64, batch 32, seed 0, learning rate per row (default 1e-4). "
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores.\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}` "
             f"(and `--only frozen lora adapters --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
             + table(rows) + "\n")

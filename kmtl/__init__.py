@@ -23,6 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 from kmtl.errors import ConfigError, DataError, ExportError, KmtlError  # noqa: E402  (no TF)
+from kmtl.keras_registration import install as _install_keras_registration  # noqa: E402  (no TF)
+
+# `keras.saving.load_model("m.keras")` after a bare `import kmtl`: kmtl's Keras classes are
+# registered as soon as Keras is imported (now, if it already is), without importing TF here.
+_install_keras_registration()
 
 # TensorFlow takes seconds to import: the rest loads on first use, so that `kmtl train` can
 # reject a bad config before any TF work.
@@ -31,6 +36,7 @@ _LAZY = {
     "tasks": ("kmtl.tasks", None),
     "callbacks": ("kmtl.callbacks", None),
     "weighting": ("kmtl.weighting", None),
+    "metrics": ("kmtl.metrics", None),
     "sharing": ("kmtl.sharing", None),
     "evaluation": ("kmtl.evaluation", None),
     "export": ("kmtl.export", None),

@@ -165,7 +165,8 @@ def _stdin_item(line, number):
     try:
         item = json.loads(line)
     except json.JSONDecodeError as err:
-        raise KmtlError(f"<stdin>:{number}: not valid JSON ({err.msg}); give one JSON object or one text a line")
+        raise KmtlError(f"<stdin>:{number}: not valid JSON ({err.msg}); give one JSON object or one text a line") \
+            from None
     if not isinstance(item, dict):
         raise KmtlError(f"<stdin>:{number}: expected a JSON object with a 'text' field")
     return item

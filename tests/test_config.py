@@ -244,7 +244,7 @@ def test_missing_config_file(tmp_path):
 def test_build_source(base, monkeypatch):
     calls = []
     fake = types.SimpleNamespace(**{
-        name: (lambda name: lambda **kw: calls.append((name, kw)) or name)(name)
+        name: (lambda bound: lambda **kw: calls.append((bound, kw)) or bound)(name)
         for name in ("DelimitedSource", "CsvSource", "JsonlSource", "ConllSource", "TfdsSource")})
     monkeypatch.setitem(sys.modules, "kmtl.data.sources", fake)
     config = load_config(write(base, FULL))

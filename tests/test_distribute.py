@@ -2,6 +2,8 @@
 
 For every weighting strategy: three steps, so that state a strategy took from the first
 steps (DWA's loss ratios, GradNorm's weights, uncertainty's log-variances) is used later.
+Plain SGD checks the gradients themselves (its update is linear in them); AdamW with a clip
+norm that binds checks BERT's clipping of the global norm of the all-reduced gradient.
 """
 
 import json
@@ -14,12 +16,18 @@ from kmtl.weighting import STRATEGIES
 SCRIPT = Path(__file__).parent / "scripts" / "replica_step.py"
 
 
-def test_every_weighting_strategy_gives_the_same_update_on_one_and_two_replicas():
-    names = [n for n in STRATEGIES if n != "linear"]  # linear only changes weights between epochs
-    out = subprocess.run([sys.executable, str(SCRIPT), *names], capture_output=True, text=True, timeout=600)
+def replica_steps(*args) -> dict:
+    """The JSON report of tests/scripts/replica_step.py run with ``args``."""
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
+    return result
+
+
+def test_every_weighting_strategy_gives_the_same_update_on_one_and_two_replicas():
+    names = [n for n in STRATEGIES if n != "linear"]  # linear only changes weights between epochs
+    result = replica_steps(*names)
     for name in names:
         r = result[name]
         assert r["max_moved"] > 1e-2, (name, r)  # the steps really changed the weights
@@ -30,3 +38,15 @@ def test_every_weighting_strategy_gives_the_same_update_on_one_and_two_replicas(
     start = {"sent": 1.0, "ner": 2.0, "sim": 1.0}
     for name in ("dwa", "uncertainty", "gradnorm", "rlw"):
         assert any(abs(w - start[t]) > 1e-3 for t, w in result[name]["weights_1"].items()), name
+
+
+def test_adamw_clipping_the_global_norm_gives_the_same_update_on_one_and_two_replicas():
+    # make_optimizer's AdamW, clip norm 1.0 (the default), 3 steps; pcgrad: a step-level hook
+    # that computes its own gradients before optimizer.apply_gradients
+    result = replica_steps("--adamw", "1.0", "static", "pcgrad")
+    assert result["first_gradient_norm"] > 10.0, result  # the clipping binds: norm >> 1.0
+    for name in ("static", "pcgrad"):
+        assert result[name]["max_moved"] > 1e-2, (name, result[name])
+        assert result[name]["max_diff"] < 1e-5, (name, result[name])
+    # control: Keras' clipnorm clips each replica's partial gradient, variable by variable
+    assert result["keras_clipnorm"]["max_diff"] > 1e-3, result["keras_clipnorm"]

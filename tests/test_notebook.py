@@ -151,5 +151,5 @@ def test_quickstart_runs(tmp_path, venv_kernel):
     for mode, result in zip(runs, results):
         if isinstance(result, BaseException):
             pytest.fail(f"notebook failed ({mode}):\n{result}", pytrace=False)
-    for mode, (nb, _, out_dir, tasks) in runs.items():
+    for nb, _, out_dir, tasks in runs.values():
         _check_run(nb, out_dir, tasks)

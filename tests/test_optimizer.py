@@ -60,3 +60,103 @@ def test_head_learning_rate_in_the_config(tmp_path):
     assert config.training.head_learning_rate == 1e-3
     with pytest.raises(ConfigError, match="training.head_learning_rate"):
         config_from_dict({**base, "training": {"head_learning_rate": 0}}, tmp_path)
+
+
+# ------------------------------------------------- clipping the global norm (issue 11)
+def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
+    import tensorflow as tf
+
+    from kmtl.training.optimizer import clip_by_global_norm
+
+    clipped = clip_by_global_norm([tf.constant([3.0]), None, tf.constant([[4.0]])], 1.0)  # norm 5
+    assert clipped[1] is None
+    np.testing.assert_allclose(clipped[0], [0.6], rtol=1e-6)
+    np.testing.assert_allclose(clipped[2], [[0.8]], rtol=1e-6)
+    small = clip_by_global_norm([tf.constant([0.3]), tf.constant([0.4])], 1.0)  # norm 0.5: unchanged
+    np.testing.assert_allclose(np.concatenate(small), [0.3, 0.4], rtol=1e-6)
+    # an embedding gradient with a repeated row: the norm of the summed row (6), not of 3 and 3
+    rows = tf.IndexedSlices(tf.constant([[3.0], [3.0]]), tf.constant([0, 0]), tf.constant([2, 1]))
+    np.testing.assert_allclose(clip_by_global_norm([rows], 2.0)[0], [[2.0], [0.0]], rtol=1e-6)
+    assert np.isnan(clip_by_global_norm([tf.constant([np.inf]), tf.constant([1.0])], 1.0)[1]).all()
+
+
+def _adam_steps(optimizer, gradients, scale=1.0):
+    """Two variables after ``optimizer`` applied each list of ``gradients`` (times ``scale``)."""
+    import keras
+
+    variables = [keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones((2, 2), "float32"))]
+    for grads in gradients:
+        optimizer.apply([np.asarray(g, "float32") * scale for g in grads], variables)
+    return [np.array(v) for v in variables]
+
+
+# step 1: global norm 13 (clipped to 1); step 2: norm 0.5 (not clipped)
+STEPS = [[[3.0, 0.0, 4.0], [[12.0, 0.0], [0.0, 0.0]]], [[0.3, 0.0, 0.0], [[0.0, 0.4], [0.0, 0.0]]]]
+
+
+def test_global_clipnorm_clips_once_by_the_norm_of_all_gradients():
+    import keras
+
+    from kmtl.training.optimizer import AdamW, clip_by_global_norm
+
+    ours = _adam_steps(AdamW(learning_rate=0.1, global_clipnorm=1.0), STEPS)
+    by_hand = [[np.asarray(g) for g in clip_by_global_norm([np.asarray(g, "float32") for g in step], 1.0)]
+               for step in STEPS]
+    expected = _adam_steps(keras.optimizers.AdamW(learning_rate=0.1), by_hand)
+    unclipped = _adam_steps(keras.optimizers.AdamW(learning_rate=0.1), STEPS)
+    for a, b, _ in zip(ours, expected, unclipped):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # Adam's update depends on the ratio of the two steps' gradients: clipping step 1 shows
+    assert max(np.abs(a - c).max() for a, c in zip(ours, unclipped)) > 1e-3
+
+
+def test_loss_scaling_unscales_before_the_global_clip():
+    import keras
+
+    from kmtl.training.optimizer import AdamW
+
+    plain = _adam_steps(AdamW(learning_rate=0.1, global_clipnorm=1.0), STEPS)
+    scaled = keras.optimizers.LossScaleOptimizer(AdamW(learning_rate=0.1, global_clipnorm=1.0),
+                                                 initial_scale=1024.0)
+    # the gradients of a loss scaled by 1024; clipping before unscaling would clip step 2 too
+    for a, b in zip(_adam_steps(scaled, STEPS, scale=1024.0), plain):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_make_optimizer_clips_the_global_norm_and_serializes():
+    import keras
+
+    from kmtl.training.optimizer import AdamW
+
+    for multipliers in ({}, {"sent": 20.0}):
+        optimizer = make_optimizer(1e-4, 10, clipnorm=0.5, rate_multipliers=multipliers)
+        assert isinstance(optimizer, AdamW)
+        assert optimizer.global_clipnorm == 0.5 and optimizer.clipnorm is None
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(optimizer))
+        assert type(again) is type(optimizer) and again.global_clipnorm == 0.5
+        assert again.get_config() == optimizer.get_config()  # schedule, rates, exclusions...
+    assert make_optimizer(1e-4, 10, clipnorm=None).global_clipnorm is None
+
+
+def test_mixed_float16_training_with_layer_rates_and_global_clipping():
+    import keras
+
+    tasks = [kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0)]
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        encoder = tiny_encoder(seed=0)
+        model = kmtl.build_model(encoder, tasks)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    examples = {"sent": [Example(text=t, label=l, where=f"s:{i}") for i, (t, l) in
+                         enumerate([("a good film", "pos"), ("a bad plot", "neg")] * 4)]}
+    ds = kmtl.data.mixture(tasks, examples, encoder.preprocessor(16), batch_size=8, sampling="uniform", seed=0)
+    model.compile(optimizer=make_optimizer(1e-3, 4, warmup_ratio=0.0, clipnorm=0.1, rate_multipliers={"sent": 10.0}))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.optimizer.inner_optimizer, LayerRateAdamW)
+    before = [np.array(v) for v in model.trainable_variables]
+    history = model.fit(ds.take(2), epochs=1, verbose=0)
+    after = [np.array(v) for v in model.trainable_variables]
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(v).all() for v in after)
+    assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-4

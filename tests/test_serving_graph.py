@@ -13,10 +13,10 @@ import tensorflow_text  # noqa: F401
 
 import kmtl
 from kmtl.data import Example
+from kmtl.data.words import char_offsets, clean_text, split_words
 from kmtl.evaluation import predict_task
-from kmtl.export.entities import entity_spans
-from kmtl.export.words import char_offsets, clean_text, split_words
 from kmtl.tasks import entities_from_tags
+from kmtl.tasks.entity_spans import entity_spans
 
 LABELS = kmtl.tasks.bio_labels(["PER", "LOC"])
 TEXTS = ["John Smith went to Zürich, then (briefly) Paris.", "a fine film", "", "  spaced   out  "]

@@ -11,8 +11,17 @@ import tensorflow as tf
 import kmtl
 from kmtl.backbone import tiny_encoder
 from kmtl.data import Example
-from kmtl.sharing import (BERT_TARGETS, SHARING_MODES, Adapters, LoRA, TaskAdapters, format_parameter_counts,
-                          make_sharing, trainable_parameter_counts, uses_task_id)
+from kmtl.sharing import (
+    BERT_TARGETS,
+    SHARING_MODES,
+    Adapters,
+    LoRA,
+    TaskAdapters,
+    format_parameter_counts,
+    make_sharing,
+    trainable_parameter_counts,
+    uses_task_id,
+)
 
 HIDDEN, LAYERS = 32, 2  # tiny_encoder's defaults
 TEXTS = ["the film was good", "john said paris", "a bad movie", "new york", "the plot is great", "london"]
@@ -221,8 +230,9 @@ def test_export_with_adapters_routes_each_signature(tmp_path):
     for name in ref:
         np.testing.assert_allclose(ids[name], ref[name], atol=1e-5)
 
-    from kmtl.export import export_onnx
     import onnxruntime as ort
+
+    from kmtl.export import export_onnx
 
     onnx_path = export_onnx(model, tmp_path, "onnx", max_length=16)
     assert json.loads((onnx_path / "kmtl.json").read_text())["inputs"]["task_id"] == {"dtype": "int32", "shape": ["batch"]}

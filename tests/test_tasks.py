@@ -60,7 +60,7 @@ def test_fit_labels_without_any_label_is_a_data_error():
 
 def test_num_outputs_needs_labels():
     with pytest.raises(ValueError, match="fit_labels"):
-        Classification("t").num_outputs
+        _ = Classification("t").num_outputs
 
 
 def test_multilabel_fit_labels_from_tuples_and_strings():

@@ -100,7 +100,7 @@ def test_each_strategy_trains_inside_fit_and_logs_its_weights(setup, name):
     for task in ("sent", "ner", "score"):
         assert len(history[f"loss_weight_{task}"]) == 2
         assert all(math.isfinite(v) for v in history[f"{task}_loss"])
-    assert model.step_hook is None  # the step hook only lives during fit
+    assert model._fit_hook is None  # the step hook only lives during fit
     if name == "pcgrad":
         assert "pcgrad_conflicts" in history and 0.0 <= history["pcgrad_conflict_rate"][-1] <= 1.0
         # afterwards a plain fit is Keras's own step again

@@ -250,8 +250,9 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
         text_one, text_batch = tf.constant(one), tf.constant(batch)
         result["saved_model"] = {
             "input": "raw text", "signature": "serving_default", "threads": tf_threads, "export_seconds": saved_s,
-            **_measure("SavedModel", lambda: _fetch(serve(text=text_one)), lambda: _fetch(serve(text=text_batch)),
-                       feed_one, feed_batch, batch_size, seconds, repeats)}
+            **_measure("SavedModel", lambda: _fetch(serve(text=text_one)),  # noqa: F821 (deleted after use)
+                       lambda: _fetch(serve(text=text_batch)), feed_one, feed_batch, batch_size, seconds,  # noqa: F821
+                       repeats)}
 
         # ------------------------------------------- SavedModel, token ids (same graph as ONNX)
         if "ids" in loaded.signatures:

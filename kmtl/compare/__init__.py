@@ -15,10 +15,10 @@ Example:
 """
 
 from kmtl.compare.baselines import BaselineCache, baseline_config, baseline_settings, settings_key
-from kmtl.compare.delta import PRIMARY_METRIC, delta_m, delta_m_of, relative_change, task_deltas
+from kmtl.compare.delta import delta_m, delta_m_of, primary_metric, relative_change, task_deltas
 from kmtl.compare.report import format_markdown, format_text, write_reports
 from kmtl.compare.run import compare, served_parameters
 
-__all__ = ["BaselineCache", "baseline_config", "baseline_settings", "settings_key", "PRIMARY_METRIC", "delta_m",
+__all__ = ["BaselineCache", "baseline_config", "baseline_settings", "settings_key", "primary_metric", "delta_m",
            "delta_m_of", "relative_change", "task_deltas", "format_markdown", "format_text", "write_reports",
            "compare", "served_parameters"]

@@ -21,15 +21,12 @@ from __future__ import annotations
 import math
 from typing import Dict, Mapping, Optional
 
-PRIMARY_METRIC = {
-    "classification": "accuracy",
-    "pair_classification": "accuracy",
-    "multilabel": "micro_f1",
-    "regression": "pearson",
-    "pair_regression": "pearson",
-    "tagging": "entity_f1",
-}
-"""The one metric per task kind that Δm uses (the keys of each `Task.evaluate`)."""
+
+def primary_metric(kind: str) -> str:
+    """The one metric of a task kind that Δm uses: the kind's `kmtl.tasks.Task.primary_metric`."""
+    from kmtl.tasks import primary_metric as of_kind  # TensorFlow: import only when needed
+
+    return of_kind(kind)
 
 LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss", "error", "perplexity"})
 """Metric names for which lower is better (``l_t = 1`` in Δm); every other metric is higher-better."""
@@ -82,7 +79,7 @@ def task_deltas(multi_metrics: Mapping[str, dict], single_metrics: Mapping[str, 
     Args:
         multi_metrics, single_metrics: ``{task: {"kind": ..., metric: value, ...}}`` as
             `kmtl.evaluation.evaluate_tasks` returns them.
-        primary: ``{task: metric}`` overrides of `PRIMARY_METRIC` (chosen by kind).
+        primary: ``{task: metric}`` overrides of `primary_metric` (chosen by kind).
 
     Returns:
         ``{task: {"metric", "lower_is_better", "single_task", "multi_task", "difference",
@@ -90,7 +87,7 @@ def task_deltas(multi_metrics: Mapping[str, dict], single_metrics: Mapping[str, 
     """
     out = {}
     for task, single in single_metrics.items():
-        metric = (primary or {}).get(task) or PRIMARY_METRIC[single["kind"]]
+        metric = (primary or {}).get(task) or primary_metric(single["kind"])
         lower = lower_is_better(metric)
         st = _value(single.get(metric))
         mt = _value(multi_metrics.get(task, {}).get(metric))

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from kmtl.compare.delta import PRIMARY_METRIC, lower_is_better, relative_change
+from kmtl.compare.delta import lower_is_better, primary_metric, relative_change
 from kmtl.files import json_safe, write_atomic
 
 JSON_FILE = "retention.json"
@@ -33,7 +33,7 @@ def retention_report(before: dict, after: dict, init_from=None) -> dict:
     """
     old, new = {}, {}
     for task, metrics in after.items():
-        metric = PRIMARY_METRIC[metrics["kind"]]
+        metric = primary_metric(metrics["kind"])
         if task in before:
             lower = lower_is_better(metric)
             b, a = before[task].get(metric), metrics.get(metric)

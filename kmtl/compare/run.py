@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from kmtl.compare.baselines import BaselineCache, settings_key, file_stamps
+from kmtl.compare.baselines import BaselineCache, file_stamps, settings_key
 from kmtl.compare.delta import delta_m_of, task_deltas
 from kmtl.compare.report import format_text, write_reports
 from kmtl.errors import KmtlError
@@ -68,7 +68,7 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
     then report per-task metrics, per-task Δ, Δm, training time and parameters served.
 
     Δm is the mean relative change of Maninis et al. (CVPR 2019) over each task's primary
-    metric (`kmtl.compare.delta.PRIMARY_METRIC`). Baselines live in
+    metric (`kmtl.tasks.Task.primary_metric`). Baselines live in
     ``<output_dir>/baselines/`` keyed by a hash of their settings (`BaselineCache`); the
     multi-task run is ``<output_dir>/<name>`` as with `kmtl train` and is reused when its
     config and data did not change. The reports go to ``<output_dir>/<name>/compare/``:

@@ -2,7 +2,7 @@
 
 Example:
     >>> from kmtl.config import load_config, build_source
-    >>> config = load_config("configs/demo.yaml")      # ConfigError lists every problem
+    >>> config = load_config("configs/sst2_conll_stsb.yaml")      # ConfigError lists every problem
     >>> task = config.task("sentiment")
     >>> examples = build_source(task.train).read()[: task.limit]
 """

@@ -1,7 +1,7 @@
 """Reading a YAML config into a :class:`~kmtl.config.schema.Config`, with every problem at once.
 
 Example:
-    >>> config = load_config("configs/demo.yaml")
+    >>> config = load_config("configs/sst2_conll_stsb.yaml")
     >>> config.task("sentiment").train.path
     PosixPath('/abs/configs/data/train.tsv')
 """
@@ -38,14 +38,14 @@ def load_config(path) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise ConfigError([(f"{path}:{line}", "not valid UTF-8; save the file as UTF-8")])
+        raise ConfigError([(f"{path}:{line}", "not valid UTF-8; save the file as UTF-8")]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         what = getattr(err, "problem", None) or str(err)
-        raise ConfigError([(where, f"invalid YAML: {what}")])
+        raise ConfigError([(where, f"invalid YAML: {what}")]) from None
     if data is None:
         raise ConfigError([(str(path), "the file is empty; a config needs at least tasks:")])
     if not isinstance(data, dict):

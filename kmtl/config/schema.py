@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     NonNegativeFloat,
-    AfterValidator,
     PlainValidator,
     ValidationInfo,
     field_validator,
@@ -364,11 +364,13 @@ class TrainingConfig(_Model):
     head_learning_rate: Optional[float] = Field(None, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: NonNegativeFloat = 0.01
-    clipnorm: Optional[float] = Field(1.0, gt=0)
+    clipnorm: Optional[float] = Field(1.0, gt=0, description="max global norm of the gradient summed over replicas; null: off")
     seed: int = 0
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
     jit_compile: bool = False
     early_stopping: Optional[EarlyStoppingConfig] = None
+    backup_every: int = Field(100, ge=1, description="steps between the backups a rerun resumes from "
+                                                     "(and one at every epoch end)")
 
     @property
     def head_rate(self) -> float:

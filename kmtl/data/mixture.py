@@ -36,6 +36,7 @@ def mixture(
     seed: int = 0,
     length_buckets: Optional[Sequence[int]] = None,
     group_by_length: bool = False,
+    reshuffle_each_iteration: bool = True,
 ) -> tf.data.Dataset:
     """The multi-task training dataset: ``epochs × steps_per_epoch`` batches of ``(x, y, w)``.
 
@@ -64,11 +65,24 @@ def mixture(
             (what an XLA-compiled step needs). ``None``: padded to the longest sequence.
         group_by_length: batch examples with others of the same length bucket (needs
             ``length_buckets``; joint granularity): much less padding on mixed-length data.
+        reshuffle_each_iteration: ``True`` (default): every new iterator over the dataset draws
+            new task and example orders (reproducibly from a freshly built dataset), which is
+            what ``fit(epochs=N)`` over an ``epochs=1`` mixture needs. ``False``: batch ``i`` is a
+            function of ``(seed, i)`` whatever iterators were made before, so a rebuilt pipeline
+            can ``skip`` to where a crashed run stopped (`kmtl.training.train` uses this, with
+            ``epochs`` and ``fit(steps_per_epoch=...)``); every iterator then yields the same
+            batches, so pass the real ``epochs``.
 
     Example:
         >>> train = kmtl.data.mixture(tasks, {"sentiment": sst, "ner": conll}, pre,
         ...                           sampling="temperature", temperature=2.0)
         >>> model.fit(train, epochs=3)
+
+        Resumable (the same batches in the same order from any step on):
+
+        >>> train = kmtl.data.mixture(tasks, examples, pre, epochs=3, steps_per_epoch=100,
+        ...                           reshuffle_each_iteration=False)
+        >>> model.fit(train.skip(250), initial_epoch=2, epochs=3, steps_per_epoch=50)  # the rest of epoch 3
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
@@ -83,7 +97,8 @@ def mixture(
     steps = steps_per_epoch or default_steps_per_epoch(sizes, batch_size)
 
     parts = [
-        task_dataset(by_name[name], tasks, examples_by_task[name], preprocessor, seed=seed + i)
+        task_dataset(by_name[name], tasks, examples_by_task[name], preprocessor, seed=seed + i,
+                     reshuffle_each_iteration=reshuffle_each_iteration)
         for i, name in enumerate(names)
     ]
     if length_buckets:
@@ -96,8 +111,10 @@ def mixture(
     per_epoch = steps if granularity == "alternating" else steps * batch_size
 
     table = np.stack([sampler.weights(sizes, e, epochs) for e in range(epochs)]).astype(np.float32)
+    extra = batch_size * len(bounds) if group_by_length else 0
+    choices = _task_choices if reshuffle_each_iteration else _fixed_task_choices
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.choose_from_datasets(
-        parts, _task_choices(table, per_epoch, seed, extra=batch_size * len(bounds) if group_by_length else 0))
+        parts, choices(table, per_epoch, seed, extra=extra))
     if granularity == "joint" and group_by_length:
         ds = group_by_length_batches(ds, batch_size, bounds).map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     elif granularity == "joint":
@@ -126,3 +143,14 @@ def _task_choices(table: np.ndarray, per_epoch: int, seed: int, extra: int = 0) 
         return tf.minimum(tf.searchsorted(row, [u], side="right", out_type=tf.int64)[0], last)
 
     return tf.data.Dataset.zip(index, uniform).map(pick)
+
+
+def _fixed_task_choices(table: np.ndarray, per_epoch: int, seed: int, extra: int = 0) -> tf.data.Dataset:
+    """Like `_task_choices`, but drawn once here (NumPy, seeded): the same for every iterator."""
+    rng = np.random.default_rng(seed)
+    count = per_epoch * len(table) + extra
+    epoch = np.minimum(np.arange(count) // per_epoch, len(table) - 1)
+    cumulative = np.cumsum(table, axis=1)
+    u = rng.random(count)
+    picks = (u[:, None] >= cumulative[epoch]).sum(axis=1)  # searchsorted(row, u, side="right") per row
+    return tf.data.Dataset.from_tensor_slices(np.minimum(picks, table.shape[1] - 1).astype(np.int64))

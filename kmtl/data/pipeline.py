@@ -38,21 +38,6 @@ def raw_tensors(task, examples: Sequence[Example], with_labels: bool = True):
     return raw, labels
 
 
-def _label_shape(task, length):
-    """Shapes (without batch) of a task's label and sample weight."""
-    if task.token_level:
-        return [length], [length]
-    if task.kind == "multilabel":
-        return [task.num_outputs], []
-    if task.kind in ("regression", "pair_regression"):
-        return [1], []
-    return [], []
-
-
-def _label_dtype(task):
-    return tf.float32 if task.kind in ("multilabel", "regression", "pair_regression") else tf.int32
-
-
 def encode_batch(task, tasks, preprocessor: Preprocessor, raw: dict, labels=None):
     """Encode a batch of one task's raw inputs into ``(x, y, sample_weight)``.
 
@@ -83,28 +68,62 @@ def encode_batch(task, tasks, preprocessor: Preprocessor, raw: dict, labels=None
         if other.name == task.name:
             y[other.name], w[other.name] = own_y, own_w
             continue
-        label_shape, weight_shape = _label_shape(other, length)
-        y[other.name] = tf.zeros([batch] + label_shape, _label_dtype(other))
-        w[other.name] = tf.zeros([batch] + weight_shape, tf.float32)
+        label_shape, label_dtype, weight_shape = other.label_spec(length)
+        y[other.name] = tf.zeros([batch] + list(label_shape), label_dtype)
+        w[other.name] = tf.zeros([batch] + list(weight_shape), tf.float32)
     return x, y, w
 
 
-def task_dataset(task, tasks, examples, preprocessor: Preprocessor, *, shuffle=True, repeat=True, seed=0):
+def task_dataset(task, tasks, examples, preprocessor: Preprocessor, *, shuffle=True, repeat=True, seed=0,
+                 reshuffle_each_iteration=True):
     """An unbatched dataset of one task's encoded examples, fixed width ``max_length``.
 
     Tokenization runs once (in batches of 256) and the result is cached; then the examples
     are shuffled (a new order each pass, deterministic given ``seed``) and repeated.
+
+    With ``reshuffle_each_iteration=False`` (and ``shuffle``, ``repeat``) pass ``p`` is shuffled
+    with a seed made of ``(seed, p)`` alone (`shuffled_passes`): every iterator made from the
+    dataset yields the same infinite stream, so ``skip(n)`` on a rebuilt pipeline lands on the
+    same element (what an exact resume after a crash needs). With ``True`` (the default) each
+    new iterator draws new orders, reproducibly from a freshly built dataset.
     """
     raw, labels = raw_tensors(task, examples)
     ds = tf.data.Dataset.from_tensor_slices((raw, labels))
     ds = ds.ragged_batch(_ENCODE_BATCH) if task.token_level else ds.batch(_ENCODE_BATCH)
     ds = ds.map(lambda r, l: encode_batch(task, tasks, preprocessor, r, l), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.unbatch().cache()
+    if shuffle and repeat and not reshuffle_each_iteration:
+        return shuffled_passes(ds, len(examples), seed)
     if shuffle:
         ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     return ds
+
+
+def shuffled_passes(ds: tf.data.Dataset, size: int, seed: int = 0) -> tf.data.Dataset:
+    """``ds`` (finite, ``size`` elements, cached) repeated forever, pass ``p`` permuted by ``(seed, p)``.
+
+    Unlike ``shuffle(reshuffle_each_iteration=True).repeat()``, whose orders come from a seed
+    generator that advances with every iterator made from the dataset, the stream here is the
+    same for every iterator: element ``i`` is a function of ``(seed, i)`` (a stateless
+    permutation per pass; TensorFlow's global seed plays no part). Each pass holds the whole
+    task in one batch, as a ``shuffle`` buffer of ``size`` would. (A per-pass
+    ``shuffle(seed=<tensor>)`` fails when the global seed is 0: ``random_seed.get_seed``
+    compares the tensor seed with 0 in Python.)
+
+    Example:
+        >>> stream = shuffled_passes(tf.data.Dataset.range(4).cache(), 4, seed=1)
+        >>> list(stream.take(8).as_numpy_iterator())  # two passes, each a permutation of 0..3
+    """
+    whole = ds.batch(size)
+
+    def permuted(p):
+        order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=tf.stack([tf.constant(seed, tf.int64), p]))
+        gather = lambda t: tf.gather(t, order)  # noqa: E731
+        return whole.map(lambda *e: tf.nest.map_structure(gather, e if len(e) > 1 else e[0])).unbatch()
+
+    return tf.data.Dataset.counter().flat_map(permuted)
 
 
 def tasks_with_examples(by_name: dict, examples_by_task: Dict[str, Sequence[Example]]) -> list:

@@ -11,7 +11,7 @@ folders), or ``kmtl compare CONFIG --teachers`` to distil from the compare basel
 
 Example:
     >>> tables = load_teacher_tables({"sst2": "runs/sst2"}, model.tasks, train_examples, pre)
-    >>> annealing = TeacherAnnealing([t for t in model.tasks if t.name in tables], total_steps)
+    >>> annealing = TeacherAnnealing(total_steps)
     >>> model.compile(optimizer, weighted_metrics=gold_metrics(model.tasks))
     >>> model.fit(with_teachers(train_ds, model.tasks, tables), epochs=2, callbacks=[annealing])
 """

@@ -11,57 +11,65 @@ import keras
 
 
 class TeacherAnnealing(keras.callbacks.Callback):
-    """Sets λ before every training step: ``λ = min(1, step / total_steps)``.
+    """Sets the model's λ before every training step: ``λ = min(1, step / total_steps)``.
 
-    λ is one non-trainable variable shared by the teacher-covered tasks (assigned to their
-    ``teacher_lambda``), read inside the compiled train step, so assigning it needs no
-    retrace. The step is the optimizer's iteration count, so a resumed run (BackupAndRestore)
-    continues the schedule. λ is logged as ``teacher_lambda`` at every epoch end.
+    λ is the model's own non-trainable variable ``model.teacher_lambda`` (1.0 until this
+    callback moves it), read inside the compiled train step for every target that carries
+    teacher outputs, so assigning it needs no retrace and a callback made after a first
+    ``fit`` still takes effect. The step is the optimizer's iteration count, so a resumed run
+    (BackupAndRestore) continues the schedule. While it runs, the train step logs λ as
+    ``teacher_lambda``.
 
     Args:
-        tasks: the `kmtl.tasks.Task` objects distilled from teachers.
         total_steps: training steps over the whole run (epochs × steps per epoch).
         start: λ at step 0 (BAM! starts from 0).
 
     Example:
-        >>> annealing = TeacherAnnealing([sst2_task], total_steps=2 * steps)
+        >>> annealing = TeacherAnnealing(total_steps=2 * steps)
         >>> model.fit(with_teachers(train_ds, model.tasks, tables), epochs=2, callbacks=[annealing])
     """
 
-    def __init__(self, tasks, total_steps: int, start: float = 0.0):
+    anneals_teacher_lambda = True  # MultiTaskModel.fit then logs teacher_lambda from the step
+
+    def __init__(self, total_steps: int, start: float = 0.0):
         super().__init__()
         if total_steps < 1:
             raise ValueError(f"total_steps must be at least 1, got {total_steps}")
         self.total_steps = int(total_steps)
         self.start = float(start)
-        self.variable = keras.Variable(self.start, trainable=False, dtype="float32", name="teacher_lambda",
-                                       aggregation="only_first_replica")
-        for task in tasks:
-            task.teacher_lambda = self.variable
+
+    def set_model(self, model):
+        super().set_model(model)
+        if not hasattr(model, "teacher_lambda"):
+            raise TypeError(f"TeacherAnnealing works with a kmtl MultiTaskModel (kmtl.build_model), "
+                            f"not {type(model).__name__}")
 
     def value_at(self, step: int) -> float:
         """λ at optimizer step ``step``."""
         return min(1.0, self.start + (1.0 - self.start) * step / self.total_steps)
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy()) if self.model is not None else batch
-        self.variable.assign(self.value_at(step))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["teacher_lambda"] = float(self.variable.numpy())
+        self.model.teacher_lambda.assign(self.value_at(int(self.model.optimizer.iterations.numpy())))
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class GoldMetric(keras.metrics.Metric):
     """A training metric that reads the gold labels of ``{"gold", "teacher"}`` targets.
 
     Args:
-        metric: the task's own metric (its name is kept, so logs read ``<task>_accuracy``).
+        metric: the task's own metric (its name and direction are kept, so logs read
+            ``<task>_accuracy`` and EarlyStopping knows which way is better).
     """
 
-    def __init__(self, metric):
-        super().__init__(name=metric.name, dtype=metric.dtype)
+    def __init__(self, metric, name=None, dtype=None):
+        if isinstance(metric, dict):  # from get_config
+            metric = keras.metrics.deserialize(metric)
+        super().__init__(name=name or metric.name, dtype=dtype or metric.dtype)
         self.metric = metric
+        self._direction = getattr(metric, "_direction", None)
+
+    def get_config(self):
+        return {"metric": keras.metrics.serialize(self.metric), "name": self.name, "dtype": self.dtype}
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if isinstance(y_true, dict):

@@ -7,12 +7,9 @@ import math
 from pathlib import Path
 from typing import Dict, Sequence
 
-from kmtl.compare.delta import PRIMARY_METRIC
 from kmtl.evaluation.predict import predict_task
 from kmtl.files import write_atomic
-
-# The metric a table shows first for each task kind: the one `kmtl compare` judges by.
-HEADLINE = PRIMARY_METRIC
+from kmtl.tasks import KINDS
 
 
 def evaluate_tasks(model, examples_by_task: Dict[str, Sequence], preprocessor, batch_size: int = 64) -> Dict[str, dict]:
@@ -41,7 +38,7 @@ def format_table(report: Dict[str, dict]) -> str:
     """A plain-text table: one row per task, its headline metric first, then the others."""
     rows = [("task", "kind", "n", "metrics")]
     for name, res in report.items():
-        head = HEADLINE.get(res["kind"])
+        head = KINDS[res["kind"]].primary_metric if res["kind"] in KINDS else None  # what compare judges by
         names = [head] + sorted(k for k in res if k not in ("kind", "examples", head))
         metrics = "  ".join(f"{k}={_fmt(res[k])}" for k in names if k in res)
         rows.append((name, res["kind"], str(res["examples"]), metrics))

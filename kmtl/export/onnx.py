@@ -107,7 +107,7 @@ def _output_meta(name, tasks):
     return {
         "kind": task.kind,
         "shape": ["batch", "length", task.num_outputs] if token_level else ["batch", task.num_outputs],
-        "values": "score" if "regression" in task.kind else "logits",
+        "values": task.raw_output,
     }
 
 

@@ -10,11 +10,12 @@ import keras
 import tensorflow as tf
 
 from kmtl.data.pipeline import trim_batch
+from kmtl.data.words import clean_text
 from kmtl.errors import ExportError
-from kmtl.export.heads import encode_for_tagging, sentence_outputs, tagging_outputs
+from kmtl.export.heads import decode_outputs
 from kmtl.export.versions import atomic_version_dir
 from kmtl.export.warmup import write_warmup
-from kmtl.export.words import clean_text
+from kmtl.model.raw_text import run_tasks, text_inputs
 from kmtl.sharing import TASK_ID, uses_task_id
 
 METADATA_FILE = "kmtl.json"
@@ -57,47 +58,21 @@ class ServingGraph:
         self.preprocessor = preprocessor
         self.tasks = list(model.tasks)
         self.routed = uses_task_id(model)
-        self.task_index = {t.name: i for i, t in enumerate(self.tasks)}
 
     def _trim(self, x):
         return trim_batch(self.tasks, x)
 
-    def _encode(self, text, text_pair=None):
-        pair = None if text_pair is None else clean_text(text_pair)
-        return self._trim(self.preprocessor.encode_text(clean_text(text), pair))
-
     def run_model(self, x, tasks) -> dict:
-        """``{task: raw output}`` of the model on ``x`` for each of ``tasks``.
-
-        With per-task adapters the batch is tiled once per task (copy ``k`` carries task
-        ``k``'s id) and run in one call; each task reads its own copy.
-        """
-        if not self.routed:
-            return self.model(x, training=False)
-        batch = tf.shape(x["token_ids"])[0]
-        ids = [self.task_index[t.name] for t in tasks]
-        tiled = {k: tf.tile(v, [len(ids), 1]) for k, v in x.items()} if len(ids) > 1 else dict(x)
-        tiled[TASK_ID] = tf.repeat(tf.constant(ids, tf.int32), batch)
-        outputs = self.model(tiled, training=False)
-        return {t.name: outputs[t.name][k * batch:(k + 1) * batch] for k, t in enumerate(tasks)}
+        """``{task: raw output}`` of the model on ``x`` for each of ``tasks`` (per-task adapters:
+        `kmtl.model.raw_text.run_tasks` tiles the batch once per task)."""
+        return run_tasks(self.model, x, tasks)
 
     def serve(self, tasks, text, text_pair=None):
-        """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch."""
-        result = {}
-        sentence = [t for t in tasks if not t.token_level]
-        tagging = [t for t in tasks if t.token_level]
-        run = lambda x, training=False: self.run_model(x, tasks)  # noqa: E731
-        if tagging:  # one encoder pass serves the tagging and the sentence heads
-            text = clean_text(text)
-            encoded = encode_for_tagging(run, self.preprocessor, self._trim, text)
-            for task in tagging:
-                result.update(tagging_outputs(task, encoded, text))
-            outputs = encoded["outputs"]
-        elif sentence:
-            outputs = run(self._encode(text, text_pair))
-        for task in sentence:
-            result.update(sentence_outputs(task, outputs[task.name]))
-        return result
+        """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch: one encoder
+        pass serves the tagging and the sentence heads."""
+        x, words_info = text_inputs(tasks, self.preprocessor, text, text_pair)
+        outputs = self.run_model(self._trim(x), tasks)
+        return decode_outputs(tasks, outputs, clean_text(text), words_info=words_info)
 
     def serve_ids(self, token_ids, segment_ids, padding_mask, task_id=None):
         x = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}

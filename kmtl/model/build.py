@@ -4,7 +4,8 @@ from kmtl.model.multitask_model import MultiTaskModel
 
 
 def build_model(encoder, tasks, *, pooling: str = "mean", sharing="full", lora_rank: int = 8,
-                lora_alpha=None, lora_targets=None, adapter_size: int = 64, name: str = "kmtl") -> MultiTaskModel:
+                lora_alpha=None, lora_targets=None, adapter_size: int = 64, name: str = "kmtl",
+                max_length: int = 128) -> MultiTaskModel:
     """Assemble the shared encoder and one head per task into a `MultiTaskModel`.
 
     Args:
@@ -19,6 +20,8 @@ def build_model(encoder, tasks, *, pooling: str = "mean", sharing="full", lora_r
         lora_targets: names of the backbone layers LoRA adapts; default ``["query", "value"]``.
         adapter_size: adapter bottleneck width when ``sharing="adapters"``.
         name: the Keras model name.
+        max_length: sequence length of the preprocessor attached as ``model.preprocessor``
+            (when ``encoder`` has a tokenizer), which ``model.predict`` uses on raw text.
 
     Example:
         >>> tasks = [kmtl.tasks.Classification("sentiment", ["negative", "positive"]),
@@ -28,5 +31,8 @@ def build_model(encoder, tasks, *, pooling: str = "mean", sharing="full", lora_r
         ['ner', 'sentiment']
         >>> adapted = kmtl.build_model(kmtl.load_backbone(), tasks, sharing="adapters", adapter_size=32)
     """
-    return MultiTaskModel(encoder, tasks, pooling=pooling, sharing=sharing, lora_rank=lora_rank,
-                          lora_alpha=lora_alpha, lora_targets=lora_targets, adapter_size=adapter_size, name=name)
+    model = MultiTaskModel(encoder, tasks, pooling=pooling, sharing=sharing, lora_rank=lora_rank,
+                           lora_alpha=lora_alpha, lora_targets=lora_targets, adapter_size=adapter_size, name=name)
+    if hasattr(encoder, "preprocessor"):
+        model.preprocessor = encoder.preprocessor(max_length)
+    return model

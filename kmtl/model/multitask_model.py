@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import warnings
 from typing import Dict, NamedTuple, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
+from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
+from kmtl.metrics import TaskLossTrackers, TaskMetrics
 from kmtl.model.pooling import MaskedMeanPooling
-from kmtl.sharing import INPUT_NAMES, TASK_ID, apply_sharing, make_sharing
+from kmtl.model.raw_text import is_raw_text, run_tasks, text_inputs
+from kmtl.model.step_hook import StepHook, hooked_train_step
+from kmtl.model.weighting_state import WeightingState
+from kmtl.sharing import INPUT_NAMES, SHARING_CLASSES, TASK_ID, apply_sharing, make_sharing, sharing_from_config
 
 
 class TaskLoss(NamedTuple):
@@ -25,6 +34,26 @@ class TaskLoss(NamedTuple):
 POOLINGS = ("mean", "cls")
 
 
+def _serialize_backbone(backbone):
+    """``keras.saving.serialize_keras_object(backbone)`` as a JSON string, or ``None`` if it
+    cannot be serialized (the model then builds and trains; only `MultiTaskModel.get_config`
+    refuses). A string, not a dict: Keras tracks a layer's dict attributes, and a copy of
+    such a dict would copy the model's tracker with it."""
+    try:
+        return json.dumps(keras.saving.serialize_keras_object(backbone))
+    except Exception:
+        return None
+
+
+def _json_able(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@keras.saving.register_keras_serializable(package="kmtl")
 class MultiTaskModel(keras.Model):
     """A shared keras-hub encoder behind one named output per task.
 
@@ -54,6 +83,9 @@ class MultiTaskModel(keras.Model):
         lora_rank, lora_alpha, lora_targets: rank, scale numerator (default: the rank) and
             target layer names (default ``query``, ``value``) of ``lora``.
         adapter_size: bottleneck width of ``adapters``.
+        weighting_state: ``{"strategy", "shapes"}`` of a `WeightingState` to make at once (what
+            `from_config` passes, so a saved strategy state loads); weighting callbacks
+            otherwise make it when ``fit`` starts.
 
     Inputs given as a dict may carry keys the model does not read: kmtl's pipelines always
     add ``task_id`` (the example's task index in ``tasks``), which only ``adapters`` uses.
@@ -65,7 +97,8 @@ class MultiTaskModel(keras.Model):
     """
 
     def __init__(self, encoder, tasks: Sequence, pooling: str = "mean", sharing="full",
-                 lora_rank: int = 8, lora_alpha=None, lora_targets=None, adapter_size: int = 64, **kwargs):
+                 lora_rank: int = 8, lora_alpha=None, lora_targets=None, adapter_size: int = 64,
+                 weighting_state=None, **kwargs):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         strategy = make_sharing(sharing, lora_rank=lora_rank, lora_alpha=lora_alpha,
@@ -74,6 +107,7 @@ class MultiTaskModel(keras.Model):
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks must be non-empty with unique names, got {names}")
         backbone = getattr(encoder, "backbone", encoder)
+        backbone_config = _serialize_backbone(backbone)  # before sharing changes it (see get_config)
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES}
         if strategy.routes_by_task:
             inputs[TASK_ID] = keras.Input(shape=(), dtype="int32", name=TASK_ID)
@@ -92,6 +126,7 @@ class MultiTaskModel(keras.Model):
 
         self.tasks = list(tasks)
         self.encoder_spec = getattr(encoder, "spec", None)
+        self._backbone_config = backbone_config
         self.pooling, self.sharing = pooling, strategy.name
         self.sharing_options = strategy.get_config()  # rebuilds it: kmtl.sharing.sharing_from_config
         self.lora_rank = getattr(strategy, "rank", lora_rank)
@@ -101,8 +136,118 @@ class MultiTaskModel(keras.Model):
                                    aggregation="only_first_replica")
             for t in tasks
         }
-        self.step_hook = None  # set by step-level weighting callbacks during fit
-        self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in tasks}
+        # λ of teacher annealing (Clark et al. 2019): the gold labels' share of a distilled task's
+        # target, 1.0 (gold only) until a `kmtl.distill.TeacherAnnealing` callback moves it
+        self.teacher_lambda = keras.Variable(1.0, trainable=False, dtype="float32", name="teacher_lambda",
+                                             aggregation="only_first_replica")
+        # a WeightingState, made by the first weighting strategy that needs one; ``weighting_state``
+        # (its {"strategy", "shapes"}) remakes it, at zero, for a saved model's weights to fill
+        self.weighting_state = None if weighting_state is None else WeightingState(
+            weighting_state["strategy"], weighting_state["shapes"])
+        # raw text -> inputs for `predict` on strings (kmtl.data.Preprocessor); build_model attaches one
+        self.preprocessor = None
+        self._fit_hook = None  # the StepHook of the running `fit` (see kmtl.model.step_hook)
+        self._fit_logs_lambda = False
+        self._traced_with = None
+        self.task_loss_trackers = TaskLossTrackers([t.name for t in tasks])
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        """What `from_config` needs to build this model again (``model.save("m.keras")``).
+
+        Keras' default for a functional model (every layer's config and the graph) cannot
+        rebuild this one: ``__init__`` builds the graph itself and keeps the tasks, the
+        sharing mode and the loss-weight variables beside it. So the config holds the
+        arguments of ``__init__`` and `from_config` runs it again; the rebuilt model has the
+        same layers in the same order, and Keras then loads ``model.weights.h5`` into it.
+
+        Keys: ``backbone`` (the keras-hub backbone, `keras.saving.serialize_keras_object`,
+        taken before the sharing mode froze it or added LoRA, which ``__init__`` does again),
+        ``tasks`` (each `kmtl.tasks.Task.get_config`), ``pooling``, ``sharing`` and
+        ``sharing_options`` (`kmtl.sharing.sharing_from_config`), ``lora_rank``,
+        ``encoder_spec`` (what `kmtl.load_backbone` was given, e.g. to get the tokenizer
+        back; ``None`` when unknown), ``name``, ``trainable``. Weights (LoRA factors,
+        adapters, loss weights) are not config: they travel in the weights file.
+        """
+        if self._backbone_config is None:
+            raise ValueError(
+                "this model's backbone cannot be serialized by keras.saving.serialize_keras_object, so "
+                "the model cannot be saved as .keras; use model.save_weights(...) and rebuild it with "
+                "kmtl.build_model before model.load_weights(...)")
+        if self.sharing not in SHARING_CLASSES:
+            raise ValueError(
+                f"sharing mode {self.sharing!r} is not one of kmtl's ({', '.join(SHARING_CLASSES)}), so "
+                "from_config could not rebuild it; use model.save_weights(...) and rebuild the model with "
+                "kmtl.build_model before model.load_weights(...)")
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": json.loads(self._backbone_config),
+            "encoder_spec": self.encoder_spec if _json_able(self.encoder_spec) else None,
+            "tasks": [task.get_config() for task in self.tasks],
+            "pooling": self.pooling,
+            "sharing": self.sharing,
+            "sharing_options": json.loads(json.dumps(self.sharing_options)),  # a plain copy
+            "lora_rank": self.lora_rank,
+            "weighting_state": None if self.weighting_state is None else {
+                "strategy": self.weighting_state.strategy, "shapes": self.weighting_state.shapes},
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Build the model `get_config` describes (``keras.saving.load_model`` calls this).
+
+        Needs nothing outside the config: the backbone is rebuilt from its serialized config
+        (random weights, which the weights file then replaces), without network or files.
+        Keys that ``__init__`` names as parameters pass through to it (so a config key
+        added together with an ``__init__`` argument needs no change here); other unknown
+        keys are left out with a warning.
+        """
+        import keras_hub  # noqa: F401  (registers the keras-hub backbone classes)
+
+        from kmtl import tasks as task_kinds
+
+        config = dict(config)
+        if "backbone" not in config or "tasks" not in config:
+            raise ValueError(
+                f"not a kmtl MultiTaskModel config (keys: {sorted(config)}): it needs 'backbone' and 'tasks'; "
+                "was it written by MultiTaskModel.get_config?")
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"), custom_objects=custom_objects)
+        tasks = [task_kinds.from_config(task) for task in config.pop("tasks")]
+        spec = config.pop("encoder_spec", None)
+        sharing = sharing_from_config(config.pop("sharing", "full"), config.pop("sharing_options", None))
+        named = {name for name, p in inspect.signature(cls.__init__).parameters.items()
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self", "encoder", "tasks", "sharing"}
+        accepted = named | {"name", "trainable"}  # the last two: keras.Model's own keyword arguments
+        unknown = sorted(set(config) - accepted)
+        if unknown:
+            warnings.warn(f"{cls.__name__}.from_config: ignoring config keys {unknown} that this kmtl version's "
+                          f"{cls.__name__}.__init__ does not take (written by a newer kmtl?)", stacklevel=2)
+        model = cls(backbone, tasks, sharing=sharing, **{k: v for k, v in config.items() if k in accepted})
+        model.encoder_spec = spec
+        return model
+
+    def compile_from_config(self, config):
+        """Compile a loaded model as it was when saved: its optimizer (whose state the weights
+        file then restores), metrics, ``jit_compile``, ``steps_per_execution``.
+
+        Keras does not compile a loaded model whose ``compile`` is overridden (it warns; see
+        ``keras/src/trainers/trainer.py``, ``Trainer.compile_from_config``), so this passes
+        what ``keras.Model.compile`` recorded to this model's `compile`. Loss weights are
+        variables, restored with the weights. If the optimizer cannot be rebuilt the model is
+        left uncompiled, with a warning (it still predicts).
+        """
+        import kmtl.training.optimizer  # noqa: F401  (registers kmtl's optimizer and schedule)
+
+        try:
+            config = keras.saving.deserialize_keras_object(config)
+            keep = ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile")
+            self.compile(optimizer=config["optimizer"], **{k: config[k] for k in keep if config.get(k) is not None})
+            if self.built:
+                self.optimizer.build(self.trainable_variables)  # so its saved variables load
+        except Exception as err:
+            warnings.warn(f"the loaded model could not be compiled as it was saved ({type(err).__name__}: {err}); "
+                          "call model.compile(...) before training it", stacklevel=2)
 
     def __call__(self, inputs, *args, **kwargs):
         if getattr(self, "routes_by_task", False) and isinstance(inputs, dict) and TASK_ID not in inputs:
@@ -141,15 +286,93 @@ class MultiTaskModel(keras.Model):
         if weighted_metrics is None:
             weighted_metrics = {t.name: t.metrics() for t in self.tasks}
         super().compile(optimizer=optimizer, weighted_metrics=weighted_metrics, **kwargs)
+        # Keras logs a task's metric `accuracy` as `<task>_accuracy` under its bare name, so
+        # EarlyStopping/ModelCheckpoint without `mode` cannot find its direction: TaskMetrics
+        # names each metric by its log key. Untracked, like the container Keras' compile makes.
+        with DotNotTrackScope():
+            self._compile_metrics = TaskMetrics(kwargs.get("metrics"), weighted_metrics,
+                                                output_names=getattr(self, "output_names", None))
 
-    def fit(self, *args, shuffle=False, **kwargs):
-        """`keras.Model.fit`; ``shuffle`` defaults to False since kmtl datasets shuffle themselves."""
-        return super().fit(*args, shuffle=shuffle, **kwargs)
+    def fit(self, *args, shuffle=False, callbacks=None, **kwargs):
+        """`keras.Model.fit`; ``shuffle`` defaults to False since kmtl datasets shuffle themselves.
+
+        A loss-weighting callback among ``callbacks`` that acts inside each step (a
+        `kmtl.model.step_hook.StepHook`: uncertainty, GradNorm, PCGrad, RLW) is used by
+        this ``fit`` only: it is dropped when ``fit`` returns or raises. Two weighting
+        strategies in one ``fit`` are a `ValueError`.
+        """
+        hooks = [c for c in (callbacks or []) if isinstance(c, StepHook)]
+        if len(hooks) > 1:
+            raise ValueError(
+                f"fit got {len(hooks)} loss-weighting strategies ({', '.join(type(h).__name__ for h in hooks)}); "
+                "they would overwrite each other's loss weights: pass one")
+        hook = hooks[0] if hooks and hooks[0].acts_in_step else None
+        logs_lambda = any(getattr(c, "anneals_teacher_lambda", False) for c in (callbacks or []))
+        self._fit_hook, self._fit_logs_lambda = hook, logs_lambda
+        if self._traced_with != (id(hook) if hook else None, logs_lambda):
+            self.train_function = None  # retrace the step with (or without) this hook
+        self._traced_with = (id(hook) if hook else None, logs_lambda)
+        try:
+            return super().fit(*args, shuffle=shuffle, callbacks=callbacks, **kwargs)
+        finally:
+            if self._fit_hook is not None or self._fit_logs_lambda:
+                self.train_function = None
+                self._traced_with = None
+            self._fit_hook, self._fit_logs_lambda = None, False
+
+    def weighting_state_for(self, strategy: str, initial: Dict[str, "np.ndarray"]) -> WeightingState:
+        """The model's `WeightingState` for ``strategy``, made with ``initial`` values if the
+        model holds none of that strategy and shapes (a loaded or resumed model keeps its own).
+
+        Called by weighting strategies when they are set on the model (`kmtl.weighting`).
+        """
+        if self.weighting_state is not None and self.weighting_state.matches(strategy, initial):
+            return self.weighting_state
+        with self.distribute_strategy.scope():
+            state = WeightingState(strategy, {name: np.shape(value) for name, value in initial.items()})
+            for name, value in initial.items():
+                state[name].assign(np.asarray(value, dtype="float32"))
+        self.weighting_state = state
+        self.train_function = None  # a traced step would hold the old state's variables
+        return state
 
     @property
     def loss_weights_now(self) -> Dict[str, float]:
         """The current loss weights as Python floats."""
         return {name: float(v.numpy()) for name, v in self.task_weights.items()}
+
+    # ----------------------------------------------------------- raw text
+    def predict(self, x, batch_size=None, **kwargs):
+        """`keras.Model.predict`, which also takes raw text, as keras-hub task models do.
+
+        ``x`` may be a string, a list of strings, or ``{"text": [...], "text_pair": [...]}``
+        for pair tasks; they are tokenized by ``model.preprocessor`` inside the predict step
+        (the code the SavedModel signatures run) and the result is ``{task: raw output}``
+        (logits or scores). `kmtl.export.decode` turns it into labels, probabilities, scores
+        and entity spans with character offsets, equal to TF Serving's answers. Token-id
+        inputs work as for any Keras model.
+
+        Example:
+            >>> texts = ["a fine film", "Angela Merkel visited Paris ."]
+            >>> kmtl.export.decode(model, model.predict(texts), texts)[0]["sentiment_label"]
+        """
+        raw = _raw_text_batches(x, batch_size or 32)
+        if raw is not None:
+            if self.preprocessor is None:
+                raise ValueError("predict on raw text needs a tokenizer: build the model with kmtl.build_model "
+                                 "(which attaches one) or set model.preprocessor = encoder.preprocessor(max_length)")
+            x, batch_size = raw, None
+        return super().predict(x, batch_size=batch_size, **kwargs)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not is_raw_text(x):
+            return super().predict_step(data)
+        text, pair = (x["text"], x.get("text_pair")) if isinstance(x, dict) else (x, None)
+        tasks = [t for t in self.tasks if ("text_pair" in t.input_fields) == (pair is not None)]
+        inputs, _ = text_inputs(tasks, self.preprocessor, text, pair)
+        outputs = run_tasks(self, inputs, tasks)
+        return {t.name: outputs[t.name] for t in tasks}
 
     # ------------------------------------------------------------------- loss
     def task_losses(self, y, y_pred, sample_weight) -> Dict[str, TaskLoss]:
@@ -163,7 +386,12 @@ class MultiTaskModel(keras.Model):
         losses = {}
         for task in self.tasks:
             weight = tf.cast(sample_weight[task.name], tf.float32)
-            per_example = tf.cast(task.per_example_loss(y[task.name], y_pred[task.name]), tf.float32)
+            target = y[task.name]
+            if isinstance(target, dict):  # {"gold", "teacher"}: kmtl.distill.with_teachers
+                per_example = task.distillation_loss(target, y_pred[task.name], self.teacher_lambda)
+            else:
+                per_example = task.per_example_loss(target, y_pred[task.name])
+            per_example = tf.cast(per_example, tf.float32)
             local_sum = tf.reduce_sum(per_example * weight)
             local_count = tf.reduce_sum(weight)
             count = local_count
@@ -183,17 +411,88 @@ class MultiTaskModel(keras.Model):
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         return tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) / replicas
 
+    def complete_targets(self, x, y, y_pred, sample_weight):
+        """``(y, sample_weight)`` as dicts with an entry for every task, from what a Keras user gives.
+
+        kmtl's pipelines already give full dicts. Otherwise: a one-task model takes a plain
+        ``y`` (and ``sample_weight``); ``y`` may name any subset of the tasks — a task it does
+        not name gets a placeholder label and weight 0; a task without a sample weight gets
+        weight 1 for each example (token tasks: for each token of ``padding_mask`` when ``x``
+        has it, else each position).
+        """
+        names = [t.name for t in self.tasks]
+        if not isinstance(y, dict):
+            if len(names) != 1:
+                raise ValueError(f"this model has {len(names)} outputs {names}: give y as a dict keyed by task "
+                                 "name (any subset of them)")
+            y = {names[0]: y}
+            if sample_weight is not None and not isinstance(sample_weight, dict):
+                sample_weight = {names[0]: sample_weight}
+        unknown = sorted(set(y) - set(names))
+        if unknown:
+            raise ValueError(f"y names unknown tasks {unknown}; the model's tasks are {names}")
+        if sample_weight is not None and not isinstance(sample_weight, dict):
+            raise ValueError(f"give sample_weight as a dict keyed by task name, like y (tasks: {names})")
+        sample_weight = dict(sample_weight or {})
+        mask = x.get("padding_mask") if isinstance(x, dict) else None
+        full_y, full_w = {}, {}
+        for task in self.tasks:
+            pred = y_pred[task.name]
+            if y.get(task.name) is None:
+                full_y[task.name] = task.placeholder_label(pred)
+                full_w[task.name] = tf.zeros(tf.shape(pred)[:2] if task.token_level else tf.shape(pred)[:1])
+                continue
+            target = y[task.name]
+            full_y[task.name] = target if isinstance(target, dict) else task.conform_label(target, pred)
+            weight = sample_weight.get(task.name)
+            if weight is None:
+                if task.token_level:
+                    weight = (tf.cast(mask, tf.float32) if mask is not None
+                              else tf.ones(tf.shape(pred)[:2], tf.float32))
+                else:
+                    weight = tf.ones(tf.shape(pred)[:1], tf.float32)
+            full_w[task.name] = weight
+        return full_y, full_w
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y, sample_weight = self.complete_targets(x, y, y_pred, sample_weight)
         losses = self.task_losses(y, y_pred, sample_weight)
         total = tf.add_n([tf.cast(self.task_weights[name], tf.float32) * loss.share
                           for name, loss in losses.items()])
         return total + self.regularization_loss()
 
-    def train_step(self, data):
-        # A step-level weighting callback (GradNorm, PCGrad...) installs itself as
-        # `step_hook` for the duration of `fit`; otherwise this is Keras's own step.
-        if self.step_hook is None:
-            return super().train_step(data)
-        from kmtl.weighting.step import hooked_train_step
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y, sample_weight = self.complete_targets(x, y, y_pred, sample_weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-        return hooked_train_step(self, self.step_hook, data)
+    def train_step(self, data):
+        """Keras' train step, or `kmtl.model.step_hook.hooked_train_step` while a `fit` runs with
+        a weighting strategy that acts inside the step. The logs also carry every task's
+        current ``loss_weight_<task>`` (and the strategy's own figures, and ``teacher_lambda``
+        while teacher annealing runs), so History and TensorBoard see them whatever the
+        callbacks' order."""
+        hook = self._fit_hook
+        logs = dict(hooked_train_step(self, hook, data) if hook is not None else super().train_step(data))
+        for name, variable in self.task_weights.items():
+            logs[f"loss_weight_{name}"] = tf.identity(variable)
+        if hook is not None:
+            logs.update(hook.step_logs())
+        if self._fit_logs_lambda:
+            logs["teacher_lambda"] = tf.identity(self.teacher_lambda)
+        return logs
+
+
+def _raw_text_batches(x, batch_size: int):
+    """A batched `tf.data.Dataset` of raw text from a string, a list of strings or a
+    ``{"text": [...], "text_pair": [...]}`` dict; ``None`` for any other input."""
+    if isinstance(x, str):
+        x = [x]
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, str) for v in x):
+        return tf.data.Dataset.from_tensor_slices(tf.constant(list(x))).batch(batch_size)
+    if isinstance(x, dict) and "text" in x and set(x) <= {"text", "text_pair"}:
+        columns = {k: [v] if isinstance(v, str) else list(v) for k, v in x.items()}
+        if all(isinstance(v, str) for col in columns.values() for v in col):
+            if len({len(col) for col in columns.values()}) != 1:
+                raise ValueError("text and text_pair must have the same length")
+            return tf.data.Dataset.from_tensor_slices({k: tf.constant(v) for k, v in columns.items()}).batch(batch_size)
+    return None

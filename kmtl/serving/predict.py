@@ -40,6 +40,8 @@ def predict_lines(export_dir, items: Iterable, signature: str = "serving_default
     """
     import tensorflow as tf
 
+    from kmtl.export.decode import rows_from_outputs
+
     items = [item if isinstance(item, dict) else {"text": item} for item in items]
     if not items:
         return []
@@ -59,28 +61,5 @@ def predict_lines(export_dir, items: Iterable, signature: str = "serving_default
             raise KmtlError(f"input {number}: signature {signature!r} needs string fields {wanted}{hint}; "
                             f"missing {missing}")
     outputs = fn(**{k: tf.constant([item[k] for item in items]) for k in wanted})
-    rows = [{k: item[k] for k in wanted} for item in items]
-    for key, value in sorted(outputs.items()):
-        value = value.numpy()
-        for i, row in enumerate(rows):
-            row[key] = _plain(value[i])
-    for row in rows:  # word, tag and entity lists: drop the padding past each row's count
-        for key in [k for k in row if k.endswith("_word_count")]:
-            for field in ("_tags", "_words"):
-                name = key[: -len("_word_count")] + field
-                row[name] = row[name][: row[key]]
-        for key in [k for k in row if k.endswith("_entity_count")]:
-            stem = key[: -len("_count")]
-            for field in ("_type", "_text", "_start", "_end"):
-                row[stem + field] = row[stem + field][: row[key]]
-    return rows
-
-
-def _plain(value):
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    return rows_from_outputs({k: v.numpy() for k, v in outputs.items()},
+                             {k: [item[k] for item in items] for k in wanted})

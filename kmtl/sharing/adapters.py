@@ -20,6 +20,7 @@ from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
 DEFAULT_SIZE = 64
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class TaskAdapters(keras.layers.Layer):
     """One bottleneck adapter per task, chosen per example: ``x + up_t(act(down_t(x)))``.
 
@@ -88,6 +89,7 @@ class TaskAdapters(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class AdaptedTransformerLayer(keras.layers.Layer):
     """A keras-hub ``TransformerEncoder`` with per-task adapters, as in Houlsby et al. 2019, Fig. 2.
 
@@ -114,6 +116,7 @@ class AdaptedTransformerLayer(keras.layers.Layer):
         kwargs.setdefault("dtype", encoder.dtype_policy)
         super().__init__(**kwargs)
         self.encoder = encoder
+        self.num_tasks, self.size = int(num_tasks), int(size)
         self.attention_adapter = TaskAdapters(num_tasks, size, dtype=self.dtype_policy, name="attention_adapter")
         self.feedforward_adapter = TaskAdapters(num_tasks, size, dtype=self.dtype_policy, name="feedforward_adapter")
 
@@ -154,7 +157,24 @@ class AdaptedTransformerLayer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def get_config(self):
+        """The wrapped layer is serialized whole: a layer rebuilt from this config owns a copy
+        of it, no longer shared with a backbone. A `kmtl.MultiTaskModel` does not rebuild its
+        adapted layers from their configs: its ``from_config`` re-wires a rebuilt backbone
+        (`Adapters.encode`), so the sharing holds after ``keras.saving.load_model``."""
+        config = super().get_config()
+        config.update({"encoder": keras.saving.serialize_keras_object(self.encoder),
+                       "num_tasks": self.num_tasks, "size": self.size})
+        return config
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kmtl")
 class Adapters(Sharing):
     """Per-task bottleneck adapters: Houlsby et al., "Parameter-Efficient Transfer Learning
     for NLP", ICML 2019.

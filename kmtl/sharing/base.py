@@ -25,7 +25,8 @@ class Sharing:
     it in.
 
     Subclasses set ``name`` (the YAML ``sharing.mode``) and implement `get_config` so that a
-    saved run rebuilds the same mode (`kmtl.sharing.make_sharing(name, **config)`).
+    saved run or ``.keras`` file rebuilds the same mode (`kmtl.sharing.sharing_from_config`);
+    kmtl's own modes are also registered with ``keras.saving.register_keras_serializable``.
     """
 
     name: str = ""
@@ -40,8 +41,15 @@ class Sharing:
         return backbone({name: inputs[name] for name in INPUT_NAMES})
 
     def get_config(self) -> Dict:
-        """Constructor arguments, JSON-serialisable (recorded in ``run.json``)."""
+        """Constructor arguments, JSON-serialisable (recorded in ``run.json`` and in a ``.keras``
+        model's config)."""
         return {}
+
+    @classmethod
+    def from_config(cls, config: Dict) -> "Sharing":
+        """The mode `get_config` describes (`keras.saving.deserialize_keras_object` calls this:
+        kmtl's modes are registered Keras serializables, package ``kmtl``)."""
+        return cls(**(config or {}))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import keras
+
 from kmtl.sharing.base import Sharing
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class FullFineTuning(Sharing):
     """Hard parameter sharing (Caruana, "Multitask Learning", Machine Learning 1997): one
     backbone, every weight fine-tuned by the sum of the task losses; one head per task.
@@ -19,6 +22,7 @@ class FullFineTuning(Sharing):
     name = "full"
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class FrozenBackbone(Sharing):
     """The pretrained backbone frozen as a feature extractor; only the task heads train.
 

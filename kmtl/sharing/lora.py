@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import keras
+
 from kmtl.sharing.base import Sharing
 
 DEFAULT_TARGETS = ("query", "value")
@@ -12,6 +14,7 @@ BERT_TARGETS = ("query", "key", "value", "attention_output", "feedforward_interm
 """Layer names inside each keras-hub BERT transformer layer that LoRA can adapt."""
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class LoRA(Sharing):
     """Shared low-rank adaptation: Hu et al., "LoRA: Low-Rank Adaptation of Large Language
     Models", ICLR 2022.
@@ -100,8 +103,6 @@ def _restart_lora_after_load(layer) -> None:
     `keras.callbacks.BackupAndRestore` resumes a run. Re-drawing ``A`` (``B`` stays zero) keeps
     the loaded model's outputs and lets training go on from the merged kernel.
     """
-    import keras
-
     load = layer.load_own_variables
     initializer = keras.initializers.HeUniform()
 

@@ -1,15 +1,10 @@
 """Task kinds: one class per kind of task, each owning its head, loss, metrics and codec."""
 
-from kmtl.tasks.base import Task
+from kmtl.tasks.base import KINDS, Task, primary_metric
 from kmtl.tasks.classification import Classification, PairClassification
 from kmtl.tasks.multilabel import MultiLabelClassification
 from kmtl.tasks.regression import PairRegression, Regression
 from kmtl.tasks.tagging import Tagging, bio_labels, entities_from_tags
-
-KINDS = {
-    cls.kind: cls
-    for cls in (Classification, PairClassification, MultiLabelClassification, Regression, PairRegression, Tagging)
-}
 
 
 def from_config(config: dict) -> Task:
@@ -18,14 +13,13 @@ def from_config(config: dict) -> Task:
     Example:
         >>> from_config({"kind": "classification", "name": "sentiment", "labels": ["neg", "pos"]})
     """
-    config = dict(config)
-    kind = config.pop("kind")
+    kind = config.get("kind")
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; choose one of: {', '.join(KINDS)}")
-    return KINDS[kind](**config)
+    return KINDS[kind].from_config(config)
 
 
 __all__ = [
     "Task", "Classification", "PairClassification", "MultiLabelClassification", "Regression",
-    "PairRegression", "Tagging", "bio_labels", "entities_from_tags", "KINDS", "from_config",
+    "PairRegression", "Tagging", "bio_labels", "entities_from_tags", "KINDS", "from_config", "primary_metric",
 ]

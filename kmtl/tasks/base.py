@@ -14,6 +14,17 @@ from kmtl.errors import DataError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+KINDS: Dict[str, type] = {}
+"""The task-kind registry, ``{kind: Task subclass}``: every subclass that sets ``kind`` is in it
+(a user's own kind too, once its module is imported), and the config's ``kind:`` reads it."""
+
+
+def primary_metric(kind: str) -> str:
+    """The `Task.evaluate` metric that tables show first and `kmtl compare` judges by."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown task kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    return KINDS[kind].primary_metric
+
 
 class Task(abc.ABC):
     """One named output of the multi-task model.
@@ -33,9 +44,23 @@ class Task(abc.ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: the `evaluate` metric that tables show first and `kmtl compare` judges by
+    primary_metric: ClassVar[str] = ""
+    #: what the head emits, as ONNX and the ``ids`` signature document it: ``logits`` or ``score``
+    raw_output: ClassVar[str] = "logits"
     input_fields: ClassVar[tuple] = ("text",)
     token_level: ClassVar[bool] = False
     has_labels: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind:
+            known = KINDS.get(kind)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(f"task kind {kind!r} is taken by {known.__module__}.{known.__qualname__}; "
+                                f"give {cls.__qualname__} another `kind`")
+            KINDS[kind] = cls
 
     def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1):
         if not isinstance(name, str) or not _NAME.match(name):
@@ -124,10 +149,32 @@ class Task(abc.ABC):
         """Keras metrics tracked during training (weighted by the task's sample weights)."""
         return []
 
-    # ----------------------------------------------------------- distillation
-    teacher_lambda = None
-    """λ of teacher annealing: a scalar variable set by `kmtl.distill.TeacherAnnealing` (1 when unset)."""
+    def placeholder_label(self, y_pred):
+        """A zero label shaped for ``y_pred``, for examples this task does not own (weight 0).
 
+        Default: one label index per output row (classification, tagging); kinds whose
+        labels have the output's shape (regression, multi-label) return ``zeros_like``.
+        """
+        return keras.ops.zeros(keras.ops.shape(y_pred)[:-1], dtype="int32")
+
+    def label_spec(self, length: int):
+        """``(label shape, label dtype, sample-weight shape)`` of one example, without the batch
+        axis, as kmtl's `tf.data` pipelines carry it (``length``: the padded sequence length).
+        Default: one label index per example."""
+        return [], "int32", []
+
+    def serving_outputs(self, output, text=None, words_info=None) -> dict:
+        """The task's outputs in the raw-text serving signatures (and `kmtl.export.decode`),
+        named ``<task>_<field>``, from its head's raw ``output`` for a batch. Token tasks also
+        get the batch's ``text`` and ``words_info`` (`kmtl.model.raw_text.word_inputs`)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no serving outputs")
+
+    def conform_label(self, y_true, y_pred):
+        """A label as a Keras user may give it, in the form the loss and metrics expect
+        (default: as it is)."""
+        return y_true
+
+    # ----------------------------------------------------------- distillation
     def teacher_targets(self, outputs: np.ndarray) -> np.ndarray:
         """What a student learns from a teacher's raw head ``outputs`` (NumPy): probabilities
         (softmax, or sigmoid for multi-label) or, for regression, the score itself."""
@@ -142,15 +189,16 @@ class Task(abc.ABC):
         soft targets for squared error and sigmoid cross-entropy)."""
         return self.per_example_loss(target, y_pred)
 
-    def distillation_loss(self, y_true, y_pred):
+    def distillation_loss(self, y_true, y_pred, lam=1.0):
         """Per-example loss when ``y_true`` is ``{"gold": labels, "teacher": teacher targets}``:
-        `soft_loss` against `soft_target` with the current ``teacher_lambda``.
+        `soft_loss` against `soft_target` with λ = ``lam``.
 
-        `per_example_loss` of every kind hands such a dict here, so a model whose dataset
-        carries teacher targets (`kmtl.distill.with_teachers`) distils without any change to
-        its train step.
+        `MultiTaskModel` calls it for every target given as such a dict, with its own
+        ``teacher_lambda`` variable (moved by `kmtl.distill.TeacherAnnealing`), so a model
+        whose dataset carries teacher targets (`kmtl.distill.with_teachers`) distils without
+        any change to its train step.
         """
-        lam = 1.0 if self.teacher_lambda is None else keras.ops.cast(self.teacher_lambda, "float32")
+        lam = keras.ops.cast(lam, "float32")
         return self.soft_loss(self.soft_target(y_true["gold"], y_true["teacher"], lam), y_pred)
 
     # ---------------------------------------------------------------- outputs
@@ -166,6 +214,28 @@ class Task(abc.ABC):
     def get_config(self) -> dict:
         """JSON-able description; `kmtl.tasks.from_config` rebuilds the task from it."""
         return {"kind": self.kind, "name": self.name, "labels": self.labels, "dropout": self.dropout}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Task":
+        """The task `get_config` describes (Keras calls this for a registered kind).
+
+        On `Task` itself the ``kind`` key picks the class (`kmtl.tasks.from_config`); on a
+        kind it must name that kind. ``config`` is not changed.
+
+        Example:
+            >>> Task.from_config(Classification("s", ["a", "b"]).get_config())
+            Classification(name='s', labels=['a', 'b'])
+        """
+        config = dict(config)
+        kind = config.pop("kind", cls.kind or None)
+        if not cls.kind:
+            from kmtl.tasks import from_config
+
+            return from_config({**config, "kind": kind})
+        if kind != cls.kind:
+            raise ValueError(f"a {kind!r} task config given to {cls.__name__}.from_config (kind {cls.kind!r}); "
+                             "use kmtl.tasks.from_config, which picks the class from 'kind'")
+        return cls(**config)
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r}, labels={self.labels!r})"

@@ -6,11 +6,13 @@ from typing import Dict, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.metrics import f1_score
 
 from kmtl.tasks.base import Task
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class Classification(Task):
     """Single-sentence classification (sentiment, topic, intent...).
 
@@ -28,6 +30,7 @@ class Classification(Task):
 
     kind = "classification"
     input_fields = ("text",)
+    primary_metric = "accuracy"
 
     def encode_labels(self, examples: Sequence) -> np.ndarray:
         self._require_labels()
@@ -38,8 +41,6 @@ class Classification(Task):
         return keras.layers.Dense(self.num_outputs, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
-        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
-            return self.distillation_loss(y_true, y_pred)
         return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
 
     def teacher_targets(self, outputs):
@@ -53,7 +54,16 @@ class Classification(Task):
         return keras.losses.categorical_crossentropy(target, y_pred, from_logits=True)
 
     def metrics(self) -> list:
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        """Accuracy and macro-F1 (`kmtl.metrics.MacroF1`): ``<task>_accuracy``, ``<task>_macro_f1``."""
+        from kmtl.metrics import MacroF1
+
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), MacroF1(self.num_outputs)]
+
+    def serving_outputs(self, output, text=None, words_info=None) -> dict:
+        """``<task>_label`` [B] string, ``<task>_probabilities`` [B, C]."""
+        probs = tf.nn.softmax(output, axis=-1)
+        return {f"{self.name}_label": tf.gather(tf.constant(self.labels), tf.argmax(probs, axis=-1)),
+                f"{self.name}_probabilities": probs}
 
     def decode(self, outputs, examples=None, **info) -> list:
         """Each prediction: ``{"label": str, "probabilities": {label: p}}``."""
@@ -73,6 +83,7 @@ class Classification(Task):
         }
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class PairClassification(Classification):
     """Sentence-pair classification (paraphrase, entailment, NLI).
 

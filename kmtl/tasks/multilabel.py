@@ -7,12 +7,14 @@ from typing import Dict, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.metrics import f1_score
 
 from kmtl.errors import DataError
 from kmtl.tasks.base import Task
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class MultiLabelClassification(Task):
     """Multi-label classification (tags, aspects, toxicity types...).
 
@@ -32,6 +34,7 @@ class MultiLabelClassification(Task):
     """
 
     kind = "multilabel"
+    primary_metric = "micro_f1"
     input_fields = ("text",)
 
     def __init__(self, name, labels=None, threshold: float = 0.5, dropout: float = 0.1):
@@ -56,16 +59,38 @@ class MultiLabelClassification(Task):
         return keras.layers.Dense(self.num_outputs, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
-        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
-            return self.distillation_loss(y_true, y_pred)
         return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=True)
+
+    def placeholder_label(self, y_pred):
+        return keras.ops.zeros_like(y_pred)
+
+    def label_spec(self, length):
+        return [self.num_outputs], "float32", []
+
+    def serving_outputs(self, output, text=None, words_info=None) -> dict:
+        """``<task>_labels`` [B, C] strings (active labels first, padded with ""),
+        ``<task>_probabilities`` [B, C]."""
+        probs = tf.sigmoid(output)
+        names = tf.broadcast_to(tf.constant(self.labels)[None, :], tf.shape(probs))
+        active = tf.ragged.boolean_mask(names, probs >= self.threshold)
+        return {f"{self.name}_labels": active.to_tensor("", shape=[None, len(self.labels)]),
+                f"{self.name}_probabilities": probs}
+
+    def conform_label(self, y_true, y_pred):
+        return keras.ops.cast(y_true, y_pred.dtype)
 
     def teacher_targets(self, outputs):
         return (1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)))).astype(np.float32)
 
     def metrics(self) -> list:
+        """Label accuracy, micro- and macro-F1 (`kmtl.metrics.MultiLabelF1`): ``<task>_accuracy``,
+        ``<task>_micro_f1``, ``<task>_macro_f1``."""
+        from kmtl.metrics import MultiLabelF1
+
         # the head gives logits: the probability threshold t is the logit log(t / (1 - t))
-        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=math.log(self.threshold / (1 - self.threshold)))]
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=math.log(self.threshold / (1 - self.threshold))),
+                MultiLabelF1(self.num_outputs, self.threshold, average="micro"),
+                MultiLabelF1(self.num_outputs, self.threshold, average="macro")]
 
     def decode(self, outputs, examples=None, **info) -> list:
         """Each prediction: ``{"labels": [str...], "probabilities": {label: p}}``."""

@@ -7,12 +7,14 @@ from typing import Dict, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from scipy.stats import pearsonr, spearmanr
 
 from kmtl.errors import DataError
 from kmtl.tasks.base import Task
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class Regression(Task):
     """Single-sentence regression: one real-valued score per example.
 
@@ -30,6 +32,8 @@ class Regression(Task):
     """
 
     kind = "regression"
+    primary_metric = "pearson"
+    raw_output = "score"
     input_fields = ("text",)
     has_labels = False
 
@@ -66,12 +70,28 @@ class Regression(Task):
                                   name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
-        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
-            return self.distillation_loss(y_true, y_pred)
         return keras.ops.mean(keras.ops.square(y_pred - y_true), axis=-1)
 
+    def placeholder_label(self, y_pred):
+        return keras.ops.zeros_like(y_pred)
+
+    def label_spec(self, length):
+        return [1], "float32", []
+
+    def serving_outputs(self, output, text=None, words_info=None) -> dict:
+        """``<task>_score`` [B]."""
+        return {f"{self.name}_score": tf.reshape(output, [-1])}
+
+    def conform_label(self, y_true, y_pred):
+        """Scores given as ``[batch]`` become ``[batch, 1]`` like the output (not a broadcast)."""
+        return keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), keras.ops.shape(y_pred))
+
     def metrics(self) -> list:
-        return [keras.metrics.MeanSquaredError(name="mse")]
+        """MSE and Pearson's r over the epoch (`kmtl.metrics.PearsonR`): ``<task>_mse``,
+        ``<task>_pearson``. Spearman's ρ cannot be streamed: it is in the dev metrics only."""
+        from kmtl.metrics import PearsonR
+
+        return [keras.metrics.MeanSquaredError(name="mse"), PearsonR()]
 
     def decode(self, outputs, examples=None, **info) -> list:
         """Each prediction: ``{"score": float}``."""
@@ -90,9 +110,19 @@ class Regression(Task):
     def get_config(self) -> dict:
         config = super().get_config()
         config.pop("labels")
+        config["initial_bias"] = self.initial_bias  # set by fit_labels; the head is built with it
         return config
 
+    @classmethod
+    def from_config(cls, config: dict) -> "Regression":
+        config = dict(config)
+        initial_bias = float(config.pop("initial_bias", 0.0))
+        task = super().from_config(config)
+        task.initial_bias = initial_bias
+        return task
 
+
+@keras.saving.register_keras_serializable(package="kmtl")
 class PairRegression(Regression):
     """Sentence-pair regression (semantic similarity such as STS-B, scored 0-5).
 

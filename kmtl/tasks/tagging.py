@@ -6,9 +6,12 @@ from typing import Dict, List, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from kmtl.data.words import char_offsets
 from kmtl.errors import DataError
 from kmtl.tasks.base import Task
+from kmtl.tasks.entity_spans import entity_spans
 
 
 def bio_labels(types: Sequence[str]) -> List[str]:
@@ -21,6 +24,7 @@ def bio_labels(types: Sequence[str]) -> List[str]:
     return ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
 
 
+@keras.saving.register_keras_serializable(package="kmtl")
 class Tagging(Task):
     """Token classification with BIO tags (named entities, chunks, POS...).
 
@@ -43,6 +47,7 @@ class Tagging(Task):
     kind = "tagging"
     input_fields = ("tokens",)
     token_level = True
+    primary_metric = "entity_f1"
 
     def _raw_label_values(self, ex):
         return [str(tag).strip() for tag in ex.label or ()]
@@ -75,9 +80,41 @@ class Tagging(Task):
         return keras.layers.Dense(self.num_outputs, name=self.name)(x)
 
     def per_example_loss(self, y_true, y_pred):
-        if isinstance(y_true, dict):  # {"gold", "teacher"}: kmtl.distill
-            return self.distillation_loss(y_true, y_pred)
         return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+    def label_spec(self, length):
+        return [length], "int32", [length]
+
+    def serving_outputs(self, output, text=None, words_info=None) -> dict:
+        """Word tags and entity spans with character offsets into ``text``: ``<task>_words`` /
+        ``<task>_tags`` [B, W], ``<task>_word_count`` [B], ``<task>_entity_type`` / ``_text``
+        [B, E] strings, ``<task>_entity_start`` / ``_end`` [B, E] character offsets (end
+        exclusive; -1 pads), ``<task>_entity_count`` [B]."""
+        name = self.name
+        words, byte_starts, byte_ends = words_info["words"], words_info["byte_starts"], words_info["byte_ends"]
+        best = tf.argmax(output, axis=-1, output_type=tf.int32)
+        first = words_info["first_piece"]
+        count = tf.cast(words.row_lengths(), tf.int32)
+        outside = self.labels.index(self.outside_label)
+        tag_ids = tf.where(first >= 0, tf.gather(best, tf.maximum(first, 0), batch_dims=1), outside)
+        valid = tf.sequence_mask(count, tf.shape(first)[1])
+        tags = tf.where(valid, tf.gather(tf.constant(self.labels), tag_ids), "")
+
+        types, first_word, last_word = entity_spans(tag_ids, count, self.labels)
+        b_start = tf.gather(byte_starts.to_tensor(0), first_word.to_tensor(0), batch_dims=1)
+        b_end = tf.gather(byte_ends.to_tensor(0), last_word.to_tensor(0), batch_dims=1)
+        has = tf.sequence_mask(types.row_lengths(), tf.shape(b_start)[1])
+        rows = tf.broadcast_to(text[:, None], tf.shape(b_start))
+        return {
+            f"{name}_words": words.to_tensor(""),
+            f"{name}_tags": tags,
+            f"{name}_word_count": count,
+            f"{name}_entity_type": types.to_tensor(""),
+            f"{name}_entity_text": tf.where(has, tf.strings.substr(rows, b_start, b_end - b_start), ""),
+            f"{name}_entity_start": tf.where(has, char_offsets(text, b_start), -1),
+            f"{name}_entity_end": tf.where(has, char_offsets(text, b_end), -1),
+            f"{name}_entity_count": tf.cast(types.row_lengths(), tf.int32),
+        }
 
     def teacher_targets(self, outputs):
         z = np.exp(outputs - np.max(outputs, axis=-1, keepdims=True))
@@ -91,7 +128,12 @@ class Tagging(Task):
         return keras.losses.categorical_crossentropy(target, y_pred, from_logits=True)
 
     def metrics(self) -> list:
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        """Word accuracy and entity F1 (`kmtl.metrics.EntityF1`, seqeval's chunks, in the graph):
+        ``<task>_accuracy``, ``<task>_entity_f1``."""
+        from kmtl.metrics import EntityF1
+
+        self._require_labels()
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), EntityF1(self.labels)]
 
     @property
     def outside_label(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -39,8 +40,88 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
 
+def clip_by_global_norm(gradients, clip_norm):
+    """``gradients`` scaled by ``clip_norm / max(norm, clip_norm)``, ``norm`` their global L2 norm.
+
+    As `tf.clip_by_global_norm` (BERT's recipe): the direction of the whole gradient is kept.
+    `tf.IndexedSlices` (embedding lookups) are made dense first, so that rows repeated in a
+    batch count once; the AdamW update densifies them anyway. ``None`` entries stay ``None``.
+    A non-finite norm makes every gradient NaN, as `tf.clip_by_global_norm` does.
+
+    Example:
+        >>> clip_by_global_norm([tf.constant([3.0]), tf.constant([4.0])], 1.0)  # norm 5
+        [<tf.Tensor: ... [0.6]>, <tf.Tensor: ... [0.8]>]
+    """
+    gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+    present = [g for g in gradients if g is not None]
+    if not present:
+        return gradients
+    # one L2Loss per tensor and one AddN, instead of Keras' per-variable clip (~8 ops each);
+    # squares summed in float32 (a float16 sum of squares overflows at 65504)
+    norm = tf.sqrt(2.0 * tf.add_n([tf.nn.l2_loss(g if g.dtype == tf.float32 else tf.cast(g, tf.float32))
+                                   for g in present]))
+    scale = clip_norm / tf.maximum(norm, clip_norm) + (norm - norm)  # + (norm - norm): NaN if not finite
+    return [None if g is None else g * tf.cast(scale, g.dtype) for g in gradients]
+
+
+class AllReducedClipping:
+    """Mixin for Keras optimizers: ``global_clipnorm`` clips the *all-reduced* gradient.
+
+    Keras 3.15 clips inside `apply` (``BaseOptimizer._backend_apply_gradients`` calls
+    ``_clip_gradients``) *before* the TensorFlow backend sums the replicas' gradients
+    (``TFOptimizer._backend_update_step`` → ``_all_reduce_sum_gradients``). Under a
+    `tf.distribute` strategy each replica then clips its own partial gradient, so N replicas
+    stop giving one replica's update as soon as clipping binds. tf.keras disabled clipping
+    under strategies for this reason (tensorflow/tensorflow#33929); Keras 3 clips before the
+    all-reduce (it moved the all-reduce into the optimizer, keras-team/keras#19308). With this
+    mixin ``global_clipnorm`` clips the global norm of the summed gradient, after the
+    all-reduce, as BERT does (``tf.clip_by_global_norm``). Gradient accumulation, EMA, weight
+    decay and `keras.optimizers.LossScaleOptimizer` (which unscales before calling `apply`)
+    are unchanged. ``clipnorm`` and ``clipvalue`` keep Keras' per-replica behaviour.
+
+    Keras private methods overridden (TensorFlow backend, keras 3.15): ``_clip_gradients``
+    (skips ``global_clipnorm`` there) and ``_backend_update_step`` (the TF backend's: all-reduce
+    with ``_all_reduce_sum_gradients``, clip, then ``_distributed_tf_update_step``).
+    """
+
+    def _clip_gradients(self, grads):
+        if self.global_clipnorm:
+            return grads  # clipped after the all-reduce, in _backend_update_step
+        return super()._clip_gradients(grads)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not self.global_clipnorm:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        # keras/src/backend/tensorflow/optimizer.py::_backend_update_step, with the clip
+        # between the all-reduce and the update (that method clips nothing itself)
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        reduced = self._all_reduce_sum_gradients(list(zip(grads, variables)))
+        clipped = clip_by_global_norm([g for g, _ in reduced], self.global_clipnorm)
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._distributed_tf_update_step, self._distribution_strategy,
+            list(zip(clipped, variables)), learning_rate,
+        )
+
+
 @keras.saving.register_keras_serializable(package="kmtl")
-class LayerRateAdamW(keras.optimizers.AdamW):
+class AdamW(AllReducedClipping, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` whose ``global_clipnorm`` clips the all-reduced gradient.
+
+    Under a `tf.distribute` strategy, 1 and N replicas give the same update with clipping
+    (`AllReducedClipping`); without a strategy it is Keras' AdamW with ``global_clipnorm``.
+
+    Args:
+        **kwargs: the arguments of `keras.optimizers.AdamW`; ``global_clipnorm`` is the
+            largest global L2 norm of the gradient summed over replicas (BERT: 1.0).
+
+    Example:
+        >>> optimizer = AdamW(learning_rate=5e-5, weight_decay=0.01, global_clipnorm=1.0)
+        >>> model.compile(optimizer=optimizer, ...)
+    """
+
+
+@keras.saving.register_keras_serializable(package="kmtl")
+class LayerRateAdamW(AdamW):
     """AdamW whose learning rate is multiplied, for the weights of some layers, by a factor.
 
     The usual use is a larger rate for freshly initialised task heads than for the pretrained
@@ -51,10 +132,10 @@ class LayerRateAdamW(keras.optimizers.AdamW):
     Args:
         rate_multipliers: ``{layer name: factor}``; a variable belongs to a layer when its
             path starts with ``"<layer name>/"``.
-        **kwargs: the arguments of `keras.optimizers.AdamW`.
+        **kwargs: the arguments of `AdamW` (``global_clipnorm`` clips the all-reduced gradient).
 
     Example:
-        >>> optimizer = LayerRateAdamW({"sentiment": 20.0}, learning_rate=5e-5)
+        >>> optimizer = LayerRateAdamW({"sentiment": 20.0}, learning_rate=5e-5, global_clipnorm=1.0)
         >>> model.compile(optimizer=optimizer, ...)  # the "sentiment" head trains at 1e-3
     """
 
@@ -87,9 +168,11 @@ class LayerRateAdamW(keras.optimizers.AdamW):
 
 def make_optimizer(learning_rate: float = 5e-5, total_steps: int = 1000, warmup_ratio: float = 0.1,
                    weight_decay: float = 0.01, clipnorm: float = 1.0,
-                   rate_multipliers: Optional[Dict[str, float]] = None) -> keras.optimizers.AdamW:
-    """AdamW with `WarmupLinearDecay`; no weight decay on biases and LayerNorm parameters.
+                   rate_multipliers: Optional[Dict[str, float]] = None) -> AdamW:
+    """`AdamW` with `WarmupLinearDecay`; no weight decay on biases and LayerNorm parameters.
 
+    ``clipnorm`` (None: off) bounds the *global* L2 norm of the gradient summed over replicas
+    (BERT's ``clip_by_global_norm``), not each variable's norm as Keras' ``clipnorm`` does.
     ``rate_multipliers`` (``{layer name: factor}``, e.g. the task heads) gives those layers'
     weights a peak rate of ``factor * learning_rate`` (`LayerRateAdamW`).
 
@@ -97,10 +180,10 @@ def make_optimizer(learning_rate: float = 5e-5, total_steps: int = 1000, warmup_
         >>> model.compile(optimizer=make_optimizer(5e-5, total_steps=steps * epochs))
     """
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(warmup_ratio * total_steps)))
-    options = dict(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm, epsilon=1e-6)
+    options = dict(learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=clipnorm, epsilon=1e-6)
     if rate_multipliers and any(f != 1.0 for f in rate_multipliers.values()):
         optimizer = LayerRateAdamW(rate_multipliers, **options)
     else:
-        optimizer = keras.optimizers.AdamW(**options)
+        optimizer = AdamW(**options)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer

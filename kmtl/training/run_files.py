@@ -58,6 +58,6 @@ def load_run(run_dir):
     sharing = (sharing_from_config(info["sharing"], info["sharing_options"]) if "sharing_options" in info
                else info["sharing"])
     model = build_model(encoder, tasks, pooling=info["pooling"], sharing=sharing,
-                        lora_rank=info.get("lora_rank", 8), name=info.get("name", "kmtl"))
+                        lora_rank=info.get("lora_rank", 8), name=info.get("name", "kmtl"), max_length=info["max_length"])
     model.load_weights(str(run_dir / WEIGHTS_FILE))
-    return model, encoder.preprocessor(info["max_length"]), info
+    return model, model.preprocessor, info

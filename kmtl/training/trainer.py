@@ -18,11 +18,12 @@ from kmtl.data.buckets import default_boundaries
 from kmtl.data.mixture import default_steps_per_epoch
 from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
+from kmtl.files import write_atomic
 from kmtl.model import build_model
 from kmtl.sharing import format_parameter_counts, trainable_parameter_counts
+from kmtl.training.backup import StepBackup
 from kmtl.training.data import read_task_examples
 from kmtl.training.optimizer import make_optimizer
-from kmtl.files import write_atomic
 from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, save_run
 from kmtl.training.strategy import choose_strategy
 from kmtl.training.warm_start import start_from_run
@@ -89,28 +90,70 @@ def _length_options(config) -> dict:
 def _teacher_annealing(config, tasks, total_steps):
     """`kmtl.distill.TeacherAnnealing` for the tasks ``teachers`` names, or ``None``."""
     taught = [t for t in tasks if t.name in config.teachers]
-    return TeacherAnnealing(taught, total_steps) if taught else None
+    return TeacherAnnealing(total_steps) if taught else None
 
 
-def _early_stopping(config, has_dev):
+def _early_stopping(config, has_dev, tasks=None):
+    """``EarlyStopping`` on ``training.early_stopping.monitor`` (``val_``-prefixed with a dev set).
+
+    ``mode: auto`` goes to Keras as it is: every metric kmtl logs carries its direction
+    (`kmtl.metrics`), so Keras finds it. Given the ``tasks``, a monitor that names no logged
+    figure is a `ConfigError` listing those that exist (Keras would only say so after an epoch).
+    """
+    from kmtl.errors import ConfigError
+
     es = config.training.early_stopping
     if es is None:
         return None
     monitor = es.monitor
     if has_dev and not monitor.startswith("val_"):
         monitor = "val_" + monitor
-    mode = es.mode
-    if mode == "auto":  # Keras cannot tell for kmtl's metric names: losses and errors go down
-        mode = "min" if monitor.endswith(("loss", "mse")) else "max"
-    return keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, mode=mode,
+    if tasks is not None:
+        logged = ["loss"] + [f"{t.name}_{m}" for t in tasks for m in ["loss"] + [x.name for x in t.metrics()]]
+        if monitor.removeprefix("val_") not in logged:
+            raise ConfigError([("training.early_stopping.monitor",
+                                f"{es.monitor!r} is not in the training logs; monitor one of: {', '.join(logged)}")])
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, mode=es.mode,
                                          restore_best_weights=True, verbose=1)
+
+
+def _fit_from_backup(model, train_ds, backup: StepBackup, steps: int, epochs: int, **fit_args) -> dict:
+    """``fit`` from where ``backup`` stands; returns the merged ``History.history``.
+
+    ``train_ds`` is the run's whole stream (``epochs × steps`` batches, the same for every
+    iterator). Keras' ``fit`` has no initial step, so an epoch interrupted after ``k`` steps is
+    finished by a ``fit`` of its own (``steps - k`` steps, after ``skip``-ping the stream to
+    the backup's step); the remaining epochs follow in a second ``fit``. The same callback
+    objects serve both (their ``on_train_begin`` / ``on_train_end`` run twice). Without a
+    backup, or at an epoch boundary, this is one ``fit``.
+    """
+    start = backup.resume_point()
+    segments = []  # (first epoch, end epoch, steps per epoch)
+    if start.step:
+        segments.append((start.epoch, start.epoch + 1, steps - start.step))
+    first = start.epoch + (1 if start.step else 0)
+    if first < epochs or not segments:  # a run that had finished still loads its backup
+        segments.append((min(first, epochs), epochs, steps))
+    backup.starting_at(start)
+    done, history = start.global_step(steps), {}
+    for initial, end, n in segments:
+        data = train_ds.skip(done).take((end - initial) * n) if end > initial else train_ds.take(1)
+        fitted = model.fit(data, initial_epoch=initial, epochs=end, steps_per_epoch=n, shuffle=False, **fit_args)
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
+        done += (end - initial) * n
+        if model.stop_training:  # early stopping
+            break
+    return history
 
 
 def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print) -> RunResult:
     """Train, evaluate and export the multi-task model a validated `kmtl.config.Config` describes.
 
-    Re-running the same config after a crash resumes from the last finished epoch
-    (`keras.callbacks.BackupAndRestore` in ``<run_dir>/backup``).
+    Re-running the same config after a crash (even ``kill -9``) resumes at the last backup
+    (`kmtl.training.backup.StepBackup` in ``<run_dir>/backup``: every 100 steps and at each
+    epoch's end) with the same batches in the same order as an uninterrupted run (the input is
+    one seeded stream of ``epochs × steps`` batches, skipped to the backup's step).
 
     Args:
         config: from `kmtl.config.load_config`.
@@ -119,7 +162,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         echo: where human-readable progress lines go.
 
     Example:
-        >>> result = kmtl.training.train(kmtl.config.load_config("configs/demo.yaml"))
+        >>> result = kmtl.training.train(kmtl.config.load_config("configs/sst2_conll_stsb.yaml"))
         >>> result.metrics["sentiment"]["accuracy"]
     """
     run_dir = Path(config.run_dir)
@@ -139,21 +182,20 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         encoder = load_backbone(config.backbone, seed=tr.seed)
         tasks = make_tasks(config, train_ex)
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
-                            **config.sharing.options(), name=config.name)
+                            **config.sharing.options(), name=config.name, max_length=config.max_length)
         optimizer = make_optimizer(tr.learning_rate, steps * tr.epochs, tr.warmup_ratio, tr.weight_decay, tr.clipnorm,
                                    rate_multipliers={t.name: tr.head_rate / tr.learning_rate for t in config.tasks})
         annealing = _teacher_annealing(config, tasks, steps * tr.epochs)  # None without teachers
         model.compile(optimizer=optimizer, loss_weights={t.name: t.weight for t in config.tasks},
                       weighted_metrics=gold_metrics(tasks) if annealing is not None else None,
                       jit_compile=tr.jit_compile)
-    preprocessor = encoder.preprocessor(config.max_length)
+    preprocessor = model.preprocessor  # the config's max_length: training, predict and export tokenize alike
 
-    annealed = config.mixture.sampling == "annealed"
-    train_ds = mixture(
+    train_ds = mixture(  # one stream for the whole run: batch i depends on (seed, i) only, so a rerun can skip to i
         tasks, train_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
         sampling=config.mixture.sampling, temperature=config.mixture.temperature,
-        granularity=config.mixture.granularity, epochs=tr.epochs if annealed else 1,
-        steps_per_epoch=steps, seed=tr.seed, **_length_options(config),
+        granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
+        reshuffle_each_iteration=False, **_length_options(config),
     )
     if annealing is not None:  # BAM!: teacher targets ride along as y[task]["teacher"]
         train_ds = with_teachers(train_ds, tasks, load_teacher_tables(config.teachers, tasks, train_ex,
@@ -162,24 +204,26 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     has_dev = any(dev_ex.values())
     val_ds = validation_dataset(tasks, dev_ex, preprocessor) if has_dev else None
 
+    backup = StepBackup(run_dir / "backup", steps, save_every=tr.backup_every)
     callbacks = [
         weighting_callback(config),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        backup,
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
     ]
     if annealing is not None:
-        callbacks.insert(0, annealing)  # before TensorBoard, which then logs teacher_lambda
-    stopper = _early_stopping(config, has_dev)
+        callbacks.insert(0, annealing)
+    stopper = _early_stopping(config, has_dev, tasks)
     if stopper is not None:
         callbacks.append(stopper)
 
     echo(f"training {format_parameter_counts(trainable_parameter_counts(model))} "
          f"[sharing: {model.sharing}] on {strategy.num_replicas_in_sync} replica(s): {tr.epochs} epochs x {steps} steps")
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps if annealed else None,
-                        validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False)
+    history = _fit_from_backup(model, train_ds, backup, steps, tr.epochs,
+                               validation_data=val_ds, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
     save_run(run_dir, model, config.max_length, {"name": config.name})
+    backup.clear()  # only now: a crash before save_run still resumes from the backup
 
     metrics = {}
     if has_dev:
@@ -198,4 +242,4 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         from kmtl.export import export_saved_model
 
         export_path = export_saved_model(model, preprocessor, config.export.dir, config.name)
-    return RunResult(run_dir, metrics, history.history, export_path, seconds, model, preprocessor)
+    return RunResult(run_dir, metrics, history, export_path, seconds, model, preprocessor)

@@ -48,7 +48,8 @@ def warm_start(model, old_model) -> Dict[str, list]:
     copied, fresh = [], []
     for v in model.weights:
         top = v.path.split("/")[0]
-        if top.startswith("loss_weight_") or (top in new_names and top not in heads):
+        if top.startswith(("loss_weight_", "teacher_lambda", "weighting_state")) or (
+                top in new_names and top not in heads):
             fresh.append(v.path)
             continue
         src = old_vars.get(v.path)

@@ -6,6 +6,7 @@ import math
 from typing import Dict, Optional
 
 import keras
+import numpy as np
 
 from kmtl.weighting.base import TaskWeighting
 
@@ -37,32 +38,43 @@ class DynamicWeightAverage(TaskWeighting):
         self.temperature = float(temperature)
         self.window_steps = None if window_steps is None else int(window_steps)
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.history = []  # mean loss per task of each finished period
+    name = "dwa"
+
+    def initial_state(self, num_tasks):
+        # the mean loss per task of the last two finished periods (row 1 the latest), and how
+        # many periods have finished: model state, so a resumed run or a second fit goes on
+        return {"losses": np.zeros([2, num_tasks]), "periods": 0.0}
 
     def weights_for_losses(self) -> Dict[str, float]:
         names = self.task_names
-        if len(self.history) < 2:
+        if float(self.state["periods"].numpy()) < 2:
             return {name: 1.0 for name in names}
-        last, before = self.history[-1], self.history[-2]
-        ratios = {n: (last[n] / before[n]) if before[n] > 0 else 1.0 for n in names}
+        before, last = np.asarray(self.state["losses"].numpy(), dtype=np.float64)
+        ratios = {n: (last[i] / before[i]) if before[i] > 0 else 1.0 for i, n in enumerate(names)}
         top = max(r / self.temperature for r in ratios.values())
         exps = {n: math.exp(ratios[n] / self.temperature - top) for n in names}
         total = sum(exps.values())
         return {n: len(names) * exps[n] / total for n in names}
 
-    def _period_done(self, losses: Dict[str, float]) -> None:
-        if self.history:  # a task absent from a period keeps its previous loss
-            losses = {n: losses[n] if losses[n] is not None else self.history[-1][n] for n in losses}
-        if all(v is not None for v in losses.values()):
-            self.history.append(losses)
+    def _push(self, losses: Dict[str, Optional[float]]) -> None:
+        """Record a finished period's losses (a task absent from it keeps its previous loss)."""
+        periods = float(self.state["periods"].numpy())
+        table = np.asarray(self.state["losses"].numpy())
+        row = [losses[n] if losses[n] is not None else (table[1, i] if periods else None)
+               for i, n in enumerate(self.task_names)]
+        if any(v is None for v in row):
+            return
+        self.state["losses"].assign(np.stack([table[1], np.asarray(row, dtype=np.float32)]))
+        self.state["periods"].assign(periods + 1)
+
+    def _period_done(self, losses: Dict[str, Optional[float]]) -> None:
+        self._push(losses)
         self.assign(self.weights_for_losses())
 
     # epoch periods ---------------------------------------------------------
     def weights_for_epoch(self, epoch, logs):
         if self.window_steps is None and logs is not None:
-            self.history.append({n: float(logs[f"{n}_loss"]) for n in self.task_names})
+            self._push({n: float(logs[f"{n}_loss"]) for n in self.task_names})
         return self.weights_for_losses()
 
     # step windows ----------------------------------------------------------

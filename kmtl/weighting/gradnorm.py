@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from kmtl.weighting.step import StepWeighting, dense, global_losses, present_mask, shared_variables, sum_over_replicas
@@ -49,6 +48,7 @@ class GradNorm(StepWeighting):
         >>> model.fit(train, epochs=2, callbacks=[GradNorm(alpha=1.5)])
     """
 
+    name = "gradnorm"
     persistent_tape = True
 
     def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, layer: str = None):
@@ -59,13 +59,13 @@ class GradNorm(StepWeighting):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         self.alpha, self.learning_rate, self.layer = float(alpha), float(learning_rate), layer
 
+    def initial_state(self, num_tasks):
+        # L_t(0), each task's loss the first time it appeared; whether it has appeared
+        return {"initial_losses": [0.0] * num_tasks, "seen": [0.0] * num_tasks}
+
     def build(self, model):
         names = list(model.task_weights)
         self.shared_kernel = last_shared_kernel(model, self.layer)
-        zeros = [0.0] * len(names)
-        self.initial_losses = keras.Variable(zeros, trainable=False, name="gradnorm_initial_losses",
-                                             aggregation="only_first_replica")
-        self.seen = keras.Variable(zeros, trainable=False, name="gradnorm_seen", aggregation="only_first_replica")
         self.trackers = {}
         for name in names:
             self.add_tracker(f"gradnorm_{name}")
@@ -81,10 +81,11 @@ class GradNorm(StepWeighting):
 
         present = present_mask(losses)
         current = global_losses(losses)
-        first = present * (1.0 - self.seen)
-        initial = self.initial_losses * (1.0 - first) + current * first
-        self.initial_losses.assign(initial)
-        self.seen.assign(tf.maximum(self.seen, present))
+        seen, initial_losses = self.state["seen"], self.state["initial_losses"]
+        first = present * (1.0 - seen)
+        initial = initial_losses * (1.0 - first) + current * first
+        initial_losses.assign(initial)
+        seen.assign(tf.maximum(seen, present))
 
         count = tf.maximum(tf.reduce_sum(present), 1.0)
         g = weights * norms

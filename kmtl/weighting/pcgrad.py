@@ -60,6 +60,7 @@ class PCGrad(StepWeighting):
         >>> model.fit(train, epochs=2, callbacks=[PCGrad()])
     """
 
+    name = "pcgrad"
     persistent_tape = True
 
     def __init__(self, seed: int = 0):

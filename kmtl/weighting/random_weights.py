@@ -23,6 +23,8 @@ class RandomLossWeighting(StepWeighting):
         >>> model.fit(train, epochs=2, callbacks=[RandomLossWeighting(seed=0)])
     """
 
+    name = "rlw"
+
     def __init__(self, seed: int = 0):
         super().__init__()
         self.seed = int(seed)

@@ -17,6 +17,8 @@ class StaticWeighting(TaskWeighting):
         >>> model.fit(train, callbacks=[StaticWeighting({"sentiment": 1.0, "ner": 0.5})])
     """
 
+    name = "static"
+
     def __init__(self, weights: Dict[str, float] = None):
         super().__init__()
         self.weights = dict(weights or {})
@@ -39,6 +41,8 @@ class LinearWeighting(TaskWeighting):
     Example:
         >>> LinearWeighting(start={"aux": 1.0}, end={"aux": 0.0}, epochs=3)
     """
+
+    name = "linear"
 
     def __init__(self, start: Dict[str, float], end: Dict[str, float], epochs: int):
         super().__init__()

@@ -2,9 +2,9 @@
 
 Loss-ratio strategies (DWA) only need a callback between epochs; uncertainty weighting,
 random weights, GradNorm and PCGrad need the step itself: per-step weights, per-task
-gradients, gradient surgery. A `StepWeighting` callback installs itself on the
-`kmtl.MultiTaskModel` as ``model.step_hook`` for the length of ``fit``; the model's
-``train_step`` then runs `hooked_train_step`, which calls the hook's methods at fixed points.
+gradients, gradient surgery. A `StepWeighting` is a `kmtl.model.step_hook.StepHook`:
+`MultiTaskModel.fit` finds it among its callbacks and its ``train_step`` calls the hook's
+methods at fixed points, for that ``fit`` only.
 
 Everything the hooks compute from the batch is first summed over replicas, and random draws
 are seeded by the optimizer's step counter, so every replica takes the same decision and
@@ -18,12 +18,11 @@ from typing import Dict, List
 import keras
 import tensorflow as tf
 
+from kmtl.model.step_hook import replicas_in_sync
 from kmtl.weighting.base import TaskWeighting
 
-
-def replicas_in_sync() -> int:
-    replica = tf.distribute.get_replica_context()
-    return replica.num_replicas_in_sync if replica is not None else 1
+__all__ = ["StepWeighting", "replicas_in_sync", "sum_over_replicas", "global_losses", "present_mask",
+           "shared_variables", "dense"]
 
 
 def sum_over_replicas(value):
@@ -62,14 +61,14 @@ class StepWeighting(TaskWeighting):
 
     Subclasses override any of:
 
-    * `build` (once, under the model's distribution strategy): create state variables;
+    * `initial_state`: the strategy's variables (kept by the model, see `TaskWeighting`);
+    * `build` (once per model, under its distribution strategy): anything else to prepare;
     * `before_loss`: assign ``model.task_weights`` for this step (in the graph);
     * `gradients`: turn the tape into the gradients the optimizer applies;
     * `after_step`: update the strategy's state from the step's global task losses;
-    * `step_logs`: scalars to add to the logs (and so to `keras.callbacks.TensorBoard`).
+    * `step_logs`: scalars to add to the step's logs (and so to TensorBoard).
 
-    State that is updated inside the step must be a `keras.Variable` with
-    ``aggregation="only_first_replica"``, updated from values that are the same on every
+    State updated inside the step must be computed from values that are the same on every
     replica (use `sum_over_replicas`).
 
     Example:
@@ -80,8 +79,7 @@ class StepWeighting(TaskWeighting):
         >>> model.fit(train, callbacks=[Halved()])
     """
 
-    #: whether `gradients` takes several gradients from the tape
-    persistent_tape = False
+    acts_in_step = True
 
     def __init__(self):
         super().__init__()
@@ -90,21 +88,7 @@ class StepWeighting(TaskWeighting):
 
     # ------------------------------------------------------------------ hooks
     def build(self, model) -> None:
-        """Create variables and trackers (runs under ``model.distribute_strategy.scope()``)."""
-
-    def before_loss(self, model) -> None:
-        """Set ``model.task_weights`` for this step (runs in the compiled step)."""
-
-    def gradients(self, model, tape, total, losses, weighted, variables) -> list:
-        """Gradients for ``variables``; default: of the weighted total loss.
-
-        ``losses``: `TaskLoss` per task; ``weighted``: each task's weighted share, recorded
-        on ``tape`` (take task gradients of these, not of products formed afterwards).
-        """
-        return tape.gradient(total, variables)
-
-    def after_step(self, model, losses) -> None:
-        """Update the strategy's state after the optimizer step (runs in the compiled step)."""
+        """Prepare for ``model`` (runs under ``model.distribute_strategy.scope()``)."""
 
     def step_logs(self) -> dict:
         return {name: tracker.result() for name, tracker in self.trackers.items()}
@@ -119,9 +103,6 @@ class StepWeighting(TaskWeighting):
 
     def set_model(self, model):
         super().set_model(model)
-        if not hasattr(model, "step_hook"):
-            raise TypeError(f"{type(self).__name__} works with a kmtl MultiTaskModel (kmtl.build_model), "
-                            f"not {type(model).__name__}")
         if isinstance(getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer):
             raise ValueError(f"{type(self).__name__} does not support loss scaling (mixed_float16) yet; "
                              "train in float32 or bfloat16, or use a static/linear/dwa weighting")
@@ -129,38 +110,8 @@ class StepWeighting(TaskWeighting):
             with model.distribute_strategy.scope():
                 self.build(model)
             self._built_for = model
-        if model.step_hook is not self:
-            model.step_hook = self
-            model.train_function = None  # retrace fit's step with the hook
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         for tracker in self.trackers.values():
             tracker.reset_state()
-
-    def on_train_end(self, logs=None):
-        if getattr(self.model, "step_hook", None) is self:
-            self.model.step_hook = None
-            self.model.train_function = None
-
-
-def hooked_train_step(model, hook: StepWeighting, data):
-    """Keras's train step with `StepWeighting` hooks; `MultiTaskModel.train_step` calls it."""
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    with tf.GradientTape(persistent=hook.persistent_tape) as tape:
-        y_pred = model(x, training=True)
-        hook.before_loss(model)
-        losses = model.task_losses(y, y_pred, sample_weight)
-        weighted = {name: tf.cast(model.task_weights[name], tf.float32) * loss.share
-                    for name, loss in losses.items()}
-        total = tf.add_n(list(weighted.values())) + model.regularization_loss()
-    batch = tf.shape(next(v for v in tf.nest.flatten(x) if v is not None))[0]
-    model._loss_tracker.update_state(total * replicas_in_sync(), sample_weight=batch)
-    variables = model.trainable_weights
-    gradients = hook.gradients(model, tape, total, losses, weighted, variables)
-    del tape
-    model.optimizer.apply_gradients(zip(gradients, variables))
-    hook.after_step(model, losses)
-    logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-    logs.update(hook.step_logs())
-    return logs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from kmtl.weighting.step import StepWeighting, global_losses, present_mask
@@ -29,6 +28,8 @@ class UncertaintyWeighting(StepWeighting):
         >>> model.fit(train, epochs=2, callbacks=[UncertaintyWeighting()])
     """
 
+    name = "uncertainty"
+
     def __init__(self, learning_rate: float = 0.05, initial_log_variance: float = 0.0):
         super().__init__()
         if not learning_rate > 0:
@@ -36,12 +37,13 @@ class UncertaintyWeighting(StepWeighting):
         self.learning_rate = float(learning_rate)
         self.initial_log_variance = float(initial_log_variance)
 
-    def build(self, model):
-        n = len(model.task_weights)
-        self.log_variances = keras.Variable(
-            [self.initial_log_variance] * n, trainable=False, dtype="float32", name="log_variances",
-            aggregation="only_first_replica",
-        )
+    def initial_state(self, num_tasks):
+        return {"log_variances": [self.initial_log_variance] * num_tasks}
+
+    @property
+    def log_variances(self):
+        """The learned ``s_t``, one per task (a variable of the model's `WeightingState`)."""
+        return self.state["log_variances"]
 
     def before_loss(self, model):
         weights = 0.5 * tf.exp(-self.log_variances)

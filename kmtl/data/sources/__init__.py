@@ -1,17 +1,19 @@
-"""Data sources: where raw examples come from (files or TFDS), as ``Example`` records.
+"""Data sources: where raw examples come from (files, TFDS, a Hugging Face dataset), as ``Example`` records.
 
 Every source has ``read() -> list[Example]`` and ``describe() -> str``, and raises
 :class:`kmtl.errors.DataError` naming ``file:line`` and the fix for bad input.
 
 Example:
     >>> from kmtl.data.sources import TsvSource, ConllSource
-    >>> TsvSource("sst2/train.tsv", text="sentence", label="label").read()
-    >>> ConllSource("conll2003/train.txt").read()
+    >>> TsvSource("../shared/data/sst2/train.tsv", text="sentence", label="label").read()
+    >>> ConllSource("../shared/data/conll2003/train.txt").read()
+    >>> HuggingFaceSource(hf_table, text="sentence", label="label").read()   # a datasets.Dataset
 """
 
 from kmtl.data.sources.base import Source, read_lines
 from kmtl.data.sources.conll import ConllSource
 from kmtl.data.sources.delimited import CsvSource, DelimitedSource, TsvSource
+from kmtl.data.sources.huggingface import HuggingFaceSource
 from kmtl.data.sources.jsonl import JsonlSource
 from kmtl.data.sources.tfds import TfdsSource
 
@@ -19,6 +21,7 @@ __all__ = [
     "ConllSource",
     "CsvSource",
     "DelimitedSource",
+    "HuggingFaceSource",
     "JsonlSource",
     "Source",
     "TfdsSource",

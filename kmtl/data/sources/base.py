@@ -62,7 +62,7 @@ def read_lines(path) -> Iterator[Tuple[int, str]]:
     try:
         data = p.read_bytes()
     except OSError as e:
-        raise DataError(where, f"cannot read the file ({e.strerror}); check its permissions")
+        raise DataError(where, f"cannot read the file ({e.strerror}); check its permissions") from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     if not data.strip():

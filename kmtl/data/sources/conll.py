@@ -28,7 +28,7 @@ class ConllSource(Source):
 
     Example:
         >>> # train.txt:  EU<TAB>B-ORG / rejects<TAB>O / ... / <blank line> / ...
-        >>> ConllSource("conll2003/train.txt").read()[0]
+        >>> ConllSource("../shared/data/conll2003/train.txt").read()[0]
         Example(tokens=('EU', 'rejects', ...), label=('B-ORG', 'O', ...), where='...train.txt:1')
         >>> ConllSource("train.conll", token_column=0, tag_column=3, delimiter=" ")
     """

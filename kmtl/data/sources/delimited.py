@@ -35,10 +35,10 @@ class DelimitedSource(Source):
             cell's string.
 
     Example:
-        >>> src = DelimitedSource("data/sst2/train.tsv", text="sentence", label="label")
+        >>> src = DelimitedSource("../shared/data/sst2/train.tsv", text="sentence", label="label")
         >>> src.read()[0]
-        Example(text='when are bears bears and', ..., label='1', where='data/sst2/train.tsv:2')
-        >>> DelimitedSource("ag_news/dev.tsv", text=0, label=1, header=False)
+        Example(text='when are bears bears and', ..., label='1', where='../shared/data/sst2/train.tsv:2')
+        >>> DelimitedSource("../shared/data/ag_news/test.tsv", text=0, label=1, header=False)
     """
 
     def __init__(
