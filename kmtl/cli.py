@@ -18,18 +18,32 @@ EXIT_USER_ERROR = 2
 PADDINGS = ("longest", "buckets", "grouped")  # kmtl.bench.train.PADDINGS, without importing TensorFlow
 
 
+OVERRIDE_FLAGS = {"output_dir": "--output-dir", "export.dir": "--export-dir", "training.epochs": "--epochs"}
+"""The config key each command-line override sets, and its flag (named in errors)."""
+
+
 def _config_with_outputs(path, output_dir=None, export_dir=None, epochs=None):
-    from kmtl.config import load_config
+    """The config at ``path`` with the command-line overrides applied, validated again as a
+    whole by the same rules as the YAML (``model_copy(update=...)`` would skip them: ``--epochs
+    0`` trained nothing); a bad override is a `ConfigError` naming its flag."""
+    from kmtl.config import config_from_dict, load_config
+    from kmtl.errors import ConfigError
 
     config = load_config(path)
-    update = {}
-    if output_dir is not None:
-        update["output_dir"] = Path(output_dir).resolve()
-    if export_dir is not None:
-        update["export"] = config.export.model_copy(update={"dir": Path(export_dir).resolve()})
-    if epochs is not None:
-        update["training"] = config.training.model_copy(update={"epochs": epochs})
-    return config.model_copy(update=update) if update else config
+    data = config.to_yaml_dict()  # absolute paths: the base folder no longer matters
+    given = {key: value for key, value in (("output_dir", output_dir), ("export.dir", export_dir),
+                                           ("training.epochs", epochs)) if value is not None}
+    if not given:
+        return config
+    for key, value in given.items():
+        section, _, field = key.rpartition(".")
+        target = data[section] if section else data
+        target[field] = str(Path(value).resolve()) if field in ("output_dir", "dir") else value
+    try:
+        return config_from_dict(data, Path.cwd())
+    except ConfigError as err:
+        raise ConfigError([(f"{OVERRIDE_FLAGS[where]} ({where})" if where in given else where, message)
+                           for where, message in err.problems]) from None
 
 
 def _report(result):
@@ -44,7 +58,7 @@ def cmd_train(args):
     config = _config_with_outputs(args.config, args.output_dir, args.export_dir, args.epochs)
     from kmtl.training import train
 
-    result = train(config, verbose=args.verbose, export=False if args.no_export else None)
+    result = train(config, verbose=args.verbose, export=False if args.no_export else None, rerun=args.rerun)
     print(f"trained in {result.seconds:.1f} s")
     _report(result)
 
@@ -67,7 +81,7 @@ def cmd_demo(args):
     from kmtl.training import train
 
     print(f"kmtl demo: {len(config.tasks)} tasks from {DEMO_CONFIG.parent / 'corpus'}, backbone {config.backbone}")
-    result = train(config, verbose=args.verbose)
+    result = train(config, verbose=args.verbose, rerun=args.rerun)
     print(f"trained in {result.seconds:.1f} s")
     _report(result)
 
@@ -94,19 +108,45 @@ def cmd_evaluate(args):
 
 
 def cmd_export(args):
+    from kmtl.export.versions import check_export_target
     from kmtl.training import load_run
+    from kmtl.training.run_files import CONFIG_FILE, RUN_FILE
 
-    model, pre, info = load_run(args.run_dir)
-    name = args.name or info.get("name") or Path(args.run_dir).name
+    run_dir = Path(args.run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        load_run(run_dir)  # raises the error that says what a run folder is
+    # Everything about the destination is checked here, in milliseconds, before loading
+    # the model and tracing its graph.
+    info, config = (_read_json(run_dir / f) for f in (RUN_FILE, CONFIG_FILE))
+    base = args.dir
+    if base is None:  # the run config's export.dir (absolute in config.json), as `kmtl train` used
+        configured = (config.get("export") or {}).get("dir")
+        base = run_dir / configured if configured else Path("saved_models")
+    given = args.name is not None
+    name = args.name if given else info.get("name") or run_dir.name
+    check_export_target(base, name, args.version, version_what="--version",
+                        name_what="--name" if given else f"the run's name (in {run_dir / RUN_FILE})")
+    model, pre, info = load_run(run_dir)
     if args.format == "onnx":
         from kmtl.export import export_onnx
 
-        path = export_onnx(model, args.dir, name, version=args.version, max_length=pre.max_length)
+        path = export_onnx(model, base, name, version=args.version, preprocessor=pre)
     else:
         from kmtl.export import export_saved_model
 
-        path = export_saved_model(model, pre, args.dir, name, version=args.version)
+        path = export_saved_model(model, pre, base, name, version=args.version)
     print(path)
+
+
+def _read_json(path) -> dict:
+    """The JSON object in ``path`` ({} when absent); a clear error when it is not valid JSON."""
+    if not Path(path).is_file():
+        return {}
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise KmtlError(f"{path}: not valid JSON ({err}); re-run `kmtl train` to rewrite the run folder") from None
+    return value if isinstance(value, dict) else {}
 
 
 def cmd_bench_serve(args):
@@ -151,38 +191,80 @@ def cmd_bench_data(args):
 
 def cmd_predict(args):
     from kmtl.serving.predict import predict_lines
+    from kmtl.serving.predict_input import parse_arguments, parse_stdin
 
-    items = args.texts or [_stdin_item(line, number) for number, line in enumerate(sys.stdin, 1) if line.strip()]
-    for row in predict_lines(args.export_dir, items, signature=args.signature):
+    if args.texts:
+        items = parse_arguments(args.texts, args.input)
+        places = [f"argument {n}" for n in range(1, len(items) + 1)]
+    else:  # bytes, so that invalid UTF-8 is replaced (U+FFFD) instead of raising in sys.stdin's decoder
+        stdin = getattr(sys.stdin, "buffer", None)
+        items = parse_stdin(stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8", "surrogateescape"),
+                            args.input)
+        places = [f"<stdin>:{n}" for n in range(1, len(items) + 1)]
+    for row in predict_lines(args.export_dir, items, signature=args.signature, places=places):
         print(json.dumps(row, ensure_ascii=False))
 
 
-def _stdin_item(line, number):
-    """A JSON Lines object ({"text": ..., "text_pair": ...}), or a plain line of text."""
-    line = line.rstrip("\n")
-    if not line.lstrip().startswith("{"):
-        return line
+def _parse_args(parser, argv):
+    """``parser.parse_args(argv)``, except that `kmtl predict` also takes its texts after its options.
+
+    Python 3.11's argparse fills a ``nargs="*"`` positional (predict's ``texts``) as soon as
+    the positional before it is seen, even with nothing, so ``kmtl predict DIR --signature X
+    "a text"`` left ``"a text"`` unrecognized (CPython issue gh-59317, fixed by
+    python/cpython#124303 in later Pythons, not in 3.11): the leftover positionals are
+    appended to ``texts`` here, in order; ``--`` still ends the options.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "predict":
+        cut = extra.index("--") if "--" in extra else len(extra)
+        options = [e for e in extra[:cut] if e.startswith("-") and len(e) > 1 and not _is_number(e)]
+        if not options:
+            args.texts = list(args.texts) + extra[:cut] + extra[cut + 1:]
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _is_number(text: str) -> bool:
     try:
-        item = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise KmtlError(f"<stdin>:{number}: not valid JSON ({err.msg}); give one JSON object or one text a line") \
-            from None
-    if not isinstance(item, dict):
-        raise KmtlError(f"<stdin>:{number}: expected a JSON object with a 'text' field")
-    return item
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmtl", description="Multi-task NLP with one shared BERT encoder.")
     parser.add_argument("--version", action="version", version=f"kmtl {kmtl.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def outputs(p):
+    def outputs(p, default_rerun="resume"):
         p.add_argument("--output-dir", help="where runs go (default: the config's output_dir)")
         p.add_argument("--export-dir", help="where SavedModels go (default: the config's export.dir)")
         p.add_argument("--epochs", type=int, help="override training.epochs")
         p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+        rerun = p.add_mutually_exclusive_group()  # kmtl.training.run_folder.RERUN_MODES
+        rerun.add_argument("--resume", dest="rerun", action="store_const", const="resume",
+                           help="resume an unfinished run from its backup (the default for `train`); "
+                                "a finished run stops")
+        rerun.add_argument("--restart", dest="rerun", action="store_const", const="restart",
+                           help="discard an unfinished run's backup and start from step 0")
+        rerun.add_argument("--overwrite", dest="rerun", action="store_const", const="overwrite",
+                           help="replace the run folder, a finished run included (old weights, metrics, "
+                                "TensorBoard logs are deleted once the input is validated)")
+        p.set_defaults(rerun=default_rerun)
 
-    p = sub.add_parser("train", help="train, evaluate and export the model a YAML config describes")
+    p = sub.add_parser(
+        "train", help="train, evaluate and export the model a YAML config describes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train, evaluate on dev and export the model a YAML config describes, in <output_dir>/<name>.",
+        epilog="rerunning the same config in the same run folder:\n"
+               "  after a crash        resumes at the last backup (every training.backup_every steps)\n"
+               "  config changed       stops (exit 2): --restart discards the backup, or set another `name:`\n"
+               "  run finished         stops (exit 2): --overwrite replaces it, or set another `name:`\n"
+               "nothing is written before the config and the data are validated; a start from step 0\n"
+               "clears the folder's TensorBoard logs (a resume continues them).")
     p.add_argument("config", help="YAML config file")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     outputs(p)
@@ -199,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output (default: 0)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("demo", help="train the bundled 3-task demo offline, evaluate and export it")
-    outputs(p)
+    p = sub.add_parser("demo", help="train the bundled 3-task demo offline, evaluate and export it "
+                                    "(a rerun resumes a crashed demo, or replaces a finished one)")
+    outputs(p, default_rerun="auto")
     p.set_defaults(func=cmd_demo, output_dir="runs", export_dir="saved_models")
 
     p = sub.add_parser("evaluate", help="dev-set metrics of a finished run")
@@ -214,17 +297,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("saved_model", "onnx"), default="saved_model",
                    help="saved_model (raw text in, for TF Serving; default) or onnx (token ids in: "
                         "<dir>/<name>/<version>/model.onnx + kmtl.json)")
-    p.add_argument("--dir", default="saved_models", help="base folder (default: saved_models)")
-    p.add_argument("--name", help="model name (default: the run's name)")
-    p.add_argument("--version", type=int, help="version number (default: next free)")
+    p.add_argument("--dir", help="base folder (default: the run config's export.dir, saved_models unless set)")
+    p.add_argument("--name", help="model name, one folder name (default: the run's name)")
+    p.add_argument("--version", type=int, help="version number, a non-negative integer (default: next free)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel; JSON Lines out")
     p.add_argument("export_dir", help="a SavedModel version folder, or its model folder (latest version)")
-    p.add_argument("texts", nargs="*", help='texts (default: stdin, one JSON object {"text": ...} or one text a line)')
+    p.add_argument("texts", nargs="*", help="texts, one output line each (default: stdin, one output line per "
+                                            "input line, blank lines included)")
     p.add_argument("--signature", default="serving_default",
                    help="signature to call; a pair task's signature takes 'first<TAB>second' texts")
-    p.set_defaults(func=cmd_predict)
+    mode = p.add_mutually_exclusive_group()  # kmtl.serving.predict_input.INPUT_MODES
+    mode.add_argument("--text", dest="input", action="store_const", const="text",
+                      help="every stdin line is a text, even one that starts with '{'")
+    mode.add_argument("--jsonl", dest="input", action="store_const", const="jsonl",
+                      help='every line (and every text argument) is a JSON object {"text": ..., "text_pair": ...}')
+    p.set_defaults(func=cmd_predict, input="auto")
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench_command", required=True)
@@ -279,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse_args(build_parser(), argv)
     try:
         args.func(args)
     except KmtlError as err:

@@ -255,3 +255,14 @@ def test_a_keras_file_keeps_the_weighting_state(data, tmp_path):
     callback = UncertaintyWeighting()
     callback.set_model(loaded)  # a fit on the loaded model continues from the learned variances
     np.testing.assert_allclose(callback.log_variances.numpy(), learned)
+
+
+def test_a_task_without_validation_examples_is_left_out_of_the_val_logs():
+    model = _model()
+    x, y = _plain_xy()
+    val = (x, {"sent": y["sent"]})  # only the sentiment task has dev data
+    history = model.fit(x, {"sent": y["sent"], "score": y["score"]}, batch_size=8, epochs=1, verbose=0,
+                        validation_data=val).history
+    assert "val_sent_accuracy" in history and "val_sent_loss" in history
+    assert not [k for k in history if k.startswith(("val_ner_", "val_score_"))], sorted(history)
+    assert "ner_loss" in history  # training logs keep every task (weight 0: no examples this epoch)

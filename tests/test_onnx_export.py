@@ -87,7 +87,7 @@ def test_version_folders_hold_model_and_metadata_and_nothing_else(exported):
     assert second == base / "tiny" / "2"
     assert sorted(p.name for p in (base / "tiny").iterdir()) == ["1", "2"]  # no temporary folder left
     for folder in (path, second):
-        assert sorted(p.name for p in folder.iterdir()) == ["kmtl.json", "model.onnx"]
+        assert sorted(p.name for p in folder.iterdir()) == ["kmtl.json", "model.onnx", "tokenizer.json", "vocab.txt"]
     with pytest.raises(ExportError, match="already exists"):
         export_onnx(model, base, "tiny", version=1)
     assert sorted(p.name for p in (base / "tiny").iterdir()) == ["1", "2"]

@@ -165,7 +165,7 @@ def test_predict_reads_json_lines_from_stdin(trained, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(lines))
     assert main(["predict", str(export)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["text"] for r in rows] == ["John went to Paris.", "plain text line"]
+    assert [r["text"] for r in rows] == ["John went to Paris.", "plain text line", ""]  # one row a line
     assert rows[0]["entities_words"] == ["John", "went", "to", "Paris", "."]
     assert len(rows[0]["entities_entity_type"]) == rows[0]["entities_entity_count"]
     monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "a", "text_pair": "b"}\n'))

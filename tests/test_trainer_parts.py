@@ -32,8 +32,8 @@ def _config(tmp_path, extra):
     ("sentiment_accuracy", True, "val_sentiment_accuracy"),
     ("sentiment_loss", True, "val_sentiment_loss"),
     ("loss", False, "loss"),
-    ("val_other_accuracy", True, "val_other_accuracy"),
-])
+    ("sentiment_macro_f1", True, "val_sentiment_macro_f1"),
+])  # a monitor the run will not log is refused when the config loads: tests/test_validation_edges.py
 def test_early_stopping_monitor_and_direction(tmp_path, monitor, has_dev, expected):
     config = _config(tmp_path, f"training: {{early_stopping: {{monitor: {monitor}, patience: 1}}}}\n")
     stopper = trainer._early_stopping(config, has_dev)

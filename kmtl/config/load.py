@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kmtl.config.schema import SOURCE_FORMATS, Config
+from kmtl.config.schema import LOGGED_METRICS, SOURCE_FORMATS, Config
 from kmtl.errors import ConfigError
 
 Problem = Tuple[str, str]
@@ -31,6 +31,8 @@ def load_config(path) -> Config:
             file that is not valid UTF-8 or YAML).
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError([("", f"{path.resolve()} is a folder, not a config file; give the YAML file's path")])
     if not path.is_file():
         raise ConfigError([("", f"no such config file: {path.resolve()}")])
     raw = path.read_bytes()
@@ -39,18 +41,28 @@ def load_config(path) -> Config:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise ConfigError([(f"{path}:{line}", "not valid UTF-8; save the file as UTF-8")]) from None
+    loader = _UniqueKeyLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         what = getattr(err, "problem", None) or str(err)
         raise ConfigError([(where, f"invalid YAML: {what}")]) from None
+    finally:
+        loader.dispose()
     if data is None:
         raise ConfigError([(str(path), "the file is empty; a config needs at least tasks:")])
     if not isinstance(data, dict):
         raise ConfigError([(str(path), _not_a_mapping(data))])
-    return config_from_dict(data, path.resolve().parent)
+    duplicates = [(f"{path}:{line}:{column}", message) for line, column, message in sorted(loader.duplicates)]
+    try:
+        config = config_from_dict(data, path.resolve().parent)
+    except ConfigError as err:
+        raise ConfigError(duplicates + err.problems) from None
+    if duplicates:
+        raise ConfigError(duplicates)
+    return config
 
 
 def config_from_dict(data: Any, base_dir) -> Config:
@@ -71,6 +83,32 @@ def config_from_dict(data: Any, base_dir) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that records repeated keys of a mapping (PyYAML keeps the last one
+    silently): ``duplicates`` holds ``(line, column, message)`` for each. Keys that a merge
+    (``<<: *anchor``) brings in may be overridden, as YAML intends."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: List[Tuple[int, int, str]] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                mark = key_node.start_mark
+                if key in seen:
+                    self.duplicates.append((mark.line + 1, mark.column + 1,
+                                            f"duplicate key {key!r} (first at line {seen[key]}); YAML would keep "
+                                            "only the last one: remove one of them"))
+                else:
+                    seen[key] = mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _not_a_mapping(data) -> str:
@@ -222,10 +260,10 @@ def _cross_problems(data: dict) -> List[Problem]:
             problems.append((f"teachers.{task}", f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))
 
     monitor = _section(_section(data, "training"), "early_stopping").get("monitor")
-    if isinstance(monitor, str) and not _monitor_ok(monitor, names):
-        problems.append(("training.early_stopping.monitor",
-                         f"{monitor!r} is not 'loss', 'val_loss' or '<task>_<metric>' "
-                         f"for a task: {known}"))
+    if isinstance(monitor, str):
+        message = _monitor_problem(monitor, [t for t in tasks if isinstance(t, dict)])
+        if message:
+            problems.append(("training.early_stopping.monitor", message))
     return problems
 
 
@@ -239,8 +277,37 @@ def _did_you_mean(word, choices) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _monitor_ok(monitor: str, names) -> bool:
-    for metric in (monitor, monitor[len("val_"):] if monitor.startswith("val_") else None):
-        if metric == "loss" or (metric and any(metric.startswith(f"{n}_") for n in names)):
-            return True
-    return False
+def _monitor_problem(monitor: str, tasks: List[dict]) -> Optional[str]:
+    """What is wrong with ``early_stopping.monitor`` for these raw task sections, or ``None``.
+
+    The run logs ``loss``, ``<task>_loss`` and ``<task>_<metric>`` for the metrics of the task's
+    kind (`LOGGED_METRICS`); with any dev split the trainer monitors the ``val_`` figure, which
+    a task without a dev split never measures. Tasks whose kind is not valid (reported
+    elsewhere) accept any ``<task>_...`` name.
+    """
+    with_dev = {t.get("name") for t in tasks if t.get("dev") is not None}
+    owner, unknown = {"loss": None}, []  # logged name -> its task
+    for task in tasks:
+        name = task.get("name")
+        if not isinstance(name, str):
+            continue
+        metrics = LOGGED_METRICS.get(task.get("kind")) if isinstance(task.get("kind"), str) else None
+        if metrics is None:
+            unknown.append(name)
+        else:
+            owner.update({f"{name}_{m}": name for m in ("loss",) + metrics})
+    logged = list(owner)
+    base = monitor[len("val_"):] if monitor.startswith("val_") else monitor
+    if base not in logged and not any(base.startswith(f"{n}_") for n in unknown):
+        dev = " (each also as val_..., measured on the dev splits)" if with_dev else ""
+        return (f"{monitor!r} is not 'loss', 'val_loss' or a '<task>_<metric>' this run logs; monitor one "
+                f"of: {', '.join(logged)}{dev}{_did_you_mean(base, logged)}")
+    if monitor.startswith("val_") and not with_dev:
+        return (f"{monitor!r} is only logged with a dev split, and no task has one; monitor {base!r} "
+                "or add dev: to a task")
+    task = owner.get(base)
+    if with_dev and task is not None and task not in with_dev:
+        return (f"{monitor!r} is monitored as 'val_{base}' in a run with dev splits, but task {task!r} has no "
+                f"dev split, so that figure is never measured; add dev: to task {task!r} or monitor a task "
+                "that has one")
+    return None

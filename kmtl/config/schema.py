@@ -14,6 +14,7 @@ cross sections (duplicate task names, ``weighting`` keys, ``early_stopping.monit
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
 
@@ -37,8 +38,24 @@ TaskKind = Literal[
 PAIR_KINDS = ("pair_classification", "pair_regression")
 REGRESSION_KINDS = ("regression", "pair_regression")
 
-CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch: "$" would let a trailing newline through
+TASK_NAME = re.compile(r"[a-z][a-z0-9_]*")
+SIGNATURE_NAMES = ("serving_default", "ids")
+"""SavedModel signature names a task name must not take (`kmtl.export.saved_model.RESERVED`)."""
+TAG_SCHEMES = ("bio", "iob1", "bioes", "plain")
+"""Tag schemes a tagging task reads (`kmtl.tasks.tag_schemes`); kmtl converts them all to BIO."""
+
+LOGGED_METRICS: Dict[str, Tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1"),
+    "pair_classification": ("accuracy", "macro_f1"),
+    "multilabel": ("accuracy", "micro_f1", "macro_f1"),
+    "regression": ("mse", "pearson"),
+    "pair_regression": ("mse", "pearson"),
+    "tagging": ("accuracy", "entity_f1"),
+}
+"""Per task kind, the metrics the run logs as ``<task>_<metric>`` (and ``val_<task>_<metric>``
+with a dev split), besides ``<task>_loss``: the names of each kind's `kmtl.tasks.Task.metrics`,
+kept here so that the config is checked without importing TensorFlow (a test keeps them equal)."""
 
 
 def problem(message: str, key: Optional[str] = None) -> PydanticCustomError:
@@ -61,6 +78,8 @@ def resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 def _existing_file(value: Path, info: ValidationInfo) -> Path:
     path = resolve_path(value, info)
+    if path.is_dir():
+        raise problem(f"{path} is a folder, not a file; give the path of a data file inside it")
     if not path.is_file():
         raise problem(f"no such file: {path}")
     return path
@@ -84,10 +103,47 @@ Column = Annotated[Union[int, str], PlainValidator(_column)]
 """A column of a delimited file: its header name or its 0-based index."""
 
 
+def _leaf_types(annotation) -> set:
+    """The types (and literal values) a field's values are made of, through
+    ``Optional``/``Union``/``Annotated``/``Tuple`` and the values of a ``Dict``."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) in (Annotated, dict):
+        args = args[-1:] if typing.get_origin(annotation) is dict else args[:1]
+    return set().union(*(_leaf_types(arg) for arg in args))
+
+
+def _has_bool(value) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, dict):
+        return any(_has_bool(v) for v in value.values())
+    return isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value)
+
+
 class _Model(BaseModel):
-    """Base of the config models: frozen, and unknown keys are errors (typos get caught)."""
+    """Base of the config models: frozen, and unknown keys are errors (typos get caught).
+
+    A YAML boolean (``true``, ``yes``, ``on``...) where a number is expected is an error too:
+    pydantic would read ``batch_size: true`` as 1.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data):
+        # a model validator: a field validator in "before" mode cannot sit on the sources'
+        # discriminator field `format`
+        for key, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is not None and _has_bool(value):
+                types = _leaf_types(field.annotation)
+                if types & {int, float} and not types & {bool, str}:  # columns (int or str) say it themselves
+                    raise problem(f"expected a number, got {value!r} (YAML reads true/false, yes/no and "
+                                  "on/off as booleans); give a number", key)
+        return data
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -204,6 +260,10 @@ class TaskConfig(_Model):
     ``labels`` is ``None`` when it is to be inferred from the train split. ``limit`` caps
     the examples read from ``train`` and from ``dev``; ``dev_limit`` caps ``dev`` on its own
     (a number, or ``all`` to evaluate on the whole dev split whatever ``limit`` says).
+    Tagging only: ``tag_scheme`` (``bio``, ``iob1``, ``bioes``, or ``plain`` for tags without
+    chunk prefixes such as POS tags; detected from the train split when left out) and
+    ``outside_tag`` (the data's tag for words outside entities, ``O`` by default); kmtl reads
+    every scheme as BIO with ``O`` (`kmtl.tasks.tag_schemes`).
     """
 
     name: str
@@ -214,6 +274,8 @@ class TaskConfig(_Model):
     dev: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, ge=1)
     dev_limit: Optional[Union[Annotated[int, Field(ge=1)], Literal["all"]]] = None
+    tag_scheme: Optional[Literal["bio", "iob1", "bioes", "plain"]] = None
+    outside_tag: Optional[str] = None
 
     @property
     def dev_cap(self) -> Optional[int]:
@@ -225,11 +287,14 @@ class TaskConfig(_Model):
     @field_validator("name")
     @classmethod
     def _identifier(cls, value):
-        if not TASK_NAME.match(value):
+        if not TASK_NAME.fullmatch(value):
             raise problem(
                 f"{value!r} is not a valid task name: use a lowercase letter, then a-z, 0-9 "
                 "or _ (it becomes a Keras output name)"
             )
+        if value in SIGNATURE_NAMES:
+            raise problem(f"{value!r} is the name of a SavedModel signature ({', '.join(SIGNATURE_NAMES)}); "
+                          "give the task another name")
         return value
 
     @field_validator("labels", mode="before")
@@ -252,6 +317,19 @@ class TaskConfig(_Model):
         repeated = sorted({label for label in value if value.count(label) > 1})
         if repeated:
             raise problem(f"labels must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+    @field_validator("tag_scheme", "outside_tag")
+    @classmethod
+    def _tagging_only(cls, value, info):
+        kind = info.data.get("kind")
+        if value is not None and kind and kind != "tagging":
+            raise problem(f"only tagging tasks read {info.field_name} (this task is {kind}); remove it")
+        if info.field_name == "outside_tag" and value is not None:
+            prefix, dash, rest = value.partition("-")
+            if not value.strip() or value != value.strip() or (dash and prefix in ("B", "I", "E", "S")):
+                raise problem(f"{value!r} cannot be the outside tag: give the tag your data puts on words "
+                              "outside entities, such as O")
         return value
 
     @field_validator("train", "dev")
@@ -475,7 +553,7 @@ class Config(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value):
-        if not CONFIG_NAME.match(value):
+        if not CONFIG_NAME.fullmatch(value):
             raise problem(f"{value!r} is not a valid name: use letters, digits, _ and - only")
         return value
 
@@ -485,6 +563,9 @@ class Config(_Model):
         if not looks_like_path(value):
             return value
         path = resolve_path(Path(value), info)
+        if path.is_file():
+            raise problem(f"{path} is a file, not a folder; give the backbone's folder (config.json, "
+                          "vocab.txt, ...)")
         if not path.is_dir():
             raise problem(f"no such folder: {path}")
         return str(path)

@@ -21,13 +21,17 @@ def models_config_text(models: Dict[str, str]) -> str:
           }
         }
     """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     if not models:
         raise ValueError("give at least one model")
-    lines = ["model_config_list {"]
+    # TF Serving's own proto and printer: names and paths with quotes, backslashes or
+    # non-ASCII characters are escaped as the server's parser expects.
+    config = model_server_config_pb2.ModelServerConfig()
     for name, base in models.items():
-        lines += ["  config {", f'    name: "{name}"', f'    base_path: "{base}"',
-                  '    model_platform: "tensorflow"', "  }"]
-    return "\n".join(lines + ["}"]) + "\n"
+        config.model_config_list.config.add(name=str(name), base_path=str(base), model_platform="tensorflow")
+    return text_format.MessageToString(config, as_utf8=True)
 
 
 def write_models_config(path, models: Dict[str, str]) -> Path:

@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Optional
 
 from kmtl.errors import ExportError
-from kmtl.export.versions import atomic_version_dir
+from kmtl.export.client_tokenizer import write_client_tokenizer
+from kmtl.export.versions import atomic_version_dir, check_export_target
 
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "kmtl.json"
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+GRAPH_BYTES = 4 * 2**20  # the graph and metadata besides the weights: a generous estimate
 
 
 def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset: Optional[int] = None,
-                max_length: Optional[int] = None, metadata: Optional[dict] = None) -> Path:
-    """Write ``<base_dir>/<name>/<version>/model.onnx`` and ``kmtl.json`` beside it.
+                max_length: Optional[int] = None, metadata: Optional[dict] = None, preprocessor=None) -> Path:
+    """Write ``<base_dir>/<name>/<version>/model.onnx``, ``kmtl.json`` and the client's tokenizer.
 
     The graph takes token ids, not text: tf2onnx cannot convert the TF Text ops of the
     tokenizer, so callers tokenize first (with the run's `kmtl.data.Preprocessor`, or any
@@ -36,8 +38,11 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     3.15 traces the functional model with the dict signature and hands the concrete function
     to ``tf2onnx.convert.from_function``; checked with ONNX Runtime at several sequence
     lengths). ``kmtl.json`` records the tasks with their label sets, the max length the model
-    was trained with, and the input and output names. The version folder appears only when
-    complete (see `atomic_version_dir`); ``version`` defaults to the next free integer.
+    was trained with, the input and output names and the tokenizer settings; ``vocab.txt``
+    and ``tokenizer.json`` (Hugging Face ``tokenizers``) let a client go from raw text to the
+    inputs (`kmtl.export.client_tokenizer`; README "Serving" has a 10-line client). The
+    version folder appears only when complete (see `atomic_version_dir`); ``version``
+    defaults to the next free integer.
 
     Args:
         model: a `kmtl.MultiTaskModel`.
@@ -48,17 +53,25 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
         max_length: the preprocessor's max length, recorded in ``kmtl.json`` (the graph
             itself accepts any length up to the backbone's position table).
         metadata: extra keys for ``kmtl.json``.
+        preprocessor: the model's `kmtl.data.Preprocessor` (default ``model.preprocessor``):
+            its vocabulary and settings are written for clients; its max length is the
+            default of ``max_length``.
 
     Example:
         >>> path = export_onnx(model, "saved_models", "demo", max_length=128)
         >>> sess = onnxruntime.InferenceSession(str(path / "model.onnx"))
         >>> logits = sess.run(["sentiment"], pre.encode_text(tf.constant(["a fine film"])))
     """
+    model_dir = check_export_target(base_dir, name, version)  # before any conversion
     import onnx
     import tensorflow as tf
 
+    from kmtl.export.saved_model import weights_nbytes
     from kmtl.sharing import TASK_ID, uses_task_id
 
+    preprocessor = preprocessor if preprocessor is not None else getattr(model, "preprocessor", None)
+    if max_length is None and preprocessor is not None:
+        max_length = preprocessor.max_length
     tasks = list(getattr(model, "tasks", []))
     output_names = sorted(model.output.keys()) if isinstance(model.output, dict) else []
     signature = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}
@@ -67,7 +80,8 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
         signature[TASK_ID] = tf.TensorSpec([None], tf.int32, name=TASK_ID)
         inputs[TASK_ID] = {"dtype": "int32", "shape": ["batch"]}
     signature = [signature]
-    with atomic_version_dir(Path(base_dir) / name, version) as (tmp, final):
+    with atomic_version_dir(model_dir, version, size_bytes=weights_nbytes(model) + GRAPH_BYTES) as version_dir:
+        tmp = version_dir.tmp
         target = tmp / ONNX_FILE
         loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
         levels = [lg.level for lg in loggers]
@@ -95,8 +109,10 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
             "outputs": {n: _output_meta(n, tasks) for n in output_names},
             **(metadata or {}),
         }
+        if preprocessor is not None:
+            info["tokenizer"] = write_client_tokenizer(tmp, preprocessor)
         (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return final
+    return version_dir.final
 
 
 def _output_meta(name, tasks):

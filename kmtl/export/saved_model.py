@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kmtl.data.pipeline import trim_batch
 from kmtl.data.words import clean_text
 from kmtl.errors import ExportError
 from kmtl.export.heads import decode_outputs
-from kmtl.export.versions import atomic_version_dir
+from kmtl.export.versions import atomic_version_dir, check_export_target
 from kmtl.export.warmup import write_warmup
 from kmtl.model.raw_text import run_tasks, text_inputs
 from kmtl.sharing import TASK_ID, uses_task_id
 
 METADATA_FILE = "kmtl.json"
+GRAPH_BYTES = 16 * 2**20  # saved_model.pb, assets and warm-up requests: a generous estimate
 
 
 RESERVED = ("serving_default", "ids")
@@ -132,16 +134,18 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
         >>> path.name
         '1'
     """
+    model_dir = check_export_target(base_dir, name, version)  # before any tracing
     graph = ServingGraph(model, preprocessor)
     # keras.export.ExportArchive, not a bare tf.saved_model.save: its variables restore in
     # the graph-mode loader that TF Serving (and saved_model_cli run) use.
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    track_weights_once(archive, model)
     signatures = {}  # name -> input specs
     for sig_name, (fn, spec) in graph.endpoints().items():
         archive.add_endpoint(sig_name, fn, input_signature=spec)
         signatures[sig_name] = spec
-    with atomic_version_dir(Path(base_dir) / name, version) as (tmp, final):
+    with atomic_version_dir(model_dir, version, size_bytes=weights_nbytes(model) + GRAPH_BYTES) as target:
+        tmp = target.tmp
         level = tf.get_logger().level
         tf.get_logger().setLevel("ERROR")  # "Assets written to <temporary folder>" misleads
         try:
@@ -160,4 +164,35 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
         }
         (extra / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         write_warmup(tmp, name, signatures, preprocessor)
-    return final
+    return target.final
+
+
+def weights_nbytes(model) -> int:
+    """Bytes of the model's weights (one copy): the bulk of an export's size.
+
+    Example:
+        >>> weights_nbytes(model) // 2**20   # MiniLM-L6 with three heads
+        86
+    """
+    return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.weights)
+
+
+def track_weights_once(archive, model) -> None:
+    """Give ``archive`` the model's weights as its ``variables`` collections, each stored once.
+
+    ``archive.track(model)`` lists the ``keras.Variable`` wrappers while the endpoints capture
+    the ``tf.Variable`` inside each, and TF's checkpoint, which deduplicates by object, then
+    writes every weight twice: twice the size on disk and twice the variable memory in every
+    process that loads the export, TF Serving included (keras issue 23553, open in 3.15.1;
+    keras PR 23563, not merged, proposes the same unwrapping). The collections here hold the
+    ``tf.Variable``s themselves (``keras.Variable.value`` on the TensorFlow backend), the same
+    objects the endpoints capture, so each is written once; the reloaded object still has
+    ``.variables`` / ``.trainable_variables`` / ``.non_trainable_variables``.
+
+    Example:
+        >>> archive = keras.export.ExportArchive()
+        >>> track_weights_once(archive, model)
+    """
+    for collection, variables in (("variables", model.weights), ("trainable_variables", model.trainable_weights),
+                                  ("non_trainable_variables", model.non_trainable_weights)):
+        archive.add_variable_collection(collection, [v.value for v in variables])

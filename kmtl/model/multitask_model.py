@@ -320,6 +320,23 @@ class MultiTaskModel(keras.Model):
                 self._traced_with = None
             self._fit_hook, self._fit_logs_lambda = None, False
 
+    def evaluate(self, *args, return_dict=False, **kwargs):
+        """`keras.Model.evaluate`; with ``return_dict=True`` (what ``fit`` asks for its
+        ``val_`` figures) a task that owned no example of the data is left out of the logs,
+        rather than reported as ``<task>_accuracy: 0.0`` (a metric over nothing)."""
+        logs = super().evaluate(*args, return_dict=return_dict, **kwargs)
+        if not return_dict:
+            return logs
+        absent = {name for name, tracker in self.task_loss_trackers.items() if float(tracker.count.numpy()) == 0}
+        if not absent:
+            return logs
+        keys = {f"{name}_loss" for name in absent}
+        container = getattr(self, "_compile_metrics", None)  # kmtl.metrics.TaskMetrics once built
+        for group in list(getattr(container, "_flat_metrics", None) or []) + list(
+                getattr(container, "_flat_weighted_metrics", None) or []):
+            keys |= {m.name for m in getattr(group, "metrics", None) or [] if getattr(m, "task", None) in absent}
+        return {k: v for k, v in logs.items() if k not in keys}
+
     def weighting_state_for(self, strategy: str, initial: Dict[str, "np.ndarray"]) -> WeightingState:
         """The model's `WeightingState` for ``strategy``, made with ``initial`` values if the
         model holds none of that strategy and shapes (a loaded or resumed model keeps its own).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Optional, Sequence
 
 from kmtl.errors import KmtlError
 from kmtl.export.versions import existing_versions
@@ -28,11 +29,19 @@ def load_export(path):
     return tf.saved_model.load(str(resolve_export(path)))
 
 
-def predict_lines(export_dir, items: Iterable, signature: str = "serving_default") -> List[dict]:
+def predict_lines(export_dir, items: Iterable, signature: str = "serving_default",
+                  places: Optional[Sequence[str]] = None) -> List[dict]:
     """Run ``signature`` on ``items``; one dict per item, outputs named as in the signature.
 
     Each item is a text, or a dict ``{"text": ..., "text_pair": ...}``; for a pair task's
-    signature a plain text holds both sentences separated by a tab.
+    signature a plain text holds both sentences separated by a tab, and an empty text is an
+    empty pair. A field that is missing or not a string is an error naming the item.
+
+    Args:
+        export_dir: a SavedModel version folder, or its model folder (latest version).
+        items: texts or dicts.
+        signature: the signature to call.
+        places: where each item came from, for errors (default ``"input <n>"``).
 
     Example:
         >>> predict_lines("saved_models/demo", ["a lovely film"])[0]["sentiment_label"]
@@ -42,9 +51,10 @@ def predict_lines(export_dir, items: Iterable, signature: str = "serving_default
 
     from kmtl.export.decode import rows_from_outputs
 
-    items = [item if isinstance(item, dict) else {"text": item} for item in items]
+    items = [dict(item) if isinstance(item, dict) else {"text": item} for item in items]
     if not items:
         return []
+    places = list(places) if places is not None else [f"input {n}" for n in range(1, len(items) + 1)]
     loaded = load_export(export_dir)
     if signature not in loaded.signatures:
         raise KmtlError(f"no signature {signature!r}; the export has: {', '.join(sorted(loaded.signatures))}")
@@ -52,14 +62,19 @@ def predict_lines(export_dir, items: Iterable, signature: str = "serving_default
     wanted = sorted(fn.structured_input_signature[1])
     if "text_pair" in wanted:
         for item in items:
-            if "text_pair" not in item and "\t" in str(item.get("text", "")):
-                item["text"], item["text_pair"] = item["text"].split("\t", 1)
-    for number, item in enumerate(items, 1):
-        missing = [k for k in wanted if not isinstance(item.get(k), str)]
+            text = item.get("text")
+            if "text_pair" not in item and isinstance(text, str) and ("\t" in text or text == ""):
+                item["text"], item["text_pair"] = text.split("\t", 1) if text else ("", "")
+    for place, item in zip(places, items):
+        missing = [k for k in wanted if k not in item]
         if missing:
             hint = " (or 'first<TAB>second')" if missing == ["text_pair"] else ""
-            raise KmtlError(f"input {number}: signature {signature!r} needs string fields {wanted}{hint}; "
+            raise KmtlError(f"{place}: signature {signature!r} needs string fields {wanted}{hint}; "
                             f"missing {missing}")
+        for key in wanted:
+            if not isinstance(item[key], str):
+                raise KmtlError(f"{place}: field {key!r} must be a string, got {type(item[key]).__name__} "
+                                f"{json.dumps(item[key], default=str)[:60]}; quote it: \"{key}\": \"...\"")
     outputs = fn(**{k: tf.constant([item[k] for item in items]) for k in wanted})
     return rows_from_outputs({k: v.numpy() for k, v in outputs.items()},
                              {k: [item[k] for item in items] for k in wanted})

@@ -63,7 +63,7 @@ class Task(abc.ABC):
             KINDS[kind] = cls
 
     def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1):
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
                 f"task name {name!r} is not valid: use lower-case letters, digits and '_', "
                 "starting with a letter (it becomes a Keras output name)"

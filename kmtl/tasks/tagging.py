@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import re
+from typing import Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ from kmtl.data.words import char_offsets
 from kmtl.errors import DataError
 from kmtl.tasks.base import Task
 from kmtl.tasks.entity_spans import entity_spans
+from kmtl.tasks.tag_schemes import OUTSIDE, SCHEMES, bio_label_set, detect_scheme, scheme_problem, split_tag, to_bio
 
 
 def bio_labels(types: Sequence[str]) -> List[str]:
@@ -26,7 +28,7 @@ def bio_labels(types: Sequence[str]) -> List[str]:
 
 @keras.saving.register_keras_serializable(package="kmtl")
 class Tagging(Task):
-    """Token classification with BIO tags (named entities, chunks, POS...).
+    """Token classification: named entities and chunks (BIO, IOB1 or BIOES tags), or plain tags (POS).
 
     Each word is split into word pieces; the word's tag is the label of its *first* piece and
     the other pieces carry zero sample weight, so the loss and token accuracy count words, not
@@ -34,14 +36,25 @@ class Tagging(Task):
     ``max_length`` are predicted ``O`` (and counted as misses in evaluation). Dev metrics:
     entity-level precision/recall/F1 (seqeval, CoNLL style) and word accuracy.
 
+    Tags are read in the task's ``tag_scheme`` (`kmtl.tasks.tag_schemes`: ``bio``, ``iob1``,
+    ``bioes`` or ``plain``; detected from the training split by `fit_labels` when ``None``) and
+    turned into BIO with ``O`` outside as they are encoded, so the head, decoding, metrics and
+    serving see BIO only; a tag outside the scheme is a `DataError` naming its ``file:line``.
+    With a chunk scheme the label set always holds ``O``, the tag of words cut off by
+    ``max_length``.
+
     Args:
         name: task name.
-        labels: the tag set (use `bio_labels`); inferred from the training split when ``None``
-            (``O`` is then put first).
+        labels: the tag set (use `bio_labels`), in the data's scheme (converted to BIO);
+            inferred from the training split when ``None`` (``O`` is then put first).
         dropout: dropout rate before the output layer.
+        tag_scheme: ``"bio"``, ``"iob1"``, ``"bioes"``, ``"plain"`` or ``None`` (detect).
+        outside_tag: the data's tag for words outside entities (default ``"O"``); read as ``O``.
 
     Example:
         >>> task = Tagging("ner", labels=bio_labels(["PER", "ORG", "LOC", "MISC"]))
+        >>> task = Tagging("ner", tag_scheme="iob1")         # original CoNLL-2003 files
+        >>> task.fit_labels(train_examples)                   # I-PER at a chunk start -> B-PER
     """
 
     kind = "tagging"
@@ -49,15 +62,68 @@ class Tagging(Task):
     token_level = True
     primary_metric = "entity_f1"
 
-    def _raw_label_values(self, ex):
-        return [str(tag).strip() for tag in ex.label or ()]
+    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1,
+                 tag_scheme: Optional[str] = None, outside_tag: str = OUTSIDE):
+        super().__init__(name, labels=labels, dropout=dropout)
+        if tag_scheme is not None and tag_scheme not in SCHEMES:
+            raise ValueError(f"task {name!r}: tag_scheme {tag_scheme!r} is not one of: {', '.join(SCHEMES)}")
+        if not isinstance(outside_tag, str) or not outside_tag.strip() or split_tag(outside_tag):
+            raise ValueError(f"task {name!r}: outside_tag {outside_tag!r} must be the data's tag for words "
+                             "outside entities, such as 'O'")
+        self.tag_scheme = tag_scheme
+        self.outside_tag = outside_tag
+        #: how `fit_labels` found the scheme when none was given (``None`` otherwise)
+        self.detected_scheme: Optional[str] = None
+        chunk_labels = any(split_tag(label) or label in (outside_tag, OUTSIDE) for label in self.labels or ())
+        if self.labels is not None and tag_scheme != "plain" and (tag_scheme is not None or chunk_labels):
+            # final before a model is built on them: every chunk scheme gives the same BIO label set
+            self.labels = bio_label_set(self.labels, tag_scheme or "bio", outside_tag)
+
+    def _settle_scheme(self, examples) -> None:
+        """Detect the tag scheme from ``examples`` when none was given."""
+        if self.tag_scheme is not None:
+            return
+        tagged = [ex for ex in examples if ex.label is not None]
+        scheme, reason = detect_scheme([[str(t).strip() for t in ex.label] for ex in tagged], self.outside_tag,
+                                       [ex.where for ex in tagged])
+        if scheme == "plain" and any(split_tag(label) for label in self.labels or ()):
+            scheme, reason = "bio", "the given labels have B-/I- prefixes"
+        self.tag_scheme = scheme
+        read = "; read as BIO" if scheme in ("iob1", "bioes") else ""
+        self.detected_scheme = (f"task {self.name!r}: tag scheme {scheme} detected ({reason}){read}; "
+                                f"set tag_scheme: {scheme} to confirm, or the scheme the data uses")
+
+    def bio_tags(self, ex) -> List[str]:
+        """The example's tags in the internal scheme (BIO with ``O``; plain tags as they are).
+
+        Raises:
+            DataError: at the word's ``file:line`` for a tag outside the task's scheme.
+        """
+        tags = [str(tag).strip() for tag in ex.label]
+        for i, tag in enumerate(tags):
+            problem = scheme_problem(tag, self.tag_scheme, self.outside_tag)
+            if problem:
+                token = ex.tokens[i] if ex.tokens and i < len(ex.tokens) else None
+                raise DataError(_word_place(ex.where, i),
+                                f"word {i + 1} ({token!r}) of task {self.name!r}: {problem}")
+        return to_bio(tags, self.tag_scheme, self.outside_tag)
 
     def fit_labels(self, examples):
+        """Detect the tag scheme (when not given), check every tag against it and, when no
+        labels were given, infer them: the BIO tags seen, sorted, ``O`` first (and present
+        whatever the data holds, unless the tags are plain)."""
+        self._settle_scheme(examples)
+        tags = [self.bio_tags(ex) for ex in examples if ex.label is not None]
         if self.labels is not None:  # given labels keep their order
             return
-        super().fit_labels(examples)
-        if "O" in self.labels:  # "O" first: the padding label of truncated words
-            self.labels = ["O"] + [label for label in self.labels if label != "O"]
+        seen = {tag for sentence in tags for tag in sentence}
+        if not seen:
+            raise DataError("", f"task {self.name!r}: no labels found in the training data")
+        if self.tag_scheme != "plain":
+            seen.add(OUTSIDE)
+        self.labels = sorted(seen)
+        if OUTSIDE in self.labels:  # "O" first: the padding label of truncated words
+            self.labels = [OUTSIDE] + [label for label in self.labels if label != OUTSIDE]
 
     def check_inputs(self, ex) -> None:
         super().check_inputs(ex)
@@ -68,11 +134,12 @@ class Tagging(Task):
 
     def encode_labels(self, examples: Sequence) -> List[np.ndarray]:
         self._require_labels()
+        self._settle_scheme(examples)
         out = []
         for ex in examples:
             if ex.label is None:
                 raise DataError(ex.where, "missing tags; every training/dev sentence needs one tag per token")
-            out.append(np.array([self._label_index(tag, ex.where) for tag in ex.label], dtype=np.int32))
+            out.append(np.array([self._label_index(tag, ex.where) for tag in self.bio_tags(ex)], dtype=np.int32))
         return out
 
     def build_head(self, features: Dict):
@@ -116,6 +183,16 @@ class Tagging(Task):
             f"{name}_entity_count": tf.cast(types.row_lengths(), tf.int32),
         }
 
+    def get_config(self) -> dict:
+        return {**super().get_config(), "tag_scheme": self.tag_scheme, "outside_tag": self.outside_tag}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Tagging":
+        task = super().from_config(config)
+        if "tag_scheme" not in config and config.get("labels") is not None:
+            task.labels = [str(label) for label in config["labels"]]  # saved before tag schemes: the head's labels
+        return task
+
     def teacher_targets(self, outputs):
         z = np.exp(outputs - np.max(outputs, axis=-1, keepdims=True))
         return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -137,7 +214,9 @@ class Tagging(Task):
 
     @property
     def outside_label(self) -> str:
-        return "O" if "O" in self.labels else self.labels[0]
+        """The label of words outside entities and of words cut off by ``max_length``: ``O``
+        (always in the label set of a chunk scheme); plain tags have none, so the first label."""
+        return OUTSIDE if OUTSIDE in self.labels else self.labels[0]
 
     def decode(self, outputs, examples=None, first_piece=None, **info) -> list:
         """Word tags from piece logits.
@@ -165,7 +244,8 @@ class Tagging(Task):
     def evaluate(self, examples, predictions) -> Dict[str, float]:
         from seqeval.metrics import f1_score, precision_score, recall_score
 
-        gold = [list(ex.label) for ex in examples]
+        self._settle_scheme(examples)
+        gold = [self.bio_tags(ex) for ex in examples]
         pred = [p["tags"] for p in predictions]
         flat_gold = [t for s in gold for t in s]
         flat_pred = [t for s in pred for t in s]
@@ -175,6 +255,13 @@ class Tagging(Task):
             "entity_recall": float(recall_score(gold, pred, zero_division=0)),
             "word_accuracy": float(np.mean([g == p for g, p in zip(flat_gold, flat_pred)])),
         }
+
+
+def _word_place(where: str, index: int) -> str:
+    """The place of word ``index`` of a sentence at ``where``: its own line for ``file:LINE``
+    (CoNLL files hold one word a line), else ``where`` and the word number."""
+    found = re.fullmatch(r"(.*):(\d+)", where or "")
+    return f"{found.group(1)}:{int(found.group(2)) + index}" if found else where
 
 
 def entities_from_tags(tags: Sequence[str], tokens: Sequence[str]) -> List[dict]:

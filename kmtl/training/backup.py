@@ -10,10 +10,35 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from kmtl.errors import KmtlError
 from kmtl.files import write_atomic
 
 DEFAULT_SAVE_EVERY = 100
 STATE_FILE = "state.json"
+BACKUP_FOLDER = "backup"  # <run_dir>/backup
+FIX = ("rerun with --restart (Python: train(config, rerun='restart')) to discard it and start over, or give "
+       "the config another `name:` to keep it")
+
+
+class StaleBackupError(KmtlError):
+    """A backup that does not fit this run (another config, other steps per epoch, other variables)."""
+
+
+def read_backup_state(backup_dir):
+    """The backup's ``state.json`` as a dict, or ``None`` when there is no (readable) backup.
+
+    Example:
+        >>> read_backup_state("runs/demo/backup")["global_step"]
+        200
+    """
+    path = Path(backup_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise StaleBackupError(f"{path} is not readable JSON: {FIX}") from None
+    return state if isinstance(state, dict) else None
 
 
 class ResumePoint(NamedTuple):
@@ -51,10 +76,17 @@ class StepBackup(keras.callbacks.Callback):
     The global step counts batches since the start of the run (``epoch * steps_per_epoch +
     step``); backups fall on multiples of ``save_every``, whatever step a run resumed at.
 
+    A backup records the `kmtl.training.run_folder.config_hash` of the run's config; one made
+    by another config (or with other steps per epoch, or that does not load into this model)
+    is refused with a `StaleBackupError` that names the fix (``--restart`` or a new name),
+    instead of Keras' "Layer ... expected 3 variables, received 2" deep inside ``fit``.
+
     Args:
         backup_dir: folder for the backup (deleted by `clear` after a finished run).
         steps_per_epoch: batches per epoch (the trainer's, also passed to ``fit``).
         save_every: back up every this many steps (and at every epoch's end).
+        config_hash: stored in ``state.json``; a backup with another hash is refused
+            (``None``: no check).
 
     Example:
         >>> backup = StepBackup("runs/demo/backup", steps_per_epoch=339)
@@ -63,13 +95,15 @@ class StepBackup(keras.callbacks.Callback):
         ...           steps_per_epoch=139, callbacks=[backup.starting_at(start)])
     """
 
-    def __init__(self, backup_dir, steps_per_epoch: int, save_every: int = DEFAULT_SAVE_EVERY):
+    def __init__(self, backup_dir, steps_per_epoch: int, save_every: int = DEFAULT_SAVE_EVERY,
+                 config_hash=None):
         super().__init__()
         if steps_per_epoch < 1 or save_every < 1:
             raise ValueError(f"steps_per_epoch and save_every must be >= 1, got {steps_per_epoch}, {save_every}")
         self.backup_dir = Path(backup_dir)
         self.steps_per_epoch = int(steps_per_epoch)
         self.save_every = int(save_every)
+        self.config_hash = config_hash
         self._loaded = False
         self._offset = 0  # steps of the first epoch done before this fit (a resumed epoch)
         self._epoch = 0
@@ -77,15 +111,16 @@ class StepBackup(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ reading
     def _state(self):
-        path = self.backup_dir / STATE_FILE
-        if not path.is_file():
+        state = read_backup_state(self.backup_dir)
+        if state is None:
             return None
-        state = json.loads(path.read_text(encoding="utf-8"))
+        saved = state.get("config_hash")
+        if self.config_hash is not None and saved is not None and saved != self.config_hash:
+            raise StaleBackupError(f"{self.backup_dir} is the backup of another config: {FIX}")
         if state.get("steps_per_epoch") != self.steps_per_epoch:
-            raise ValueError(
+            raise StaleBackupError(
                 f"the backup in {self.backup_dir} was made with {state.get('steps_per_epoch')} steps per epoch, "
-                f"this run has {self.steps_per_epoch}: rerun with the same config, or delete {self.backup_dir} "
-                "to start over")
+                f"this run has {self.steps_per_epoch} (the data changed?): {FIX}")
         return state
 
     def resume_point(self) -> ResumePoint:
@@ -108,13 +143,16 @@ class StepBackup(keras.callbacks.Callback):
             return
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(self.backup_dir / state["weights"]))
+        try:
+            self.model.load_weights(str(self.backup_dir / state["weights"]))
+        except (ValueError, OSError, KeyError) as err:  # e.g. "Layer 'x' expected 3 variables, but received 2"
+            raise StaleBackupError(f"the backup in {self.backup_dir} does not fit this model ({err}): {FIX}") from None
         with np.load(self.backup_dir / state["rng"]) as saved:
             values = [saved[str(i)] for i in range(len(saved.files))]
         rng = self._rng_states()
         if len(values) != len(rng):
-            raise ValueError(f"the backup in {self.backup_dir} holds {len(values)} random-seed states, the model "
-                             f"has {len(rng)}: rerun with the same config, or delete {self.backup_dir} to start over")
+            raise StaleBackupError(f"the backup in {self.backup_dir} holds {len(values)} random-seed states, the "
+                                   f"model has {len(rng)}: {FIX}")
         for variable, value in zip(rng, values):
             variable.assign(value)
 
@@ -146,7 +184,7 @@ class StepBackup(keras.callbacks.Callback):
         np.savez(self.backup_dir / rng, **{str(i): np.asarray(v.numpy()) for i, v in enumerate(self._rng_states())})
         write_atomic(self.backup_dir / STATE_FILE, json.dumps(
             {"epoch": epoch, "step": step, "global_step": global_step, "steps_per_epoch": self.steps_per_epoch,
-             "weights": name, "rng": rng}) + "\n")
+             "weights": name, "rng": rng, "config_hash": self.config_hash}) + "\n")
         for old in self.backup_dir.glob("step-*"):
             if old.name not in (name, rng):
                 old.unlink(missing_ok=True)

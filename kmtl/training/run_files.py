@@ -16,10 +16,22 @@ CONFIG_FILE = "config.json"
 
 
 def save_run(run_dir: Path, model, max_length: int, extra: dict = None) -> None:
-    """Save the trained weights and what is needed to rebuild the model (tasks, labels...)."""
+    """Save the trained weights and what is needed to rebuild the model (tasks, labels...).
+
+    ``model.weights.h5`` holds the model's weights only, not the optimizer's state: its
+    readers (`load_run`: ``kmtl evaluate`` / ``export`` / ``init_from`` / teachers) build an
+    uncompiled model, and resuming reads the step backup (`kmtl.training.backup`), so Adam's
+    two moments per weight would only triple the file.
+
+    Example:
+        >>> save_run(Path("runs/demo"), model, 128, {"name": "demo"})
+    """
+    import keras
+
     run_dir = Path(run_dir)
     tmp = run_dir / ("tmp." + WEIGHTS_FILE)
-    model.save_weights(str(tmp))
+    optimizer = getattr(model, "optimizer", None)
+    keras.saving.save_weights(model, str(tmp), objects_to_skip=[optimizer] if optimizer is not None else None)
     os.replace(tmp, run_dir / WEIGHTS_FILE)
     info = {
         "backbone": model.encoder_spec,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,13 +17,13 @@ from kmtl.data.buckets import default_boundaries
 from kmtl.data.mixture import default_steps_per_epoch
 from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
-from kmtl.files import write_atomic
 from kmtl.model import build_model
 from kmtl.sharing import format_parameter_counts, trainable_parameter_counts
-from kmtl.training.backup import StepBackup
+from kmtl.training.backup import BACKUP_FOLDER, StepBackup
 from kmtl.training.data import read_task_examples
 from kmtl.training.optimizer import make_optimizer
-from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, save_run
+from kmtl.training.run_files import METRICS_FILE, save_run
+from kmtl.training.run_folder import LOGS_FOLDER, describe, plan_run, start_run
 from kmtl.training.strategy import choose_strategy
 from kmtl.training.warm_start import start_from_run
 from kmtl.weighting import LinearWeighting, StaticWeighting, get_weighting
@@ -53,12 +52,25 @@ class RunResult:
     preprocessor: object = None
 
 
-def make_tasks(config, train_examples):
-    """Task objects from the config, with label sets inferred where the config gives none."""
+def make_tasks(config, train_examples, echo=print):
+    """Task objects from the config, with label sets inferred where the config gives none.
+
+    A tagging task gets its ``tag_scheme`` and ``outside_tag``; a scheme detected from the
+    training split (none in the config) is reported through ``echo``.
+
+    Example:
+        >>> tasks = make_tasks(config, {"ner": ConllSource("train.conll").read()})
+        task 'ner': tag scheme iob1 detected ('I-PER' begins a chunk (train.conll:1, word 1)); ...
+    """
     tasks = []
     for tc in config.tasks:
-        task = task_kinds.KINDS[tc.kind](tc.name, labels=list(tc.labels) if tc.labels else None)
+        options = {}
+        if tc.kind == "tagging":
+            options = {"tag_scheme": tc.tag_scheme, "outside_tag": tc.outside_tag or "O"}
+        task = task_kinds.KINDS[tc.kind](tc.name, labels=list(tc.labels) if tc.labels else None, **options)
         task.fit_labels(train_examples[tc.name])
+        if getattr(task, "detected_scheme", None):
+            echo(task.detected_scheme)
         tasks.append(task)
     return tasks
 
@@ -97,8 +109,9 @@ def _early_stopping(config, has_dev, tasks=None):
     """``EarlyStopping`` on ``training.early_stopping.monitor`` (``val_``-prefixed with a dev set).
 
     ``mode: auto`` goes to Keras as it is: every metric kmtl logs carries its direction
-    (`kmtl.metrics`), so Keras finds it. Given the ``tasks``, a monitor that names no logged
-    figure is a `ConfigError` listing those that exist (Keras would only say so after an epoch).
+    (`kmtl.metrics`), so Keras finds it. `kmtl.config.load_config` already refuses a monitor the
+    run will not log (from each kind's metric names, before any data is read); given the
+    ``tasks``, this checks again against their real metrics, for configs built in Python.
     """
     from kmtl.errors import ConfigError
 
@@ -147,7 +160,7 @@ def _fit_from_backup(model, train_ds, backup: StepBackup, steps: int, epochs: in
     return history
 
 
-def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print) -> RunResult:
+def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print, rerun: str = "auto") -> RunResult:
     """Train, evaluate and export the multi-task model a validated `kmtl.config.Config` describes.
 
     Re-running the same config after a crash (even ``kill -9``) resumes at the last backup
@@ -155,19 +168,28 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     epoch's end) with the same batches in the same order as an uninterrupted run (the input is
     one seeded stream of ``epochs × steps`` batches, skipped to the backup's step).
 
+    Nothing is written before the config, the data and the model are validated: a failed
+    (re)run leaves no folder behind, and a finished run's files untouched. ``rerun`` says
+    what to do with an existing run folder (`kmtl.training.run_folder`): a backup of another
+    config, or a finished run under ``resume`` / ``restart``, stops with a `KmtlError` naming
+    the fix; a start from step 0 clears the old ``logs/``, so TensorBoard never appends one
+    run's curves to another's.
+
     Args:
         config: from `kmtl.config.load_config`.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         export: override ``config.export.enabled``.
         echo: where human-readable progress lines go.
+        rerun: ``auto`` (default: resume a backup of this config, replace a finished run),
+            ``resume`` (the CLI's default: as auto, but a finished run stops), ``restart``
+            (discard the backup) or ``overwrite`` (replace whatever is there).
 
     Example:
         >>> result = kmtl.training.train(kmtl.config.load_config("configs/sst2_conll_stsb.yaml"))
         >>> result.metrics["sentiment"]["accuracy"]
     """
+    plan = plan_run(config, rerun)  # reads the run folder, writes nothing
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(config.to_yaml_dict(), indent=2) + "\n")
     keras.utils.set_random_seed(config.training.seed)
 
     train_ex, dev_ex = read_task_examples(config)
@@ -180,7 +202,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     steps = tr.steps_per_epoch or default_steps_per_epoch(list(sizes.values()), batch_size)
     with strategy.scope():
         encoder = load_backbone(config.backbone, seed=tr.seed)
-        tasks = make_tasks(config, train_ex)
+        tasks = make_tasks(config, train_ex, echo)
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
                             **config.sharing.options(), name=config.name, max_length=config.max_length)
         optimizer = make_optimizer(tr.learning_rate, steps * tr.epochs, tr.warmup_ratio, tr.weight_decay, tr.clipnorm,
@@ -204,15 +226,21 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     has_dev = any(dev_ex.values())
     val_ds = validation_dataset(tasks, dev_ex, preprocessor) if has_dev else None
 
-    backup = StepBackup(run_dir / "backup", steps, save_every=tr.backup_every)
+    backup = StepBackup(run_dir / BACKUP_FOLDER, steps, save_every=tr.backup_every, config_hash=plan.config_hash)
+    if plan.resume:
+        backup.resume_point()  # a backup with other steps per epoch stops here, before anything is written
+    stopper = _early_stopping(config, has_dev, tasks)
+    weighting = weighting_callback(config)
+    start_run(plan, config)  # everything is validated: clear a replaced run, write config.json
+    if describe(plan):
+        echo(describe(plan))
     callbacks = [
-        weighting_callback(config),
+        weighting,
         backup,
-        keras.callbacks.TensorBoard(str(run_dir / "logs")),
+        keras.callbacks.TensorBoard(str(run_dir / LOGS_FOLDER)),
     ]
     if annealing is not None:
         callbacks.insert(0, annealing)
-    stopper = _early_stopping(config, has_dev, tasks)
     if stopper is not None:
         callbacks.append(stopper)
 
