@@ -1,5 +1,6 @@
 """Keras callbacks that kmtl provides (re-exported for ``kmtl.callbacks.X``)."""
 
+from kmtl.training.tensorboard import TaskTensorBoard
 from kmtl.weighting import (
     DynamicWeightAverage,
     GradNorm,
@@ -12,5 +13,5 @@ from kmtl.weighting import (
     UncertaintyWeighting,
 )
 
-__all__ = ["TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting", "DynamicWeightAverage",
+__all__ = ["TaskTensorBoard", "TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting", "DynamicWeightAverage",
            "UncertaintyWeighting", "GradNorm", "PCGrad", "RandomLossWeighting"]

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import kmtl  # sets the TF/Keras environment before anything imports TensorFlow
+from kmtl import progress, tf_startup
 from kmtl.errors import KmtlError
+from kmtl.progress import phase
 
 EXIT_USER_ERROR = 2
 PADDINGS = ("longest", "buckets", "grouped")  # kmtl.bench.train.PADDINGS, without importing TensorFlow
@@ -46,6 +48,17 @@ def _config_with_outputs(path, output_dir=None, export_dir=None, epochs=None):
                            for where, message in err.problems]) from None
 
 
+def _keras_verbose(args) -> int:
+    """Keras' ``verbose`` for ``fit``: 0 under ``--quiet``, else ``--verbose``."""
+    return 0 if getattr(args, "quiet", False) else args.verbose
+
+
+def _add_quiet(p) -> None:
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress output (bars on a terminal, one line per phase elsewhere, on stderr); "
+                        "results and errors are still printed")
+
+
 def _report(result):
     print(f"\nrun folder:  {result.run_dir}")
     print(f"TensorBoard: tensorboard --logdir {result.run_dir / 'logs'}")
@@ -58,7 +71,7 @@ def cmd_train(args):
     config = _config_with_outputs(args.config, args.output_dir, args.export_dir, args.epochs)
     from kmtl.training import train
 
-    result = train(config, verbose=args.verbose, export=False if args.no_export else None, rerun=args.rerun)
+    result = train(config, verbose=_keras_verbose(args), export=False if args.no_export else None, rerun=args.rerun)
     print(f"trained in {result.seconds:.1f} s")
     _report(result)
 
@@ -70,7 +83,7 @@ def cmd_compare(args):
     flags = [f for f, on in (("--retrain", args.retrain), ("--teachers", args.teachers)) if on]
     if args.epochs is not None:
         flags.append(f"--epochs {args.epochs}")
-    compare(config, retrain=args.retrain, teachers=args.teachers, verbose=args.verbose,
+    compare(config, retrain=args.retrain, teachers=args.teachers, verbose=_keras_verbose(args),
             command=" ".join(["kmtl compare", str(args.config), *flags]))
 
 
@@ -81,7 +94,7 @@ def cmd_demo(args):
     from kmtl.training import train
 
     print(f"kmtl demo: {len(config.tasks)} tasks from {DEMO_CONFIG.parent / 'corpus'}, backbone {config.backbone}")
-    result = train(config, verbose=args.verbose, rerun=args.rerun)
+    result = train(config, verbose=_keras_verbose(args), rerun=args.rerun)
     print(f"trained in {result.seconds:.1f} s")
     _report(result)
 
@@ -92,7 +105,8 @@ def cmd_evaluate(args):
     from kmtl.training import load_run
     from kmtl.training.data import read_task_examples
 
-    model, pre, _ = load_run(args.run_dir)
+    with phase("load run"):
+        model, pre, _ = load_run(args.run_dir)
     config_path = args.config or Path(args.run_dir) / "config.json"
     if Path(config_path).suffix == ".json":
         from kmtl.config import config_from_dict
@@ -101,16 +115,22 @@ def cmd_evaluate(args):
     else:
         config = load_config(config_path)
     _, dev = read_task_examples(config)
-    report = evaluate_tasks(model, dev, pre)
+    figures = args.figures or (Path(args.json).parent if args.json else Path(args.run_dir))  # beside the metrics
+    report = evaluate_tasks(model, dev, pre, figures=figures)
     print(format_table(report))
     if args.json:
         write_json(report, args.json)
+    from kmtl.plots import figure_name
+
+    drawn = [figure_name(t) for t in model.tasks if figure_name(t) and dev.get(t.name)]
+    if drawn:
+        print(f"figures in {figures}: {', '.join(drawn)}")
 
 
 def cmd_export(args):
     from kmtl.export.versions import check_export_target
+    from kmtl.run_files import CONFIG_FILE, RUN_FILE
     from kmtl.training import load_run
-    from kmtl.training.run_files import CONFIG_FILE, RUN_FILE
 
     run_dir = Path(args.run_dir)
     if not (run_dir / RUN_FILE).is_file():
@@ -126,15 +146,17 @@ def cmd_export(args):
     name = args.name if given else info.get("name") or run_dir.name
     check_export_target(base, name, args.version, version_what="--version",
                         name_what="--name" if given else f"the run's name (in {run_dir / RUN_FILE})")
-    model, pre, info = load_run(run_dir)
-    if args.format == "onnx":
-        from kmtl.export import export_onnx
+    with phase("load run"):
+        model, pre, info = load_run(run_dir)
+    with phase(f"export {args.format} (trace, write, warm-up requests)"):
+        if args.format == "onnx":
+            from kmtl.export import export_onnx
 
-        path = export_onnx(model, base, name, version=args.version, preprocessor=pre)
-    else:
-        from kmtl.export import export_saved_model
+            path = export_onnx(model, base, name, version=args.version, preprocessor=pre)
+        else:
+            from kmtl.export import export_saved_model
 
-        path = export_saved_model(model, pre, base, name, version=args.version)
+            path = export_saved_model(model, pre, base, name, version=args.version)
     print(path)
 
 
@@ -268,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     outputs(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="single-task baselines vs the multi-task model: per-task Δ, Δm, time, "
@@ -278,18 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distil the multi-task model from the single-task baselines (BAM! teacher annealing)")
     p.add_argument("--output-dir", help="where runs and the baseline cache go (default: the config's output_dir)")
     p.add_argument("--epochs", type=int, help="override training.epochs (baselines and multi-task model)")
-    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output (default: 0)")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="Keras progress output of each training run (default: 1, a bar)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="train the bundled 3-task demo offline, evaluate and export it "
                                     "(a rerun resumes a crashed demo, or replaces a finished one)")
     outputs(p, default_rerun="auto")
+    _add_quiet(p)
     p.set_defaults(func=cmd_demo, output_dir="runs", export_dir="saved_models")
 
     p = sub.add_parser("evaluate", help="dev-set metrics of a finished run")
     p.add_argument("run_dir")
     p.add_argument("--config", help="evaluate on this config's dev splits (default: the run's own)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--figures", help="folder of the PNGs (a confusion matrix per classification task, F1 per entity "
+                                     "type per tagging task; default: beside --json, else the run folder)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export a finished run as a versioned SavedModel (or ONNX file)")
@@ -300,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="base folder (default: the run config's export.dir, saved_models unless set)")
     p.add_argument("--name", help="model name, one folder name (default: the run's name)")
     p.add_argument("--version", type=int, help="version number, a non-negative integer (default: next free)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel; JSON Lines out")
@@ -369,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parse_args(build_parser(), argv)
+    tf_startup.install()  # TensorFlow's duplicated start-up lines, filtered (kmtl/tf_startup.py)
+    progress.set_default_mode("off" if getattr(args, "quiet", False) else "auto")
     try:
         args.func(args)
     except KmtlError as err:

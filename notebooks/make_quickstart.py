@@ -143,7 +143,7 @@ model.compile(optimizer=kmtl.training.make_optimizer(1e-4, total_steps=steps * E
 start = time.perf_counter()
 history = model.fit(train, validation_data=val, epochs=EPOCHS, callbacks=[
     kmtl.callbacks.StaticWeighting(loss_weights),  # before TensorBoard, so the weights get logged
-    keras.callbacks.TensorBoard(OUT_DIR + "/logs"),
+    kmtl.callbacks.TaskTensorBoard(OUT_DIR + "/logs"),  # one TensorBoard section per task
 ])
 print(f"trained in {time.perf_counter() - start:.0f} s")"""
 
@@ -152,33 +152,22 @@ CURVES_MD = """\
 
 `history.history` holds one value per epoch for every log: `<task>_loss`, each task's metrics,
 and the same on the dev data as `val_...` (`loss` and `val_loss` both sum the weighted task
-losses of mixed batches, so they compare). Plotted when matplotlib is installed, printed
-otherwise."""
+losses of mixed batches, so they compare). The dev figures as a table, then
+`kmtl.plots.plot_curves`: one row per task, train solid, dev dashed."""
 
 CURVES = """\
+from IPython.display import Image
+from kmtl.plots import curves_from_history, plot_curves
+
 val_logs = {key: values for key, values in history.history.items() if key.startswith("val_")}
 epochs = range(1, len(history.epoch) + 1)
-try:
-    import matplotlib.pyplot as plt
-except ImportError:
-    plt = None
+width = max(len(key) for key in val_logs)
+print(f"{'epoch':<{width}}" + "".join(f"{e:>10}" for e in epochs))
+for key, values in sorted(val_logs.items()):
+    print(f"{key:<{width}}" + "".join(f"{v:>10.4f}" for v in values))
 
-if plt is None:  # no matplotlib: a table, one row per validation log
-    width = max(len(key) for key in val_logs)
-    print(f"{'epoch':<{width}}" + "".join(f"{e:>10}" for e in epochs))
-    for key, values in sorted(val_logs.items()):
-        print(f"{key:<{width}}" + "".join(f"{v:>10.4f}" for v in values))
-else:  # one panel per task: its validation loss and metrics
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        prefix = f"val_{task.name}_"
-        for key, values in sorted(val_logs.items()):
-            if key.startswith(prefix):
-                ax.plot(epochs, values, marker="o", label=key[len(prefix):])
-        ax.set(title=f"{task.name} (dev)", xlabel="epoch", xticks=list(epochs))
-        ax.legend()
-    plt.tight_layout()
-    plt.show()"""
+figure = plot_curves(curves_from_history(history.history, [t.name for t in tasks]), OUT_DIR + "/curves.png")
+Image(str(figure))"""
 
 EVAL_MD = """\
 ## 5. Evaluate

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kmtl.cli import main
-from kmtl.compare.delta import delta_m, relative_change, task_deltas
+from kmtl.evaluation.delta import delta_m, relative_change, task_deltas
 
 SENTENCES = ["the film was good", "a great story", "fine acting", "the film was bad", "an awful plot",
              "poor acting", "good and great", "bad and poor"]

@@ -21,7 +21,7 @@ from kmtl.cli import main
 from kmtl.errors import ExportError
 from kmtl.export import versions
 from kmtl.export.versions import atomic_version_dir, check_model_name
-from kmtl.training.run_files import load_run, save_run
+from kmtl.run_files import load_run, save_run
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534

@@ -43,10 +43,10 @@ def venv_kernel(tmp_path_factory, monkeypatch):
 
 
 def _text(cell) -> str:
-    """A code cell's printed output (streams and text results)."""
+    """A code cell's printed output (stdout and text results; progress lines go to stderr)."""
     parts = []
     for out in cell.get("outputs", []):
-        if out.output_type == "stream":
+        if out.output_type == "stream" and out.get("name") == "stdout":
             parts.append(out.text)
         elif out.output_type in ("execute_result", "display_data"):
             parts.append(out.get("data", {}).get("text/plain", ""))

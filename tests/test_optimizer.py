@@ -6,7 +6,7 @@ import pytest
 import kmtl
 from kmtl.backbone import tiny_encoder
 from kmtl.data import Example
-from kmtl.training.optimizer import LayerRateAdamW, WarmupLinearDecay, make_optimizer
+from kmtl.optimizer import LayerRateAdamW, WarmupLinearDecay, make_optimizer
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -66,7 +66,7 @@ def test_head_learning_rate_in_the_config(tmp_path):
 def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
     import tensorflow as tf
 
-    from kmtl.training.optimizer import clip_by_global_norm
+    from kmtl.optimizer import clip_by_global_norm
 
     clipped = clip_by_global_norm([tf.constant([3.0]), None, tf.constant([[4.0]])], 1.0)  # norm 5
     assert clipped[1] is None
@@ -97,7 +97,7 @@ STEPS = [[[3.0, 0.0, 4.0], [[12.0, 0.0], [0.0, 0.0]]], [[0.3, 0.0, 0.0], [[0.0, 
 def test_global_clipnorm_clips_once_by_the_norm_of_all_gradients():
     import keras
 
-    from kmtl.training.optimizer import AdamW, clip_by_global_norm
+    from kmtl.optimizer import AdamW, clip_by_global_norm
 
     ours = _adam_steps(AdamW(learning_rate=0.1, global_clipnorm=1.0), STEPS)
     by_hand = [[np.asarray(g) for g in clip_by_global_norm([np.asarray(g, "float32") for g in step], 1.0)]
@@ -113,7 +113,7 @@ def test_global_clipnorm_clips_once_by_the_norm_of_all_gradients():
 def test_loss_scaling_unscales_before_the_global_clip():
     import keras
 
-    from kmtl.training.optimizer import AdamW
+    from kmtl.optimizer import AdamW
 
     plain = _adam_steps(AdamW(learning_rate=0.1, global_clipnorm=1.0), STEPS)
     scaled = keras.optimizers.LossScaleOptimizer(AdamW(learning_rate=0.1, global_clipnorm=1.0),
@@ -126,7 +126,7 @@ def test_loss_scaling_unscales_before_the_global_clip():
 def test_make_optimizer_clips_the_global_norm_and_serializes():
     import keras
 
-    from kmtl.training.optimizer import AdamW
+    from kmtl.optimizer import AdamW
 
     for multipliers in ({}, {"sent": 20.0}):
         optimizer = make_optimizer(1e-4, 10, clipnorm=0.5, rate_multipliers=multipliers)

@@ -244,7 +244,7 @@ def test_export_with_adapters_routes_each_signature(tmp_path):
 
 @pytest.mark.parametrize("sharing", [Adapters(size=3), LoRA(rank=2, alpha=4.0, target_layers=("query", "key"))])
 def test_run_save_and_load_rebuild_the_sharing(tmp_path, sharing):
-    from kmtl.training.run_files import load_run, save_run
+    from kmtl.run_files import load_run, save_run
 
     encoder = tiny_encoder(seed=0)  # load_run rebuilds "tiny" with seed 0
     model = kmtl.build_model(encoder, _tasks(), sharing=sharing, name="saved")
@@ -267,7 +267,7 @@ def test_run_save_and_load_rebuild_the_sharing(tmp_path, sharing):
 
 
 def test_run_files_without_sharing_options_still_load(tmp_path):
-    from kmtl.training.run_files import RUN_FILE, load_run, save_run
+    from kmtl.run_files import RUN_FILE, load_run, save_run
 
     model = kmtl.build_model(tiny_encoder(seed=0), _tasks(), sharing="frozen")
     save_run(tmp_path, model, 16)

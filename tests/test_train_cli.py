@@ -79,12 +79,12 @@ def test_tensorboard_has_per_task_scalars_weights_and_learning_rate(trained):
         acc = EventAccumulator(str(trained / "runs" / "small" / "logs" / folder))
         acc.Reload()
         tags |= {f"{folder}/{t}" for t in acc.Tags()["tensors"] + acc.Tags()["scalars"]}
-    for task in ("sentiment", "paraphrase", "entities"):
-        assert f"train/epoch_{task}_loss" in tags
-        assert f"validation/epoch_{task}_loss" in tags
-        assert f"train/epoch_loss_weight_{task}" in tags
-    assert "train/epoch_learning_rate" in tags
-    assert "validation/epoch_sentiment_accuracy" in tags
+    for task in ("sentiment", "paraphrase", "entities"):  # one TensorBoard section per task
+        assert f"train/{task}/loss" in tags
+        assert f"validation/{task}/loss" in tags
+        assert f"train/loss_weights/{task}" in tags
+    assert "train/run/learning_rate" in tags
+    assert "validation/sentiment/accuracy" in tags
 
 
 RELOAD = """

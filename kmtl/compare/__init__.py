@@ -2,11 +2,12 @@
 
 | file | what |
 |---|---|
-| `delta.py` | per-task Δ and Δm (Maninis et al., CVPR 2019), one primary metric per task kind |
 | `baselines.py` | single-task configs derived from the multi-task config; the baseline cache |
 | `report.py` | terminal table, ``compare.md``, ``compare.json``, TensorBoard scalars |
 | `run.py` | `compare`: trains what the cache lacks and writes the reports |
-| `retention.py` | adding a task to a trained run: old tasks' metrics before vs after |
+
+Δ and Δm (Maninis et al., CVPR 2019) are computed by `kmtl.evaluation.delta`, which
+`kmtl.evaluation.retention` (a task added to a trained run: old tasks before vs after) shares.
 
 Example:
     >>> from kmtl.compare import compare
@@ -15,9 +16,9 @@ Example:
 """
 
 from kmtl.compare.baselines import BaselineCache, baseline_config, baseline_settings, settings_key
-from kmtl.compare.delta import delta_m, delta_m_of, primary_metric, relative_change, task_deltas
 from kmtl.compare.report import format_markdown, format_text, write_reports
 from kmtl.compare.run import compare, served_parameters
+from kmtl.evaluation.delta import delta_m, delta_m_of, primary_metric, relative_change, task_deltas
 
 __all__ = ["BaselineCache", "baseline_config", "baseline_settings", "settings_key", "primary_metric", "delta_m",
            "delta_m_of", "relative_change", "task_deltas", "format_markdown", "format_text", "write_reports",

@@ -1,4 +1,4 @@
-"""The comparison as a terminal table, Markdown, JSON and TensorBoard scalars."""
+"""The comparison as a terminal table, Markdown, JSON, TensorBoard scalars and figures (PNG)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from kmtl.files import json_safe, write_atomic
 JSON_FILE = "compare.json"
 MARKDOWN_FILE = "compare.md"
 LOGS_FOLDER = "logs"
+DELTAS_FIGURE = "deltas.png"
+CURVES_FIGURE = "curves.png"
+RUN_LOGS = "logs"  # a run folder's TensorBoard logs (kmtl.training.run_folder.LOGS_FOLDER)
 
 
 def _num(value, digits=4) -> str:
@@ -58,8 +61,9 @@ def format_text(report: dict) -> str:
     return "\n".join(lines + [""] + _summary_lines(report))
 
 
-def format_markdown(report: dict) -> str:
-    """The report as Markdown: the command and date, a per-task table and the summary."""
+def format_markdown(report: dict, figures: dict = None) -> str:
+    """The report as Markdown: the command and date, a per-task table, the summary and the
+    ``figures`` (``{caption: file name beside compare.md}``) as images."""
     out = [f"# kmtl compare: {report['name']}", "",
            f"`{report['command']}` on {report['date']}; backbone `{report['backbone']}`"
            + (f", teachers: {', '.join(report['teachers'])}" if report.get("teachers") else "")
@@ -73,22 +77,62 @@ def format_markdown(report: dict) -> str:
     cached = [t for t, c in report["cached"].items() if c]
     if cached:
         out.append(f"- from the cache (not retrained this time): {', '.join(cached)}")
+    for caption, name in (figures or {}).items():
+        out += ["", f"![{caption}]({name})"]
     return "\n".join(out) + "\n"
 
 
 def write_reports(report: dict, folder) -> dict:
-    """Write ``compare.json``, ``compare.md`` and TensorBoard scalars (``logs/``) into ``folder``.
+    """Write ``compare.json``, ``compare.md``, TensorBoard scalars (``logs/``) and the figures
+    (`write_figures`: ``deltas.png``, ``curves.png``) into ``folder``.
 
     Returns:
-        ``{"json": path, "markdown": path, "logs": path}``.
+        ``{"json": path, "markdown": path, "logs": path, "deltas": path}``, and ``"curves"``
+        when the runs' logs hold curves.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / JSON_FILE, "markdown": folder / MARKDOWN_FILE, "logs": folder / LOGS_FOLDER}
     write_atomic(paths["json"], json.dumps(json_safe(report), indent=2, sort_keys=True) + "\n")
-    markdown = format_markdown(report)
+    figures = write_figures(report, folder)
+    paths.update(figures)
+    captions = {"deltas": "per-task Δ", "curves": "training curves: single-task vs multi-task"}
+    markdown = format_markdown(report, {captions[k]: p.name for k, p in figures.items()})
     write_atomic(paths["markdown"], markdown)
     write_tensorboard(report, paths["logs"], markdown)
+    return paths
+
+
+def write_figures(report: dict, folder) -> dict:
+    """Draw the comparison into ``folder``: ``deltas.png`` (`kmtl.plots.plot_deltas`: per-task
+    relative Δ and Δm; error bars once a task's ``relative_percent`` holds one value per seed)
+    and ``curves.png`` (`kmtl.plots.plot_curves`: each task's loss and metrics per epoch, its
+    single-task baseline against the multi-task model, read from the runs' TensorBoard logs;
+    left out when no run folder named in ``report["runs"]`` has logs).
+
+    Returns:
+        ``{"deltas": path}`` and ``"curves": path`` when drawn.
+
+    Example:
+        >>> write_figures(report, "runs/four_tasks/compare")["deltas"]
+        PosixPath('runs/four_tasks/compare/deltas.png')
+    """
+    from kmtl.plots import curves_from_history, merge_curves, plot_curves, plot_deltas, read_history
+
+    folder = Path(folder)
+    tasks = list(report["tasks"])
+    paths = {"deltas": plot_deltas(report["tasks"], folder / DELTAS_FIGURE, delta_m=report.get("delta_m"),
+                                   title=f"{report.get('name', 'compare')}: multi-task vs single-task")}
+    runs = report.get("runs") or {}
+    parts = [curves_from_history(read_history(Path(run) / RUN_LOGS), [task], run="single-task")
+             for task, run in (runs.get("single_task") or {}).items() if task in tasks]
+    if runs.get("multi_task"):
+        parts.append(curves_from_history(read_history(Path(runs["multi_task"]) / RUN_LOGS), tasks, run="multi-task"))
+    curves = merge_curves(*parts)
+    curves = {t: curves[t] for t in tasks if any(curves.get(t, {}).values())}
+    if curves:
+        paths["curves"] = plot_curves(curves, folder / CURVES_FIGURE,
+                                      title=f"{report.get('name', 'compare')}: single-task vs multi-task")
     return paths
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from kmtl.compare.baselines import BaselineCache, file_stamps, settings_key
-from kmtl.compare.delta import delta_m_of, task_deltas
 from kmtl.compare.report import format_text, write_reports
 from kmtl.errors import KmtlError
+from kmtl.evaluation.delta import delta_m_of, task_deltas
 from kmtl.files import json_safe, write_atomic
+from kmtl.progress import default_mode
 
 COMPARE_FOLDER = "compare"
 MULTITASK_RECORD = "multitask.json"
@@ -62,6 +63,16 @@ def multitask_settings(config) -> dict:
     return {"config": data, "files": {t.name: file_stamps(t) for t in config.tasks}}
 
 
+def _silent(*_args, **_kwargs) -> None:
+    """An ``echo`` that prints nothing (``--quiet``)."""
+
+
+def _since(start: float) -> str:
+    """``"12 min 5 s in"``: the time since ``start``, for the compare progress headers."""
+    seconds = int(time.perf_counter() - start)
+    return f"{seconds // 60} min {seconds % 60} s in" if seconds >= 60 else f"{seconds} s in"
+
+
 def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: int = 0, echo=print,
             primary: Optional[Dict[str, str]] = None, command: str = "", trainer: Optional[Callable] = None) -> dict:
     """Train (or take from the cache) every task's single-task baseline and the multi-task model,
@@ -81,7 +92,8 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
             (Clark et al., "BAM! Born-Again Multi-Task Networks", ACL 2019); tasks that the
             config's ``teachers`` already names keep their teacher.
         verbose: Keras progress output of the training runs.
-        echo: where progress lines and the final table go.
+        echo: where progress lines and the final table go; under `kmtl.progress` mode
+            ``"off"`` (the CLI's ``--quiet``) only the table and the report paths.
         primary: ``{task: metric}`` to override the primary metric of a task.
         command: the command line, recorded in the reports.
         trainer: the training function (default `kmtl.training.train`; tests count calls).
@@ -98,20 +110,24 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         from kmtl.training import train as trainer
     cache = BaselineCache(config.output_dir)
     config = config.model_copy(update={"export": config.export.model_copy(update={"enabled": False})})
+    say = echo if default_mode() != "off" else _silent  # progress lines; the report is always echoed
+    runs = len(config.task_names) + 1
+    started = time.perf_counter()
 
     baselines, cached = {}, {}
-    for task in config.task_names:
+    for n, task in enumerate(config.task_names, 1):
         record = None if retrain else cache.get(config, task)
         cached[task] = record is not None
         if record is None:
-            echo(f"\n== single-task baseline: {task} ==")
+            say(f"\n== [{n}/{runs}] single-task baseline: {task} ({_since(started)}) ==")
             base = cache.config(config, task)
-            result = trainer(base, verbose=verbose, export=False, echo=echo)
+            result = trainer(base, verbose=verbose, export=False, echo=say)
             record = cache.put(config, task, result.metrics, result.seconds, served_parameters(result.model))
+            say(f"[{n}/{runs}] baseline {task}: trained in {result.seconds:.0f} s")
             del result
             gc.collect()
         else:
-            echo(f"single-task baseline {task}: cached in {cache.run_dir(config, task)}")
+            say(f"[{n}/{runs}] single-task baseline {task}: cached in {cache.run_dir(config, task)}")
         baselines[task] = record
 
     if teachers:
@@ -133,8 +149,8 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
             multi = None
     cached["multi_task"] = multi is not None
     if multi is None:
-        echo(f"\n== multi-task model: {', '.join(config.task_names)} ==")
-        result = trainer(config, verbose=verbose, export=False, echo=echo)
+        say(f"\n== [{runs}/{runs}] multi-task model: {', '.join(config.task_names)} ({_since(started)}) ==")
+        result = trainer(config, verbose=verbose, export=False, echo=say)
         multi = {"key": key, "run_dir": str(result.run_dir), "metrics": result.metrics,
                  "seconds": result.seconds, "parameters": served_parameters(result.model),
                  "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -143,7 +159,7 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(record_path, json.dumps(json_safe(multi), indent=2, sort_keys=True) + "\n")
     else:
-        echo(f"multi-task model: cached in {multi['run_dir']}")
+        say(f"[{runs}/{runs}] multi-task model: cached in {multi['run_dir']}")
 
     single_metrics = {t: baselines[t]["metrics"][t] for t in config.task_names}
     deltas = task_deltas(multi["metrics"], single_metrics, primary)

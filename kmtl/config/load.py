@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from kmtl.config.schema import LOGGED_METRICS, SOURCE_FORMATS, Config
 from kmtl.errors import ConfigError
+from kmtl.registry import WEIGHTING
 
 Problem = Tuple[str, str]
 
@@ -247,13 +248,15 @@ def _cross_problems(data: dict) -> List[Problem]:
                                  f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))
 
     strategy = weighting.get("strategy")
-    if strategy in ("dwa", "uncertainty", "gradnorm", "rlw"):
+    setters = [n for n, e in WEIGHTING.entries().items() if e.attributes.get("overrides_task_weights")]
+    if strategy in setters:
+        keepers = [n for n in WEIGHTING.names() if n not in setters]
         for i, task in enumerate(data.get("tasks") or []):
             weight = task.get("weight", 1.0) if isinstance(task, dict) else 1.0
             if isinstance(weight, (int, float)) and weight != 1.0:
                 problems.append((f"tasks[{i}].weight",
                                  f"weighting strategy {strategy} sets the loss weights itself; remove the task "
-                                 "weight or use strategy static, linear or pcgrad"))
+                                 f"weight or use strategy {_or(keepers)}"))
 
     for task in _section(data, "teachers"):
         if task not in names:
@@ -265,6 +268,10 @@ def _cross_problems(data: dict) -> List[Problem]:
         if message:
             problems.append(("training.early_stopping.monitor", message))
     return problems
+
+
+def _or(words) -> str:
+    return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def _section(data, key) -> dict:

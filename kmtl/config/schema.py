@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, ClassVar, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import (
     AfterValidator,
@@ -26,17 +26,23 @@ from pydantic import (
     NonNegativeFloat,
     PlainValidator,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-TaskKind = Literal[
-    "classification", "pair_classification", "multilabel", "regression", "pair_regression",
-    "tagging",
-]
-PAIR_KINDS = ("pair_classification", "pair_regression")
-REGRESSION_KINDS = ("regression", "pair_regression")
+from kmtl.registry import SAMPLERS, SHARING, TASK_KINDS, WEIGHTING, Family, RegistryError
+
+_KINDS = TASK_KINDS.entries()
+TaskKind = Literal[TASK_KINDS.names()]
+"""The task kinds of `kmtl.registry.TASK_KINDS` (every `kmtl.tasks.Task` subclass in kmtl/tasks/ with a ``kind``)."""
+PAIR_KINDS = tuple(k for k, e in _KINDS.items() if "text_pair" in e.attributes.get("input_fields", ()))
+"""Kinds that read two texts (``input_fields`` holds ``text_pair``)."""
+REGRESSION_KINDS = tuple(k for k, e in _KINDS.items() if not e.attributes.get("has_labels", True))
+"""Kinds without a label set (``has_labels = False``)."""
+TOKEN_KINDS = tuple(k for k, e in _KINDS.items() if e.attributes.get("token_level"))
+"""Kinds that label every word (``token_level = True``): they read conll or tfds sources."""
 
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch: "$" would let a trailing newline through
 TASK_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -228,14 +234,14 @@ SOURCE_FORMATS = ("tsv", "csv", "jsonl", "conll", "tfds")
 def source_problem(kind: str, source) -> Optional[Tuple[str, str]]:
     """``(key, message)`` when ``source`` cannot feed a task of ``kind``, else ``None``."""
     fmt = source.format
-    if kind == "tagging":
+    if kind in TOKEN_KINDS:
         if fmt == "conll":
             return None
         if fmt != "tfds":
-            return ("format", f"a tagging task reads conll or tfds sources, not {fmt}")
+            return ("format", f"a {kind} task reads conll or tfds sources, not {fmt}")
         for key in ("tokens", "tags"):
             if getattr(source, key) is None:
-                return (key, "a tagging task reads a tfds source through both tokens and tags")
+                return (key, f"a {kind} task reads a tfds source through both tokens and tags")
         return None
     if fmt == "conll":
         return ("format", f"conll holds tagged tokens; a {kind} task reads tsv, csv, jsonl or tfds")
@@ -345,30 +351,77 @@ class TaskConfig(_Model):
 # --- the other sections -------------------------------------------------------------------
 
 
-LORA_TARGETS = ("query", "key", "value", "attention_output", "feedforward_intermediate_dense",
-                "feedforward_output_dense")
-"""Layers of a keras-hub transformer layer that LoRA can adapt (`kmtl.sharing.BERT_TARGETS`)."""
-SHARING_OPTIONS = {"lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora", "adapter_size": "adapters"}
-"""The mode that reads each option of the ``sharing`` section."""
+def _option_fields(family: Family) -> Tuple[Dict[str, Any], Dict[str, Tuple[str, ...]]]:
+    """One optional field per option key of ``family``'s plug-ins (typed from their signatures;
+    ``None`` or, for mappings, ``{}`` means "the plug-in's own default"), and the plug-ins that
+    read each key."""
+    fields: Dict[str, Any] = {}
+    users: Dict[str, Tuple[str, ...]] = {}
+    annotations: Dict[str, Tuple[str, str]] = {}
+    for entry in family.entries().values():
+        for option in entry.options:
+            seen = annotations.setdefault(option.key, (option.annotation, entry.where))
+            if seen[0] != option.annotation:
+                raise RegistryError(f"{entry.where}: option {option.key!r} of {family.title} {entry.name!r} is "
+                                    f"{option.annotation}, but {seen[1]} declares it {seen[0]}; give one the same "
+                                    "type or another key (config_keys)")
+            users[option.key] = users.get(option.key, ()) + (entry.name,)
+            if option.key in fields:
+                continue
+            if typing.get_origin(option.type) is dict:
+                fields[option.key] = (option.type, Field(default_factory=dict))
+            else:
+                fields[option.key] = (Optional[option.type], None)
+    return fields, users
 
 
-class SharingConfig(_Model):
-    """How tasks share the backbone (`kmtl.sharing`): ``full`` (fine-tune everything),
-    ``frozen`` (train the heads only), ``lora`` (low-rank updates shared by the tasks:
-    ``lora_rank`` (8), ``lora_alpha`` (default: the rank), ``lora_targets`` (``query``,
-    ``value``)) or ``adapters`` (per-task bottleneck adapters ``adapter_size`` (64) wide in
-    every transformer layer). An option set for a mode that does not read it is an error.
+class _PluginSection(_Model):
+    """Base of a section that picks one plug-in (``_selector``) and sets its options.
+
+    The subclass is built by `_plugin_section` from a `kmtl.registry.Family`; an option set
+    for a plug-in that does not read it is an error at its key path.
     """
 
-    mode: Literal["full", "frozen", "lora", "adapters"] = "full"
-    lora_rank: Optional[int] = Field(None, ge=1)
-    lora_alpha: Optional[float] = Field(None, gt=0)
-    lora_targets: Optional[Tuple[str, ...]] = None
-    adapter_size: Optional[int] = Field(None, ge=1)
+    _selector: ClassVar[str] = ""
+    _users: ClassVar[Dict[str, Tuple[str, ...]]] = {}
 
-    @field_validator("lora_targets")
+    @field_validator("*")
+    @classmethod
+    def _fits_selection(cls, value, info):
+        wanted = cls._users.get(info.field_name)
+        chosen = info.data.get(cls._selector)
+        if wanted and value not in (None, {}) and chosen and chosen not in wanted:
+            key = cls._selector
+            raise problem(f"only used when {key} is {' or '.join(wanted)} ({key} is {chosen}); "
+                          f"remove it or set {key}: {wanted[0]}")
+        return value
+
+    def options(self) -> Dict[str, Any]:
+        """The options this section sets for the chosen plug-in, by key (the keyword arguments
+        of its factory: `kmtl.sharing.make_sharing`, `kmtl.weighting.get_weighting`)."""
+        chosen = getattr(self, self._selector)
+        return {k: getattr(self, k) for k, users in self._users.items()
+                if chosen in users and getattr(self, k) not in (None, {})}
+
+
+def _plugin_section(name: str, family: Family, selector: str, default: str, doc: str, base=_PluginSection):
+    fields, users = _option_fields(family)
+    model = create_model(name, __base__=base, __doc__=doc, __module__=__name__,
+                         **{selector: (Literal[family.names()], default)}, **fields)
+    model._selector, model._users = selector, users
+    return model
+
+
+LORA_TARGETS = SHARING.get("lora").constants["BERT_TARGETS"]
+"""Layers of a keras-hub transformer layer that LoRA can adapt (`kmtl.sharing.BERT_TARGETS`)."""
+
+
+class _SharingSection(_PluginSection):
+    @field_validator("lora_targets", check_fields=False)
     @classmethod
     def _known_targets(cls, value):
+        # the config builds keras-hub BERT backbones, whose layer names are known; the Python API
+        # (`kmtl.sharing.LoRA`) takes any layer name and checks it against the backbone
         if value is None:
             return value
         if not value:
@@ -381,18 +434,18 @@ class SharingConfig(_Model):
             raise problem("layer names must be unique")
         return value
 
-    @field_validator(*SHARING_OPTIONS)
-    @classmethod
-    def _fits_mode(cls, value, info):
-        wanted = SHARING_OPTIONS[info.field_name]
-        mode = info.data.get("mode")
-        if value is not None and mode and mode != wanted:
-            raise problem(f"only used when mode is {wanted} (mode is {mode}); remove it or set mode: {wanted}")
-        return value
 
-    def options(self) -> Dict[str, Any]:
-        """The keyword arguments of `kmtl.build_model` / `kmtl.sharing.make_sharing` it sets."""
-        return {k: getattr(self, k) for k in SHARING_OPTIONS if getattr(self, k) is not None}
+_SHARING_DOC = """How tasks share the backbone (`kmtl.sharing`): ``full`` (fine-tune everything),
+    ``frozen`` (train the heads only), ``lora`` (low-rank updates shared by the tasks:
+    ``lora_rank`` (8), ``lora_alpha`` (default: the rank), ``lora_targets`` (``query``,
+    ``value``)) or ``adapters`` (per-task bottleneck adapters ``adapter_size`` (64) wide in
+    every transformer layer). An option set for a mode that does not read it is an error.
+
+    Modes and their options come from `kmtl.registry.SHARING` (each mode's ``__init__``).
+    """
+SharingConfig = _plugin_section("SharingConfig", SHARING, "mode", "full", _SHARING_DOC, base=_SharingSection)
+SHARING_OPTIONS = {key: users[0] for key, users in SharingConfig._users.items()}
+"""The mode that reads each option of the ``sharing`` section."""
 
 
 class MixtureConfig(_Model):
@@ -406,7 +459,7 @@ class MixtureConfig(_Model):
     real-data speed lever, see README "Performance"; buckets default to every 16 pieces).
     """
 
-    sampling: Literal["proportional", "temperature", "uniform", "annealed"] = "proportional"
+    sampling: Literal[SAMPLERS.names()] = "proportional"  # kmtl.registry.SAMPLERS
     temperature: float = Field(2.0, gt=0)
     granularity: Literal["joint", "alternating"] = "joint"
     batch_size: int = Field(32, ge=1)
@@ -456,58 +509,21 @@ class TrainingConfig(_Model):
         return self.head_learning_rate or self.learning_rate
 
 
-# which strategies read each option of the ``weighting`` section
-WEIGHTING_OPTIONS = {
-    "weights": ("static",),
-    "start": ("linear",),
-    "end": ("linear",),
-    "temperature": ("dwa",),
-    "window_steps": ("dwa",),
-    "alpha": ("gradnorm",),
-    "learning_rate": ("gradnorm", "uncertainty"),
-    "layer": ("gradnorm",),
-    "seed": ("pcgrad", "rlw"),
-}
-
-
-class WeightingConfig(_Model):
-    """How the per-task loss weights are set during training (`kmtl.weighting`).
+_WEIGHTING_DOC = """How the per-task loss weights are set during training (`kmtl.weighting`).
 
     ``strategy``: ``static`` (task weights, overridden by ``weights``), ``linear``
     (interpolated from ``start`` at epoch 0 to ``end`` at the last epoch; a task left out of
     either uses its task weight), ``dwa`` (Dynamic Weight Average: ``temperature``,
-    ``window_steps``), ``uncertainty`` (learned log-variances: ``learning_rate``),
-    ``gradnorm`` (``alpha``, ``learning_rate``, ``layer``), ``pcgrad`` (gradient surgery:
-    ``seed``; task weights still apply) or ``rlw`` (random weights: ``seed``). An option
-    set for a strategy that does not read it is an error.
+    ``window_steps``), ``uncertainty`` (learned log-variances: ``learning_rate``,
+    ``initial_log_variance``), ``gradnorm`` (``alpha``, ``learning_rate``, ``layer``),
+    ``pcgrad`` (gradient surgery: ``seed``; task weights still apply) or ``rlw`` (random
+    weights: ``seed``). An option set for a strategy that does not read it is an error.
+
+    Strategies and their options come from `kmtl.registry.WEIGHTING` (each class's ``__init__``).
     """
-
-    strategy: Literal["static", "linear", "dwa", "uncertainty", "gradnorm", "pcgrad", "rlw"] = "static"
-    weights: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
-    start: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
-    end: Dict[str, NonNegativeFloat] = Field(default_factory=dict)
-    temperature: Optional[float] = Field(None, gt=0)
-    window_steps: Optional[int] = Field(None, ge=1)
-    alpha: Optional[float] = Field(None, ge=0)
-    learning_rate: Optional[float] = Field(None, gt=0)
-    layer: Optional[str] = None
-    seed: Optional[int] = None
-
-    @field_validator(*WEIGHTING_OPTIONS)
-    @classmethod
-    def _fits_strategy(cls, value, info):
-        wanted = WEIGHTING_OPTIONS[info.field_name]
-        strategy = info.data.get("strategy")
-        if value not in (None, {}) and strategy and strategy not in wanted:
-            raise problem(f"only used when strategy is {' or '.join(wanted)} (strategy is {strategy}); "
-                          f"remove it or set strategy: {wanted[0]}")
-        return value
-
-    def options(self) -> Dict[str, Any]:
-        """The keyword arguments of the strategy's callback that this section sets."""
-        return {k: getattr(self, k) for k, users in WEIGHTING_OPTIONS.items()
-                if self.strategy in users and k not in ("weights", "start", "end")
-                and getattr(self, k) is not None}
+WeightingConfig = _plugin_section("WeightingConfig", WEIGHTING, "strategy", "static", _WEIGHTING_DOC)
+WEIGHTING_OPTIONS = dict(WeightingConfig._users)
+"""Which strategies read each option of the ``weighting`` section."""
 
 
 class ExportConfig(_Model):

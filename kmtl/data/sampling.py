@@ -7,6 +7,9 @@ probability of drawing each task, and `get_sampler` maps config names to classes
 from __future__ import annotations
 
 import numpy as np
+from pydantic import PositiveFloat
+
+from kmtl import registry
 
 
 class Sampler:
@@ -53,7 +56,7 @@ class TemperatureSampler(Sampler):
 
     name = "temperature"
 
-    def __init__(self, temperature: float = 2.0):
+    def __init__(self, temperature: PositiveFloat = 2.0):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
@@ -94,13 +97,26 @@ class AnnealedSampler(Sampler):
         return self._normalise(np.asarray(sizes, dtype=np.float64) ** alpha)
 
 
-SAMPLERS = {cls.name: cls for cls in (ProportionalSampler, TemperatureSampler, UniformSampler, AnnealedSampler)}
+def get_sampler(name: str, temperature: float = 2.0, **options) -> Sampler:
+    """The sampler called ``name`` (``proportional``, ``temperature``, ``uniform``, ``annealed``),
+    built with the options its ``__init__`` reads (``temperature`` and ``options``; the
+    others, such as ``temperature`` for a sampler without one, are ignored); a `Sampler`
+    object is returned as it is.
 
+    Names come from `kmtl.registry.SAMPLERS`, which finds every `Sampler` subclass of this module
+    that sets ``name`` (the config schema reads it too).
 
-def get_sampler(name: str, temperature: float = 2.0) -> Sampler:
-    """The sampler called ``name`` (``proportional``, ``temperature``, ``uniform``, ``annealed``)."""
+    Example:
+        >>> get_sampler("temperature", temperature=4.0).temperature
+        4.0
+    """
     if isinstance(name, Sampler):
         return name
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampling {name!r}; choose one of: {', '.join(SAMPLERS)}")
-    return TemperatureSampler(temperature) if name == "temperature" else SAMPLERS[name]()
+    entry = registry.SAMPLERS.get(name)  # ValueError listing the samplers
+    own = {o.key for o in entry.options}
+    picked = {k: v for k, v in {"temperature": temperature, **options}.items() if k in own}
+    return globals()[entry.class_name](**entry.validate_options(picked, values=False))
+
+
+SAMPLERS = {name: globals()[entry.class_name] for name, entry in registry.SAMPLERS.entries().items()}
+"""``{name: class}``: the samplers of `kmtl.registry.SAMPLERS`."""

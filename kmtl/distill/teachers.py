@@ -99,7 +99,7 @@ class TeacherTable:
     @classmethod
     def from_run(cls, run_dir, task, tasks, examples, preprocessor, batch_size=64):
         """Load a finished run (`kmtl.training.load_run`) and use its head named like ``task``."""
-        from kmtl.training.run_files import load_run
+        from kmtl.run_files import load_run
 
         teacher, teacher_pre, _ = load_run(run_dir)
         by_name = {t.name: t for t in teacher.tasks}

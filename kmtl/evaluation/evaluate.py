@@ -5,20 +5,29 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from kmtl.evaluation.predict import predict_task
 from kmtl.files import write_atomic
+from kmtl.progress import Progress
 from kmtl.tasks import KINDS
 
 
-def evaluate_tasks(model, examples_by_task: Dict[str, Sequence], preprocessor, batch_size: int = 64) -> Dict[str, dict]:
+def evaluate_tasks(model, examples_by_task: Dict[str, Sequence], preprocessor, batch_size: int = 64,
+                   figures=None, progress: Optional[str] = None) -> Dict[str, dict]:
     """Per-task dev metrics: accuracy and macro-F1, entity F1 (seqeval), Pearson/Spearman...
+
+    Each task's progress (examples predicted) goes to standard error: a bar on a terminal,
+    one line per task elsewhere (`kmtl.progress.Progress`).
 
     Args:
         model: a `kmtl.MultiTaskModel`.
         examples_by_task: labelled dev `Example`s per task name (tasks without any are skipped).
         preprocessor: the backbone's `kmtl.data.Preprocessor`.
+        figures: a folder: also draw each task's figure there (`kmtl.plots.plot_task`: a
+            confusion matrix per classification task, F1 per entity type per tagging task).
+        progress: a `kmtl.progress` mode (``"off"`` prints nothing); default: the CLI's
+            (`kmtl.progress.default_mode`).
 
     Returns:
         ``{task: {"kind": ..., "examples": n, metric: value, ...}}``.
@@ -29,8 +38,13 @@ def evaluate_tasks(model, examples_by_task: Dict[str, Sequence], preprocessor, b
         if not examples:
             continue
         task = by_name[name]
-        predictions = predict_task(model, task, list(examples), preprocessor, batch_size)
+        with Progress(f"evaluate {name}", total=len(examples), unit="examples", mode=progress) as bar:
+            predictions = predict_task(model, task, list(examples), preprocessor, batch_size, on_batch=bar.update)
         report[name] = {"kind": task.kind, "examples": len(examples), **task.evaluate(examples, predictions)}
+        if figures is not None:
+            from kmtl.plots import plot_task
+
+            plot_task(task, list(examples), predictions, figures)
     return report
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from kmtl.data.pipeline import eval_dataset
 
 
-def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int = 64) -> list:
+def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int = 64,
+                 on_batch: Optional[Callable[[int], None]] = None) -> list:
     """Decoded predictions of ``task`` for ``examples`` (in order).
 
     Batches are padded to their own longest sequence, so outputs are decoded batch by batch
-    (token-level outputs of different batches have different widths).
+    (token-level outputs of different batches have different widths). ``on_batch(n)`` is
+    called after each batch of ``n`` examples (`kmtl.progress.Progress.update`).
 
     Example:
         >>> predict_task(model, sentiment, [Example(text="great")], pre)[0]["label"]
@@ -27,4 +29,6 @@ def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int 
         info = {k: np.asarray(v) for k, v in aux.items()}
         results.extend(task.decode(np.asarray(outputs), batch, **info))
         start += len(outputs)
+        if on_batch is not None:
+            on_batch(len(outputs))
     return results

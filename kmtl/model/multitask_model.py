@@ -237,7 +237,7 @@ class MultiTaskModel(keras.Model):
         variables, restored with the weights. If the optimizer cannot be rebuilt the model is
         left uncompiled, with a warning (it still predicts).
         """
-        import kmtl.training.optimizer  # noqa: F401  (registers kmtl's optimizer and schedule)
+        import kmtl.optimizer  # noqa: F401  (registers kmtl's optimizer and schedule)
 
         try:
             config = keras.saving.deserialize_keras_object(config)

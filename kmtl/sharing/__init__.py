@@ -17,24 +17,29 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
+from kmtl.registry import SHARING
 from kmtl.sharing.adapters import AdaptedTransformerLayer, Adapters, TaskAdapters
 from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
 from kmtl.sharing.counts import PARTS, format_parameter_counts, trainable_parameter_counts
 from kmtl.sharing.full import FrozenBackbone, FullFineTuning
 from kmtl.sharing.lora import BERT_TARGETS, DEFAULT_TARGETS, LoRA
 
-SHARING_CLASSES = {cls.name: cls for cls in (FullFineTuning, FrozenBackbone, LoRA, Adapters)}
+SHARING_CLASSES = {name: entry.load() for name, entry in SHARING.entries().items()}
+"""``{mode: class}``: every `Sharing` subclass in kmtl/sharing/ that sets ``name``
+(`kmtl.registry.SHARING`, which the config schema reads too); a new file there is a new mode."""
 SHARING_MODES = tuple(SHARING_CLASSES)
 """The mode names: ``full``, ``frozen``, ``lora``, ``adapters``."""
 
 
-def make_sharing(mode: Union[str, Sharing] = "full", *, lora_rank: int = 8, lora_alpha: Optional[float] = None,
-                 lora_targets: Optional[Sequence[str]] = None, adapter_size: int = 64) -> Sharing:
-    """The `Sharing` for a mode name and the options that mode reads (the others are ignored).
+def make_sharing(mode: Union[str, Sharing] = "full", **options) -> Sharing:
+    """The `Sharing` for a mode name and the options that mode reads.
 
-    A `Sharing` object is returned as it is.
+    ``options`` are keyed as in the YAML ``sharing`` section (``lora_rank``, ``lora_alpha``,
+    ``lora_targets``, ``adapter_size``: each mode's ``config_keys``); those of other modes are
+    ignored, ``None`` means the mode's default, and a key no mode reads is an error. The mode
+    class checks the values. A `Sharing` object is returned as it is.
 
     Example:
         >>> make_sharing("lora", lora_rank=4, lora_alpha=8)
@@ -42,19 +47,19 @@ def make_sharing(mode: Union[str, Sharing] = "full", *, lora_rank: int = 8, lora
     """
     if isinstance(mode, Sharing):
         return mode
-    if mode not in SHARING_CLASSES:
-        raise ValueError(f"unknown sharing mode {mode!r}; choose one of: {', '.join(SHARING_MODES)}")
-    if mode == "lora":
-        return LoRA(lora_rank, lora_alpha, tuple(lora_targets) if lora_targets else DEFAULT_TARGETS)
-    if mode == "adapters":
-        return Adapters(adapter_size)
-    return SHARING_CLASSES[mode]()
+    entry = SHARING.get(mode)  # ValueError listing the modes
+    keys = {o.key for e in SHARING.entries().values() for o in e.options}
+    unknown = [k for k in options if k not in keys]
+    if unknown:
+        raise ValueError(f"unknown sharing option {', '.join(map(repr, unknown))}; options: {', '.join(sorted(keys))}")
+    own = {o.key for o in entry.options}
+    picked = {k: v for k, v in options.items() if k in own and v is not None}
+    return SHARING_CLASSES[mode](**entry.validate_options(picked, values=False))
 
 
 def sharing_from_config(mode: str, config: Optional[dict] = None) -> Sharing:
     """Rebuild a `Sharing` from its ``name`` and `Sharing.get_config` (as ``run.json`` records them)."""
-    if mode not in SHARING_CLASSES:
-        raise ValueError(f"unknown sharing mode {mode!r}; choose one of: {', '.join(SHARING_MODES)}")
+    SHARING.get(mode)  # ValueError listing the modes
     return SHARING_CLASSES[mode](**(config or {}))
 
 

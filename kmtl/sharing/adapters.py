@@ -12,8 +12,11 @@ Three pieces:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import keras
 from keras import ops
+from pydantic import Field
 
 from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
 
@@ -205,9 +208,11 @@ class Adapters(Sharing):
     """
 
     name = "adapters"
+    choice_order = 3  # position in lists of choices (`kmtl.registry`)
+    config_keys = {"size": "adapter_size"}  # YAML key
     routes_by_task = True
 
-    def __init__(self, size: int = DEFAULT_SIZE):
+    def __init__(self, size: Annotated[int, Field(ge=1)] = DEFAULT_SIZE):
         if int(size) < 1:
             raise ValueError(f"adapter size must be a positive integer, got {size!r}")
         self.size = int(size)

@@ -20,6 +20,7 @@ class FullFineTuning(Sharing):
     """
 
     name = "full"
+    choice_order = 0  # position in lists of choices (`kmtl.registry`)
 
 
 @keras.saving.register_keras_serializable(package="kmtl")
@@ -36,6 +37,7 @@ class FrozenBackbone(Sharing):
     """
 
     name = "frozen"
+    choice_order = 1
 
     def prepare(self, backbone, num_tasks: int) -> None:
         backbone.trainable = False

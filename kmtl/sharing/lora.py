@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Tuple
 
 import keras
+from pydantic import Field, PositiveFloat
 
 from kmtl.sharing.base import Sharing
 
@@ -52,9 +53,11 @@ class LoRA(Sharing):
     """
 
     name = "lora"
+    choice_order = 2  # position in lists of choices (`kmtl.registry`)
+    config_keys = {"rank": "lora_rank", "alpha": "lora_alpha", "target_layers": "lora_targets"}  # YAML keys
 
-    def __init__(self, rank: int = 8, alpha: Optional[float] = None,
-                 target_layers: Sequence[str] = DEFAULT_TARGETS):
+    def __init__(self, rank: Annotated[int, Field(ge=1)] = 8, alpha: Optional[PositiveFloat] = None,
+                 target_layers: Tuple[str, ...] = DEFAULT_TARGETS):
         if int(rank) < 1:
             raise ValueError(f"LoRA rank must be a positive integer, got {rank!r}")
         if alpha is not None and float(alpha) <= 0:

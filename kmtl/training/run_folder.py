@@ -33,8 +33,8 @@ from typing import Optional
 
 from kmtl.errors import KmtlError
 from kmtl.files import write_atomic
+from kmtl.run_files import CONFIG_FILE, METRICS_FILE, RUN_FILE, WEIGHTS_FILE
 from kmtl.training.backup import BACKUP_FOLDER, read_backup_state
-from kmtl.training.run_files import CONFIG_FILE, METRICS_FILE, RUN_FILE, WEIGHTS_FILE
 
 RERUN_MODES = ("auto", "resume", "restart", "overwrite")
 LOGS_FOLDER = "logs"
@@ -122,7 +122,7 @@ def plan_run(config, mode: str = "auto") -> RunPlan:
 
 def start_run(plan: RunPlan, config) -> Path:
     """Prepare the folder once the input is validated: on a start from step 0, delete the old
-    run's outputs, ``logs/`` and ``backup/``; then write ``config.json``. Returns the folder.
+    run's outputs, figures, ``logs/`` and ``backup/``; then write ``config.json``. Returns the folder.
 
     Example:
         >>> start_run(plan_run(config, "overwrite"), config)
@@ -135,6 +135,8 @@ def start_run(plan: RunPlan, config) -> Path:
             shutil.rmtree(run_dir / folder, ignore_errors=True)
         for name in RUN_OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
+        for figure in run_dir.glob("*.png"):  # kmtl.plots: a removed task's figure must not survive
+            figure.unlink()
     write_atomic(run_dir / CONFIG_FILE, json.dumps(config.to_yaml_dict(), indent=2) + "\n")
     return run_dir
 

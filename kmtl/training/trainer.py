@@ -18,13 +18,15 @@ from kmtl.data.mixture import default_steps_per_epoch
 from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
 from kmtl.model import build_model
+from kmtl.optimizer import make_optimizer
+from kmtl.plots import plot_run_curves
+from kmtl.run_files import METRICS_FILE, save_run
 from kmtl.sharing import format_parameter_counts, trainable_parameter_counts
 from kmtl.training.backup import BACKUP_FOLDER, StepBackup
 from kmtl.training.data import read_task_examples
-from kmtl.training.optimizer import make_optimizer
-from kmtl.training.run_files import METRICS_FILE, save_run
 from kmtl.training.run_folder import LOGS_FOLDER, describe, plan_run, start_run
 from kmtl.training.strategy import choose_strategy
+from kmtl.training.tensorboard import TaskTensorBoard
 from kmtl.training.warm_start import start_from_run
 from kmtl.weighting import LinearWeighting, StaticWeighting, get_weighting
 
@@ -237,7 +239,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     callbacks = [
         weighting,
         backup,
-        keras.callbacks.TensorBoard(str(run_dir / LOGS_FOLDER)),
+        TaskTensorBoard(str(run_dir / LOGS_FOLDER)),  # one section per task (kmtl/training/tensorboard.py)
     ]
     if annealing is not None:
         callbacks.insert(0, annealing)
@@ -255,15 +257,18 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
 
     metrics = {}
     if has_dev:
-        metrics = evaluate_tasks(model, dev_ex, preprocessor)
+        metrics = evaluate_tasks(model, dev_ex, preprocessor, figures=run_dir)  # <task>_confusion.png...
         write_json(metrics, run_dir / METRICS_FILE)
         echo("\ndev metrics\n" + format_table(metrics))
         if before is not None:
-            from kmtl.compare.retention import format_retention, retention_report, write_retention
+            from kmtl.evaluation.retention import format_retention, retention_report, write_retention
 
             retention = retention_report(before, metrics, config.init_from)
             write_retention(retention, run_dir)
             echo("\n" + format_retention(retention))
+
+    # curves.png from the logs: the epochs before a resume too
+    plot_run_curves(run_dir, config.task_names, history, title=config.name, logs=LOGS_FOLDER)
 
     export_path = None
     if config.export.enabled if export is None else export:

@@ -89,7 +89,7 @@ def start_from_run(config, model, dev_examples, echo=print) -> dict:
         the old model's dev metrics, ``{task: metrics}``.
     """
     from kmtl.evaluation import evaluate_tasks
-    from kmtl.training.run_files import load_run
+    from kmtl.run_files import load_run
 
     old, old_pre, _ = load_run(config.init_from)
     known = {t.name for t in old.tasks}

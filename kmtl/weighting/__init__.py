@@ -13,6 +13,7 @@ name (YAML ``strategy``)      class                       paper
 ============================  ==========================  ===============================
 """
 
+from kmtl.registry import WEIGHTING
 from kmtl.weighting.base import TaskWeighting
 from kmtl.weighting.dwa import DynamicWeightAverage
 from kmtl.weighting.gradnorm import GradNorm
@@ -22,32 +23,22 @@ from kmtl.weighting.static import LinearWeighting, StaticWeighting
 from kmtl.weighting.step import StepWeighting
 from kmtl.weighting.uncertainty import UncertaintyWeighting
 
-STRATEGIES = {
-    "static": StaticWeighting,
-    "linear": LinearWeighting,
-    "dwa": DynamicWeightAverage,
-    "uncertainty": UncertaintyWeighting,
-    "gradnorm": GradNorm,
-    "pcgrad": PCGrad,
-    "rlw": RandomLossWeighting,
-}
+STRATEGIES = {name: entry.load() for name, entry in WEIGHTING.entries().items()}
+"""``{name: class}``: every `TaskWeighting` subclass in kmtl/weighting/ that sets ``name``
+(`kmtl.registry.WEIGHTING`, which the config schema reads too); a new file there is a new strategy."""
 
 
 def get_weighting(name: str, **options) -> TaskWeighting:
     """The weighting callback called ``name`` (a key of `STRATEGIES`), built with ``options``.
 
+    ``options`` are checked against the class's ``__init__`` signature (names, types,
+    ranges), as the YAML ``weighting`` section is.
+
     Example:
         >>> get_weighting("gradnorm", alpha=1.0)
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown weighting strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    try:
-        return STRATEGIES[name](**options)
-    except TypeError as err:
-        import inspect
-
-        valid = [p for p in inspect.signature(STRATEGIES[name]).parameters]
-        raise ValueError(f"bad options for weighting {name!r} ({err}); its options are: {', '.join(valid)}") from None
+    entry = WEIGHTING.get(name)  # ValueError listing the strategies
+    return STRATEGIES[name](**entry.validate_options(options))
 
 
 __all__ = ["TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting", "DynamicWeightAverage",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Annotated, Dict, Optional
 
 import keras
 import numpy as np
+from pydantic import Field, PositiveFloat
 
 from kmtl.weighting.base import TaskWeighting
 
@@ -29,7 +30,7 @@ class DynamicWeightAverage(TaskWeighting):
         >>> model.fit(train, epochs=3, callbacks=[DynamicWeightAverage(temperature=2.0)])
     """
 
-    def __init__(self, temperature: float = 2.0, window_steps: Optional[int] = None):
+    def __init__(self, temperature: PositiveFloat = 2.0, window_steps: Optional[Annotated[int, Field(ge=1)]] = None):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -39,6 +40,8 @@ class DynamicWeightAverage(TaskWeighting):
         self.window_steps = None if window_steps is None else int(window_steps)
 
     name = "dwa"
+    choice_order = 2  # position in lists of choices (`kmtl.registry`)
+    overrides_task_weights = True
 
     def initial_state(self, num_tasks):
         # the mean loss per task of the last two finished periods (row 1 the latest), and how

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import tensorflow as tf
+from pydantic import NonNegativeFloat, PositiveFloat
 
 from kmtl.weighting.step import StepWeighting, dense, global_losses, present_mask, shared_variables, sum_over_replicas
 
@@ -49,9 +52,12 @@ class GradNorm(StepWeighting):
     """
 
     name = "gradnorm"
+    choice_order = 4  # position in lists of choices (`kmtl.registry`)
+    overrides_task_weights = True
     persistent_tape = True
 
-    def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, layer: str = None):
+    def __init__(self, alpha: NonNegativeFloat = 1.5, learning_rate: PositiveFloat = 0.025,
+                 layer: Optional[str] = None):
         super().__init__()
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")

@@ -61,6 +61,7 @@ class PCGrad(StepWeighting):
     """
 
     name = "pcgrad"
+    choice_order = 5  # position in lists of choices (`kmtl.registry`)
     persistent_tape = True
 
     def __init__(self, seed: int = 0):

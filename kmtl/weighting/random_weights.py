@@ -24,6 +24,8 @@ class RandomLossWeighting(StepWeighting):
     """
 
     name = "rlw"
+    choice_order = 6  # position in lists of choices (`kmtl.registry`)
+    overrides_task_weights = True
 
     def __init__(self, seed: int = 0):
         super().__init__()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from pydantic import NonNegativeFloat
+
 from kmtl.weighting.base import TaskWeighting
 
 
@@ -18,8 +20,9 @@ class StaticWeighting(TaskWeighting):
     """
 
     name = "static"
+    choice_order = 0  # position in lists of choices (`kmtl.registry`)
 
-    def __init__(self, weights: Dict[str, float] = None):
+    def __init__(self, weights: Dict[str, NonNegativeFloat] = None):
         super().__init__()
         self.weights = dict(weights or {})
 
@@ -43,8 +46,10 @@ class LinearWeighting(TaskWeighting):
     """
 
     name = "linear"
+    choice_order = 1
+    config_keys = {"epochs": None}  # kmtl train passes training.epochs
 
-    def __init__(self, start: Dict[str, float], end: Dict[str, float], epochs: int):
+    def __init__(self, start: Dict[str, NonNegativeFloat], end: Dict[str, NonNegativeFloat], epochs: int):
         super().__init__()
         self.start, self.end, self.epochs = dict(start), dict(end), int(epochs)
 

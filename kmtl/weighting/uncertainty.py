@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tensorflow as tf
+from pydantic import PositiveFloat
 
 from kmtl.weighting.step import StepWeighting, global_losses, present_mask
 
@@ -29,8 +30,10 @@ class UncertaintyWeighting(StepWeighting):
     """
 
     name = "uncertainty"
+    choice_order = 3  # position in lists of choices (`kmtl.registry`)
+    overrides_task_weights = True
 
-    def __init__(self, learning_rate: float = 0.05, initial_log_variance: float = 0.0):
+    def __init__(self, learning_rate: PositiveFloat = 0.05, initial_log_variance: float = 0.0):
         super().__init__()
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from kmtl.compare.delta import lower_is_better, primary_metric, relative_change
+from kmtl.evaluation.delta import lower_is_better, primary_metric, relative_change
 from kmtl.files import json_safe, write_atomic
 
 JSON_FILE = "retention.json"

@@ -1,0 +1,88 @@
+"""The per-task Δ of `kmtl compare`: how much better (or worse) the multi-task model is than
+each task's single-task baseline, with Δm beside it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from kmtl.plots.figure import missing, new_figure, save_png
+
+BETTER, WORSE, DELTA_M, GAP = "#2a9d5c", "#c8553d", "#555555", "#999999"
+
+
+def seed_values(value) -> list:
+    """The per-seed values of a Δ: a number gives one value, a sequence one per seed; missing
+    values (``None``, NaN) are dropped.
+
+    Example:
+        >>> seed_values([1.0, None, 2.0]), seed_values(0.5), seed_values(float("nan"))
+        ([1.0, 2.0], [0.5], [])
+    """
+    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    return [float(v) for v in values if not missing(v) and math.isfinite(float(v))]
+
+
+def plot_deltas(deltas: Mapping[str, dict], path, delta_m: Optional[float] = None,
+                title: str = "multi-task vs single-task") -> Path:
+    """Draw each task's relative change (percent, positive: multi-task is better) as a bar,
+    and Δm as a last grey bar.
+
+    With one seed the bars are plain. When a task's ``relative_percent`` holds one value per
+    seed (a list), the bar is their mean, the error bar their sample standard deviation and
+    each seed a dot; Δm may be a list the same way. A missing Δ (NaN, ``None``: the baseline
+    scored 0 or a task has no value) draws no bar but ``n/a``.
+
+    Args:
+        deltas: ``{task: {"metric", "lower_is_better", "relative_percent", ...}}``, the
+            ``tasks`` of a compare report (`kmtl.compare.task_deltas`).
+        path: the PNG to write.
+        delta_m: the report's ``delta_m`` (percent), or ``None`` to leave it out.
+        title: the figure title.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> plot_deltas(report["tasks"], "runs/demo/compare/deltas.png", delta_m=report["delta_m"])
+    """
+    names = [f"{task}\n{d.get('metric', '')} {'↓' if d.get('lower_is_better') else '↑'}".strip()
+             for task, d in deltas.items()]
+    values = [seed_values(d.get("relative_percent")) for d in deltas.values()]
+    colours = [BETTER if v and np.mean(v) >= 0 else WORSE for v in values]
+    if delta_m is not None or not deltas:
+        names.append("Δm\n(mean)")
+        values.append(seed_values(delta_m))
+        colours.append(DELTA_M)
+    seeds = max([len(v) for v in values] + [1])
+    fig = new_figure(max(4.5, 1.1 * len(names) + 1.5), 4.2)
+    ax = fig.subplots()
+    ax.set_title(title + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else ""), fontsize=11)
+    x = np.arange(len(names))
+    means = [float(np.mean(v)) if v else 0.0 for v in values]
+    errors = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
+    present = [bool(v) for v in values]
+    ax.bar(x[present], np.asarray(means)[present], color=np.asarray(colours)[present], width=0.6,
+           yerr=np.asarray(errors)[present] if seeds > 1 else None, capsize=4, ecolor="black")
+    if seeds > 1:
+        for xi, v in zip(x, values):
+            if len(v) > 1:
+                ax.scatter(np.full(len(v), xi) + np.linspace(-0.12, 0.12, len(v)), v, s=10, color="black", zorder=3)
+    top = max([abs(m) + e for m, e in zip(means, errors)] + [abs(s) for v in values for s in v] + [1.0])
+    for xi, m, e, ok in zip(x, means, errors, present):
+        text = f"{m:+.2f} %" if ok else "n/a"
+        y = (m + e if m >= 0 else m - e) if ok else 0.0
+        ax.annotate(text, (xi, y), xytext=(0, 4 if y >= 0 else -4), textcoords="offset points", ha="center",
+                    va="bottom" if y >= 0 else "top", fontsize=8, color="black" if ok else GAP)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylim(-1.3 * top, 1.3 * top)
+    ax.set_xticks(x, names, fontsize=8 if len(names) <= 8 else 7, rotation=0 if len(names) <= 8 else 45)
+    ax.set_ylabel("relative change vs single-task (%)\npositive: multi-task is better", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    if not math.isfinite(top):
+        ax.set_ylim(-1, 1)
+    return save_png(fig, path)
