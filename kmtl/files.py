@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` to write; renamed onto ``path`` when the block
+    ends, removed if it raises, so a reader never sees half a file.
+
+    Example:
+        >>> with atomic_path("runs/demo/curves.png") as tmp:
+        ...     figure.savefig(tmp, format="png")
+    """
+    path = Path(path)
+    tmp = path.with_name("tmp." + path.name)  # keeps the suffix: h5py and savefig read it
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path, text: str) -> Path:
@@ -12,11 +31,9 @@ def write_atomic(path, text: str) -> Path:
     Example:
         >>> write_atomic("runs/demo/run.json", "{}\\n")
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def json_safe(value):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from kmtl.errors import KmtlError
-from kmtl.files import write_atomic
+from kmtl.files import atomic_path, write_atomic
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -29,10 +28,9 @@ def save_run(run_dir: Path, model, max_length: int, extra: dict = None) -> None:
     import keras
 
     run_dir = Path(run_dir)
-    tmp = run_dir / ("tmp." + WEIGHTS_FILE)
     optimizer = getattr(model, "optimizer", None)
-    keras.saving.save_weights(model, str(tmp), objects_to_skip=[optimizer] if optimizer is not None else None)
-    os.replace(tmp, run_dir / WEIGHTS_FILE)
+    with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
+        keras.saving.save_weights(model, str(tmp), objects_to_skip=[optimizer] if optimizer is not None else None)
     info = {
         "backbone": model.encoder_spec,
         "max_length": max_length,

@@ -29,7 +29,7 @@ from kmtl.plots.events import log_name
 
 def png_size(path):
     """(width, height) of a PNG that PIL reads back completely; no temporary file left beside it."""
-    assert path.is_file() and not path.with_name(path.name + ".tmp").exists()
+    assert path.is_file() and not path.with_name("tmp." + path.name).exists()  # kmtl.files.atomic_path
     with Image.open(path) as image:
         assert image.format == "PNG"
         image.load()

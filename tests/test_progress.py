@@ -2,6 +2,7 @@
 TensorFlow's start-up lines at the command line."""
 
 import io
+import re
 import subprocess
 import sys
 
@@ -94,9 +95,11 @@ def test_compare_quiet_prints_the_report_only(tmp_path):
     write_data(tmp_path)
     lines = []
     compare(load_config(write_config(tmp_path)), trainer=stand_in_trainer([], model), echo=lines.append)
-    assert [line.strip() for line in lines[:3]] == ["== [1/3] single-task baseline: sentiment (0 s in) ==",
-                                                    "[1/3] baseline sentiment: trained in 1 s",
-                                                    "== [2/3] single-task baseline: ner (0 s in) =="]
+    # elapsed seconds depend on the machine's load: compare the lines with them blanked
+    shown = [re.sub(r"\d+ s\b", "N s", line.strip()) for line in lines[:3]]
+    assert shown == ["== [1/3] single-task baseline: sentiment (N s in) ==",
+                     "[1/3] baseline sentiment: trained in N s",
+                     "== [2/3] single-task baseline: ner (N s in) =="]
     progress.set_default_mode("off")
     quiet = []
     compare(load_config(write_config(tmp_path, limit=12)), trainer=stand_in_trainer([], model), echo=quiet.append)

@@ -325,6 +325,11 @@ class TaskConfig(_Model):
             raise problem(f"labels must be unique; repeated: {', '.join(repeated)}")
         return value
 
+    def kind_options(self) -> dict:
+        """The options given for this task's kind alone (validated above), as keyword
+        arguments of the kind's class."""
+        return {key: getattr(self, key) for key in ("tag_scheme", "outside_tag") if getattr(self, key) is not None}
+
     @field_validator("tag_scheme", "outside_tag")
     @classmethod
     def _tagging_only(cls, value, info):
@@ -444,8 +449,6 @@ _SHARING_DOC = """How tasks share the backbone (`kmtl.sharing`): ``full`` (fine-
     Modes and their options come from `kmtl.registry.SHARING` (each mode's ``__init__``).
     """
 SharingConfig = _plugin_section("SharingConfig", SHARING, "mode", "full", _SHARING_DOC, base=_SharingSection)
-SHARING_OPTIONS = {key: users[0] for key, users in SharingConfig._users.items()}
-"""The mode that reads each option of the ``sharing`` section."""
 
 
 class MixtureConfig(_Model):
@@ -522,8 +525,6 @@ _WEIGHTING_DOC = """How the per-task loss weights are set during training (`kmtl
     Strategies and their options come from `kmtl.registry.WEIGHTING` (each class's ``__init__``).
     """
 WeightingConfig = _plugin_section("WeightingConfig", WEIGHTING, "strategy", "static", _WEIGHTING_DOC)
-WEIGHTING_OPTIONS = dict(WeightingConfig._users)
-"""Which strategies read each option of the ``weighting`` section."""
 
 
 class ExportConfig(_Model):

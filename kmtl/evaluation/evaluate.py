@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from kmtl.evaluation.predict import predict_task
-from kmtl.files import write_atomic
+from kmtl.files import json_safe, write_atomic
 from kmtl.progress import Progress
 from kmtl.tasks import KINDS
 
@@ -69,6 +69,4 @@ def _fmt(value) -> str:
 def write_json(report: Dict[str, dict], path) -> Path:
     """Write the report atomically (temporary file, then rename); NaN becomes null."""
     path = Path(path)
-    clean = {t: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-             for t, r in report.items()}
-    return write_atomic(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    return write_atomic(path, json.dumps(json_safe(report), indent=2, sort_keys=True) + "\n")

@@ -64,16 +64,11 @@ class ServingGraph:
     def _trim(self, x):
         return trim_batch(self.tasks, x)
 
-    def run_model(self, x, tasks) -> dict:
-        """``{task: raw output}`` of the model on ``x`` for each of ``tasks`` (per-task adapters:
-        `kmtl.model.raw_text.run_tasks` tiles the batch once per task)."""
-        return run_tasks(self.model, x, tasks)
-
     def serve(self, tasks, text, text_pair=None):
         """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch: one encoder
         pass serves the tagging and the sentence heads."""
         x, words_info = text_inputs(tasks, self.preprocessor, text, text_pair)
-        outputs = self.run_model(self._trim(x), tasks)
+        outputs = run_tasks(self.model, self._trim(x), tasks)  # adapters: one copy of the batch per task
         return decode_outputs(tasks, outputs, clean_text(text), words_info=words_info)
 
     def serve_ids(self, token_ids, segment_ids, padding_mask, task_id=None):

@@ -14,8 +14,31 @@ def f1_from_counts(true_positives, true_count, predicted_count):
     return tf.math.divide_no_nan(2.0 * true_positives, true_count + predicted_count)
 
 
+class CountsF1(keras.metrics.Metric):
+    """Base of the F1 metrics that stream per-class counts: true positives, true and predicted
+    counts, ``width`` of each, summed over the epoch (`add_counts`); direction up."""
+
+    def __init__(self, width: int, name: str, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self._direction = "up"
+        shape = (int(width),)
+        self.true_positives = self.add_variable(shape, "zeros", dtype="float32", name="true_positives")
+        self.true_count = self.add_variable(shape, "zeros", dtype="float32", name="true_count")
+        self.predicted_count = self.add_variable(shape, "zeros", dtype="float32", name="predicted_count")
+
+    def add_counts(self, true_positives, true_count, predicted_count):
+        """Add one batch's per-class (sample-weighted) counts, each ``[batch, width]``."""
+        self.true_positives.assign_add(tf.reduce_sum(true_positives, axis=0))
+        self.true_count.assign_add(tf.reduce_sum(true_count, axis=0))
+        self.predicted_count.assign_add(tf.reduce_sum(predicted_count, axis=0))
+
+    def per_class(self):
+        """F1 of each class over the counts so far."""
+        return f1_from_counts(self.true_positives, self.true_count, self.predicted_count)
+
+
 @keras.saving.register_keras_serializable(package="kmtl")
-class MacroF1(keras.metrics.Metric):
+class MacroF1(CountsF1):
     """Macro-averaged F1 over all classes, from logits and integer labels.
 
     Accumulates, per class, the (sample-weighted) true positives, true and predicted counts
@@ -37,15 +60,10 @@ class MacroF1(keras.metrics.Metric):
     """
 
     def __init__(self, num_classes: int, name: str = "macro_f1", dtype=None):
-        super().__init__(name=name, dtype=dtype)
         if int(num_classes) < 1:
             raise ValueError(f"MacroF1 needs num_classes >= 1, got {num_classes}")
+        super().__init__(num_classes, name=name, dtype=dtype)
         self.num_classes = int(num_classes)
-        self._direction = "up"
-        shape = (self.num_classes,)
-        self.true_positives = self.add_variable(shape, "zeros", dtype="float32", name="true_positives")
-        self.true_count = self.add_variable(shape, "zeros", dtype="float32", name="true_count")
-        self.predicted_count = self.add_variable(shape, "zeros", dtype="float32", name="predicted_count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = tf.convert_to_tensor(y_pred)
@@ -55,12 +73,10 @@ class MacroF1(keras.metrics.Metric):
                   else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
         true_hot = tf.one_hot(labels, self.num_classes) * weight[:, None]
         pred_hot = tf.one_hot(predicted, self.num_classes) * weight[:, None]
-        self.true_positives.assign_add(tf.reduce_sum(true_hot * tf.one_hot(predicted, self.num_classes), axis=0))
-        self.true_count.assign_add(tf.reduce_sum(true_hot, axis=0))
-        self.predicted_count.assign_add(tf.reduce_sum(pred_hot, axis=0))
+        self.add_counts(true_hot * tf.one_hot(predicted, self.num_classes), true_hot, pred_hot)
 
     def result(self):
-        return tf.reduce_mean(f1_from_counts(self.true_positives, self.true_count, self.predicted_count))
+        return tf.reduce_mean(self.per_class())
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}

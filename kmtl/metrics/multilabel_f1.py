@@ -7,13 +7,13 @@ import math
 import keras
 import tensorflow as tf
 
-from kmtl.metrics.macro_f1 import f1_from_counts
+from kmtl.metrics.macro_f1 import CountsF1, f1_from_counts
 
 AVERAGES = ("macro", "micro")
 
 
 @keras.saving.register_keras_serializable(package="kmtl")
-class MultiLabelF1(keras.metrics.Metric):
+class MultiLabelF1(CountsF1):
     """F1 of multi-label predictions (a label is predicted when its probability ≥ ``threshold``).
 
     Takes the head's logits and 0/1 label rows ``[batch, num_labels]``; accumulates per-label
@@ -43,13 +43,8 @@ class MultiLabelF1(keras.metrics.Metric):
             raise ValueError(f"MultiLabelF1 average={average!r}: choose one of {', '.join(AVERAGES)}")
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"MultiLabelF1 threshold must be between 0 and 1, got {threshold}")
-        super().__init__(name=name or f"{average}_f1", dtype=dtype)
+        super().__init__(num_labels, name=name or f"{average}_f1", dtype=dtype)
         self.num_labels, self.threshold, self.average = int(num_labels), float(threshold), average
-        self._direction = "up"
-        shape = (self.num_labels,)
-        self.true_positives = self.add_variable(shape, "zeros", dtype="float32", name="true_positives")
-        self.true_count = self.add_variable(shape, "zeros", dtype="float32", name="true_count")
-        self.predicted_count = self.add_variable(shape, "zeros", dtype="float32", name="predicted_count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = tf.convert_to_tensor(y_pred)
@@ -59,15 +54,13 @@ class MultiLabelF1(keras.metrics.Metric):
         if sample_weight is not None:
             weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1])
             predicted, gold = predicted * weight, gold * weight
-        self.true_positives.assign_add(tf.reduce_sum(tf.minimum(gold, predicted), axis=0))
-        self.true_count.assign_add(tf.reduce_sum(gold, axis=0))
-        self.predicted_count.assign_add(tf.reduce_sum(predicted, axis=0))
+        self.add_counts(tf.minimum(gold, predicted), gold, predicted)
 
     def result(self):
         if self.average == "micro":
             return f1_from_counts(tf.reduce_sum(self.true_positives), tf.reduce_sum(self.true_count),
                                   tf.reduce_sum(self.predicted_count))
-        return tf.reduce_mean(f1_from_counts(self.true_positives, self.true_count, self.predicted_count))
+        return tf.reduce_mean(self.per_class())
 
     def get_config(self):
         return {**super().get_config(), "num_labels": self.num_labels, "threshold": self.threshold,

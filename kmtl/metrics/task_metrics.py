@@ -32,6 +32,12 @@ class TaskMetrics(CompileMetrics):
         ...     keras.callbacks.EarlyStopping(monitor="val_sent_accuracy")])   # no mode needed
     """
 
+    def log_names(self, tasks) -> set:
+        """The log keys of the metrics of ``tasks`` (task names), once built."""
+        groups = list(getattr(self, "_flat_metrics", None) or []) + list(getattr(self, "_flat_weighted_metrics", None) or [])
+        return {m.name for group in groups if group is not None for m in group.metrics
+                if getattr(m, "task", None) in tasks}
+
     def build(self, y_true, y_pred):
         super().build(y_true, y_pred)
         only = self.output_names[0] if self.output_names and len(self.output_names) == 1 else None

@@ -148,7 +148,6 @@ class MultiTaskModel(keras.Model):
         self.preprocessor = None
         self._fit_hook = None  # the StepHook of the running `fit` (see kmtl.model.step_hook)
         self._fit_logs_lambda = False
-        self._traced_with = None
         self.task_loss_trackers = TaskLossTrackers([t.name for t in tasks])
 
     # ---------------------------------------------------------- serialization
@@ -308,16 +307,17 @@ class MultiTaskModel(keras.Model):
                 "they would overwrite each other's loss weights: pass one")
         hook = hooks[0] if hooks and hooks[0].acts_in_step else None
         logs_lambda = any(getattr(c, "anneals_teacher_lambda", False) for c in (callbacks or []))
+        # a step traced with a hook (or with λ in its logs) serves this fit only: trace it anew
+        # at the start and drop it at the end; a plain fit keeps Keras' cached step
+        traced_for_this_fit = hook is not None or logs_lambda
         self._fit_hook, self._fit_logs_lambda = hook, logs_lambda
-        if self._traced_with != (id(hook) if hook else None, logs_lambda):
-            self.train_function = None  # retrace the step with (or without) this hook
-        self._traced_with = (id(hook) if hook else None, logs_lambda)
+        if traced_for_this_fit:
+            self.train_function = None
         try:
             return super().fit(*args, shuffle=shuffle, callbacks=callbacks, **kwargs)
         finally:
-            if self._fit_hook is not None or self._fit_logs_lambda:
+            if traced_for_this_fit:
                 self.train_function = None
-                self._traced_with = None
             self._fit_hook, self._fit_logs_lambda = None, False
 
     def evaluate(self, *args, return_dict=False, **kwargs):
@@ -330,11 +330,7 @@ class MultiTaskModel(keras.Model):
         absent = {name for name, tracker in self.task_loss_trackers.items() if float(tracker.count.numpy()) == 0}
         if not absent:
             return logs
-        keys = {f"{name}_loss" for name in absent}
-        container = getattr(self, "_compile_metrics", None)  # kmtl.metrics.TaskMetrics once built
-        for group in list(getattr(container, "_flat_metrics", None) or []) + list(
-                getattr(container, "_flat_weighted_metrics", None) or []):
-            keys |= {m.name for m in getattr(group, "metrics", None) or [] if getattr(m, "task", None) in absent}
+        keys = {f"{name}_loss" for name in absent} | self._compile_metrics.log_names(absent)
         return {k: v for k, v in logs.items() if k not in keys}
 
     def weighting_state_for(self, strategy: str, initial: Dict[str, "np.ndarray"]) -> WeightingState:

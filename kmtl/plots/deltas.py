@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from kmtl.plots.figure import missing, new_figure, save_png
+from kmtl.plots.figure import new_figure, save_png
 
 BETTER, WORSE, DELTA_M, GAP = "#2a9d5c", "#c8553d", "#555555", "#999999"
 
@@ -23,7 +23,7 @@ def seed_values(value) -> list:
         ([1.0, 2.0], [0.5], [])
     """
     values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
-    return [float(v) for v in values if not missing(v) and math.isfinite(float(v))]
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def plot_deltas(deltas: Mapping[str, dict], path, delta_m: Optional[float] = None,

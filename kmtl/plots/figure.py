@@ -7,9 +7,9 @@ a display.
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
+
+from kmtl.files import atomic_path
 
 DPI = 110
 
@@ -35,12 +35,8 @@ def save_png(fig, path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -49,8 +45,3 @@ def message(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.35", wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
-
-
-def missing(value) -> bool:
-    """Whether ``value`` is absent: ``None`` or NaN."""
-    return value is None or (isinstance(value, float) and math.isnan(value))

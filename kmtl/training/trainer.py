@@ -57,8 +57,9 @@ class RunResult:
 def make_tasks(config, train_examples, echo=print):
     """Task objects from the config, with label sets inferred where the config gives none.
 
-    A tagging task gets its ``tag_scheme`` and ``outside_tag``; a scheme detected from the
-    training split (none in the config) is reported through ``echo``.
+    Each task gets the options of its kind (`TaskConfig.kind_options`: a tagging task's
+    ``tag_scheme`` and ``outside_tag``); a scheme detected from the training split (none in the
+    config) is reported through ``echo``.
 
     Example:
         >>> tasks = make_tasks(config, {"ner": ConllSource("train.conll").read()})
@@ -66,10 +67,7 @@ def make_tasks(config, train_examples, echo=print):
     """
     tasks = []
     for tc in config.tasks:
-        options = {}
-        if tc.kind == "tagging":
-            options = {"tag_scheme": tc.tag_scheme, "outside_tag": tc.outside_tag or "O"}
-        task = task_kinds.KINDS[tc.kind](tc.name, labels=list(tc.labels) if tc.labels else None, **options)
+        task = task_kinds.KINDS[tc.kind](tc.name, labels=list(tc.labels) if tc.labels else None, **tc.kind_options())
         task.fit_labels(train_examples[tc.name])
         if getattr(task, "detected_scheme", None):
             echo(task.detected_scheme)
