@@ -47,6 +47,7 @@ _LAZY = {
     "load_backbone": ("kmtl.backbone", "load_backbone"),
     "MultiTaskModel": ("kmtl.model", "MultiTaskModel"),
     "build_model": ("kmtl.model", "build_model"),
+    "precision_scope": ("kmtl.model.precision", "precision_scope"),
 }
 
 

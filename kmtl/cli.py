@@ -190,7 +190,7 @@ def cmd_bench_train(args):
         raise KmtlError(f"--peak-seconds must be positive, got {args.peak_seconds}")
     bench = TrainBench(backbone=args.backbone, batch_size=args.batch_size, seq_len=seq_len, steps=args.steps,
                        repeats=args.repeats, warmup=args.warmup, data=args.data, jit=args.jit, padding=args.padding,
-                       data_dir=args.data_dir, limit=args.limit)
+                       data_dir=args.data_dir, limit=args.limit, precision=args.precision)
     from kmtl.bench.peak import matmul_peak
 
     result = bench.run(peak=matmul_peak(seconds=args.peak_seconds))
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "see README Performance)")
     p.add_argument("--peak-seconds", type=float, default=1.0,
                    help="length of each of the 3 windows of the fp32 matmul peak measurement (default: 1)")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
+                   help="the training precision (default: float32; the matmul peak share stays a float32 one)")
     p.set_defaults(func=cmd_bench_train)
 
     p = bench.add_parser("data", help="input pipeline throughput alone on the real-data mixture: read, tokenize, mix, pad")

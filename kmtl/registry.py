@@ -15,13 +15,17 @@ What the registry reads from a plug-in class, all plain literals in its source:
 * its name (the YAML value: ``strategy: dwa``, ``mode: lora``, ``kind: tagging``);
 * its options: the parameters of its ``__init__`` (its own or inherited), with their
   annotations and defaults. The annotations give names, types and ranges; they may use
-  ``typing`` (``Optional``, ``Dict``, ``Tuple``, ``Sequence``, ``Literal``...), builtins and
+  ``typing`` (``Optional``, ``Dict``, ``Tuple``, ``Sequence``, ``Literal``...), builtins,
   pydantic's constrained types (``PositiveFloat``, ``NonNegativeFloat``, ``PositiveInt``,
-  ``Field`` inside ``Annotated``); a default is read when it is a literal or a literal module
+  ``Field`` inside ``Annotated``) and this module's `FilePath`, `FolderPath` and `Column`
+  (which the config schema turns into path checks and column names); a default is read when it is a literal or a literal module
   constant (else it is `COMPUTED`: the class applies it);
 * ``config_keys``, an optional class attribute ``{parameter: YAML key}`` for keys that differ
   from the parameter (``{"rank": "lora_rank"}``); ``None`` marks a parameter kmtl fills in
   itself (not a YAML key: ``LinearWeighting``'s ``epochs``);
+* ``config_defaults``, an optional class attribute ``{YAML key: default}`` for keys whose
+  default in a config differs from the Python one (a TSV's ``label`` column is ``"label"`` in
+  YAML, ``None`` — unlabelled — when a notebook makes the source);
 * ``choice_order``, an optional integer: where it stands in lists of choices (error messages,
   docs); plug-ins without one come after those with one, in file order;
 * any other literal class attribute (``overrides_task_weights = True``), inherited through
@@ -56,6 +60,15 @@ from typing import Any, Dict, Optional, Tuple
 import pydantic
 
 _KMTL = Path(__file__).resolve().parent
+
+FilePath = typing.Annotated[str, "kmtl:file"]
+"""Annotation of a plug-in option that names a data file: the config resolves it against the
+YAML's folder and requires it to exist (a `Path` is accepted too)."""
+FolderPath = typing.Annotated[str, "kmtl:folder"]
+"""Annotation of an option that names a folder: the config resolves it against the YAML's folder."""
+Column = typing.Annotated[typing.Union[int, str], "kmtl:column"]
+"""Annotation of an option that names a column of a table: its header name or 0-based index."""
+
 REQUIRED = object()
 """The `Option.default` of a parameter without a default."""
 COMPUTED = object()
@@ -68,6 +81,7 @@ _TYPE_NAMES: Dict[str, Any] = {
     "None": None,
     **{name: getattr(pydantic, name) for name in ("Field", "NonNegativeFloat", "NonNegativeInt", "PositiveFloat",
                                                     "PositiveInt", "conint", "confloat")},
+    "FilePath": FilePath, "FolderPath": FolderPath, "Column": Column,
 }
 """The names a plug-in's option annotations may use (the registry evaluates them without imports)."""
 
@@ -347,7 +361,9 @@ TASK_KINDS = _family("task kind", "tasks", "kmtl.tasks", "Task", attribute="kind
 """Task kinds (`kmtl.tasks`): YAML ``tasks[i].kind``."""
 SAMPLERS = _family("sampling", "data/sampling.py", "kmtl.data.sampling", "Sampler")
 """Task samplers of the mixture (`kmtl.data.sampling`): YAML ``mixture.sampling``."""
+SOURCES = _family("source format", "data/sources", "kmtl.data.sources", "Source", attribute="format")
+"""Data sources (`kmtl.data.sources`): YAML ``tasks[i].train.format`` / ``dev.format``."""
 
 
-__all__ = ["COMPUTED", "Entry", "Family", "Option", "REQUIRED", "RegistryError", "SAMPLERS", "SHARING", "TASK_KINDS",
-           "WEIGHTING"]
+__all__ = ["COMPUTED", "Column", "Entry", "Family", "FilePath", "FolderPath", "Option", "REQUIRED", "RegistryError",
+           "SAMPLERS", "SHARING", "SOURCES", "TASK_KINDS", "WEIGHTING"]

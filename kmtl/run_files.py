@@ -37,7 +37,6 @@ def save_run(run_dir: Path, model, max_length: int, extra: dict = None) -> None:
         "pooling": model.pooling,
         "sharing": model.sharing,
         "sharing_options": getattr(model, "sharing_options", {}),  # kmtl.sharing.sharing_from_config
-        "lora_rank": model.lora_rank,
         "tasks": [t.get_config() for t in model.tasks],
         **(extra or {}),
     }
@@ -67,7 +66,8 @@ def load_run(run_dir):
     # runs written before sharing_options existed record the mode and lora_rank only
     sharing = (sharing_from_config(info["sharing"], info["sharing_options"]) if "sharing_options" in info
                else info["sharing"])
-    model = build_model(encoder, tasks, pooling=info["pooling"], sharing=sharing,
-                        lora_rank=info.get("lora_rank", 8), name=info.get("name", "kmtl"), max_length=info["max_length"])
+    old = {"lora_rank": info["lora_rank"]} if "sharing_options" not in info and "lora_rank" in info else {}
+    model = build_model(encoder, tasks, pooling=info["pooling"], sharing=sharing, name=info.get("name", "kmtl"),
+                        max_length=info["max_length"], **old)
     model.load_weights(str(run_dir / WEIGHTS_FILE))
     return model, model.preprocessor, info

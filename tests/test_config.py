@@ -1,7 +1,5 @@
 """Tests of kmtl.config: YAML -> typed Config, and one ConfigError listing every problem."""
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -153,8 +151,7 @@ def test_config_is_frozen(base):
     ({"tasks": [{**minimal()["tasks"][0], "train": {"format": "tsvv", "path": "x"}}]},
      "tasks[0].train.format: 'tsvv' is not one of: tsv, csv, jsonl, conll, tfds"),
     ({"tasks": [{**minimal()["tasks"][0], "kind": "clf"}]},
-     "tasks[0].kind: 'clf' is not one of: classification, pair_classification, multilabel, "
-     "regression, pair_regression, tagging"),
+     "tasks[0].kind: 'clf' is not one of: classification, pair_classification, "),
     ({"tasks": [{**minimal()["tasks"][0], "name": "Sentiment"}]},
      "tasks[0].name: 'Sentiment' is not a valid task name"),
     ({"name": "my demo"}, "name: 'my demo' is not a valid name"),
@@ -189,18 +186,37 @@ def test_bad_values(base, change, expected):
     ({"kind": "tagging"}, "tasks[0].train.format: a tagging task reads conll or tfds sources"),
     ({"kind": "tagging", "train": {"format": "tfds", "name": "conll2003", "split": "train",
                                    "tokens": "tokens"}},
-     "tasks[0].train.tags: a tagging task reads a tfds source through both tokens and tags"),
+     "tasks[0].train.tags: a tagging task needs tokens and tags; set tags"),
     ({"kind": "pair_classification"}, "tasks[0].train.text_pair: a pair_classification task needs"),
-    ({"dev": {"format": "conll", "path": "data/ner.txt"}}, "tasks[0].dev.format: conll holds"),
+    ({"dev": {"format": "conll", "path": "data/ner.txt"}},
+     "tasks[0].dev.format: a classification task reads tsv, csv, jsonl or tfds sources, not conll"),
+    ({"train": {"format": "tsv", "path": "data/train.tsv", "text_pair": "b"}},
+     "tasks[0].train.text_pair: a classification task does not read text_pair: remove it; did you mean kind: "
+     "pair_classification or pair_regression?"),
     ({"train": {"format": "tfds", "name": "glue/sst2", "split": "train", "label": "label"}},
-     "tasks[0].train.text: a classification task needs a text column"),
+     "tasks[0].train.text: a classification task needs text and label; set text"),
     ({"kind": "regression", "labels": ["a"]}, "tasks[0].labels: a regression task has no labels"),
     ({"labels": ["a", "a"]}, "tasks[0].labels: labels must be unique; repeated: a"),
     ({"train": {"format": "tsv", "path": "data/train.tsv", "header": False, "text": 0}},
      "tasks[0].train.label: with header: false, give columns as 0-based indexes"),
+    ({"train": {"format": "semeval", "path": "data/train.tsv"}},
+     "tasks[0].train.format: semeval sources feed relation tasks; a classification task reads tsv, csv, jsonl"),
+    ({"no_relation_label": "none"},
+     "tasks[0].no_relation_label: only relation tasks read no_relation_label (this task is classification)"),
+    ({"kind": "regression", "tag_scheme": "bio"}, "tasks[0].tag_scheme: only tagging tasks read tag_scheme"),
+    ({"kind": "tagging", "tag_scheme": "bilou"}, "tasks[0].tag_scheme: 'bilou' is not one of: bio, iob1, bioes, plain"),
 ])
 def test_task_does_not_fit_its_source(base, task, expected):
     assert expected in problems(minimal(**task), base)
+
+
+def test_kind_options_reach_the_task_class(base):
+    """A kind's own options (its class's __init__ after name and labels) are task keys."""
+    config = config_from_dict(minimal(dropout=0.3), base)
+    assert config.tasks[0].kind_options() == {"dropout": 0.3}
+    tagging = config_from_dict(minimal(kind="tagging", tag_scheme="iob1", outside_tag="OUT",
+                                       train={"format": "conll", "path": "data/train.tsv"}), base)
+    assert tagging.tasks[0].kind_options() == {"tag_scheme": "iob1", "outside_tag": "OUT"}
 
 
 def test_duplicate_task_names(base):
@@ -241,25 +257,23 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_build_source(base, monkeypatch):
-    calls = []
-    fake = types.SimpleNamespace(**{
-        name: (lambda bound: lambda **kw: calls.append((bound, kw)) or bound)(name)
-        for name in ("DelimitedSource", "CsvSource", "JsonlSource", "ConllSource", "TfdsSource")})
-    monkeypatch.setitem(sys.modules, "kmtl.data.sources", fake)
+def test_build_source(base):
+    """Each format's class from the registry, with the section's keys as its arguments."""
     config = load_config(write(base, FULL))
     sentiment, ner = config.task("sentiment"), config.task("ner")
-    assert build_source(sentiment.train, limit=3) == "DelimitedSource"
-    assert calls[-1][1] == {"path": base / "data" / "train.tsv", "text": "sentence",
-                            "text_pair": None, "label": "label", "header": True,
-                            "label_separator": None, "quoting": False, "delimiter": "\t"}
-    assert build_source(sentiment.dev) == "CsvSource" and calls[-1][1]["quoting"] is True
-    assert build_source(config.task("similarity").train) == "JsonlSource"
-    assert build_source(ner.train) == "ConllSource"
-    assert calls[-1][1] == {"path": base / "data" / "ner.txt", "token_column": 0,
-                            "tag_column": 1, "delimiter": None}
-    assert build_source(ner.dev, limit=7) == "TfdsSource"
-    assert calls[-1][1]["limit"] == 7 and calls[-1][1]["name"] == "conll2003"
+    tsv = build_source(sentiment.train, limit=3)
+    assert type(tsv).__name__ == "TsvSource"
+    assert (tsv.path, tsv.text, tsv.text_pair, tsv.label, tsv.header, tsv.quoting, tsv.delimiter) == (
+        str(base / "data" / "train.tsv"), "sentence", None, "label", True, False, "\t")
+    csv = build_source(sentiment.dev)
+    assert type(csv).__name__ == "CsvSource" and csv.quoting is True and csv.delimiter == ","
+    assert type(build_source(config.task("similarity").train)).__name__ == "JsonlSource"
+    conll = build_source(ner.train)
+    assert type(conll).__name__ == "ConllSource"
+    assert (conll.path, conll.token_column, conll.tag_column, conll.delimiter) == (
+        str(base / "data" / "ner.txt"), 0, 1, None)
+    tfds = build_source(ner.dev, limit=7)
+    assert type(tfds).__name__ == "TfdsSource" and tfds.limit == 7 and tfds.name == "conll2003"
 
 
 def test_build_source_with_real_sources(base):

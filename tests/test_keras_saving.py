@@ -24,7 +24,8 @@ from kmtl.sharing import SHARING_MODES, Adapters, FrozenBackbone, FullFineTuning
 TEXTS = ["the film was good", "john said paris", "a bad movie", "new york", "the plot is great"]
 TASK_IDS = [0, 1, 2, 0, 1]
 OPTIONS = {"lora": {"lora_rank": 2, "lora_alpha": 4.0, "lora_targets": ["query", "value", "key"]},
-           "adapters": {"adapter_size": 4}}
+           "adapters": {"adapter_size": 4}, "prefix": {"prefix_length": 4, "prefix_hidden": 8},
+           "soft": {"soft_top_layers": 1}, "mmoe": {"mmoe_experts": 2}}
 STEPS = 2
 ATOL = 1e-6
 

@@ -41,7 +41,8 @@ def test_schema_choices_equal_the_python_registries():
     assert choices(schema.WeightingConfig, "strategy") == tuple(weighting.STRATEGIES) == (
         "static", "linear", "dwa", "uncertainty", "gradnorm", "pcgrad", "rlw")
     assert weighting.STRATEGIES["dwa"] is weighting.DynamicWeightAverage
-    assert choices(schema.SharingConfig, "mode") == sharing.SHARING_MODES == ("full", "frozen", "lora", "adapters")
+    assert choices(schema.SharingConfig, "mode") == sharing.SHARING_MODES == (
+        "full", "frozen", "lora", "adapters", "prefix", "scalar_mix", "soft", "mmoe")
     assert sharing.SHARING_CLASSES["lora"] is sharing.LoRA
     assert choices(schema.MixtureConfig, "sampling") == tuple(sampling.SAMPLERS)
     assert sampling.SAMPLERS["temperature"] is sampling.TemperatureSampler
@@ -52,7 +53,8 @@ def test_schema_choices_equal_the_python_registries():
     assert schema.LORA_TARGETS == sharing.BERT_TARGETS
 
 
-@pytest.mark.parametrize("family", [registry.WEIGHTING, registry.SHARING, registry.SAMPLERS, registry.TASK_KINDS])
+@pytest.mark.parametrize("family", [registry.WEIGHTING, registry.SHARING, registry.SAMPLERS, registry.TASK_KINDS,
+                                    registry.SOURCES])
 def test_options_read_from_source_match_the_real_signatures(family):
     for name, entry in family.entries().items():
         cls = entry.load()
@@ -69,8 +71,9 @@ def test_weighting_options_are_the_union_of_the_strategies_signatures():
     assert fields == {o.key for e in registry.WEIGHTING.entries().values() for o in e.options}
     assert "epochs" not in fields  # LinearWeighting's epochs comes from training.epochs (config_keys)
     assert "initial_log_variance" in fields  # read from UncertaintyWeighting.__init__, not restated
-    assert set(schema.SharingConfig.model_fields) == {"mode", "lora_rank", "lora_alpha", "lora_targets",
-                                                      "adapter_size"}
+    assert set(schema.SharingConfig.model_fields) == {"mode"} | {
+        o.key for e in registry.SHARING.entries().values() for o in e.options}
+    assert {"lora_rank", "adapter_size", "prefix_length", "mmoe_experts"} <= set(schema.SharingConfig.model_fields)
 
 
 @pytest.mark.parametrize("sections, where, message", [
@@ -157,6 +160,26 @@ callback = kmtl.weighting.get_weighting("halve", **out["options"])
 out["api"] = [type(callback).__name__, callback.factor, "halve" in kmtl.weighting.STRATEGIES]
 print(json.dumps(out))
 '''
+
+
+def test_source_sections_are_the_source_classes_signatures():
+    """A YAML ``format:`` is a Source subclass in kmtl/data/sources/; its keys are its
+    ``__init__`` parameters (less those kmtl fills in), and its ``fields`` name real options."""
+    from kmtl.data import sources
+
+    assert schema.SOURCE_FORMATS == ("tsv", "csv", "jsonl", "conll", "tfds") + tuple(
+        f for f in schema.SOURCE_FORMATS if f not in ("tsv", "csv", "jsonl", "conll", "tfds"))
+    assert registry.SOURCES.get("tsv").load() is sources.TsvSource
+    for fmt, model in schema.SOURCE_MODELS.items():
+        entry = registry.SOURCES.get(fmt)
+        filled_in = {o.param for o in entry.parameters if o.key is None}  # config_keys: None
+        params = set(inspect.signature(entry.load()).parameters) - filled_in
+        assert set(model.model_fields) - {"format"} == params, fmt
+        for field, keys in entry.attributes.get("fields", {"text": ("text",)}).items():
+            assert keys is True or set(keys) <= params, (fmt, field)
+    # YAML defaults that differ from the Python ones (a TSV is labelled, its columns named)
+    assert schema.SOURCE_MODELS["tsv"].model_fields["label"].default == "label"
+    assert inspect.signature(sources.TsvSource).parameters["label"].default is None
 
 
 def test_a_new_plugin_file_is_accepted_by_the_schema_and_the_python_api(tmp_path):

@@ -56,7 +56,7 @@ def test_tsv_header_names_and_literal_quotes(tmp_path):
     ]
     assert src.describe() == f"tsv:{path}"
     assert isinstance(src, Source)
-    assert TsvSource is DelimitedSource
+    assert isinstance(src, DelimitedSource) and src.delimiter == "\t"
 
 
 def test_tsv_int_columns_without_header(tmp_path):

@@ -451,7 +451,8 @@ def test_from_config_unknown_kind():
 
 def test_kinds_registry():
     assert set(kmtl.tasks.KINDS) == {
-        "classification", "pair_classification", "multilabel", "regression", "pair_regression", "tagging"
+        "classification", "pair_classification", "multilabel", "regression", "pair_regression", "tagging",
+        "relation", "masked_lm",
     }
 
 

@@ -113,6 +113,7 @@ class TrainBench:
         data: ``fixed`` or ``real``.
         jit: compile the train step with XLA (``model.compile(jit_compile=True)``).
         padding: ``longest``, ``buckets`` or ``grouped`` (real data only; see `kmtl.data.buckets`).
+        precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16`` (`kmtl.model.precision`).
         data_dir: the shared data folder (real data).
         limit: examples per task file (real data).
         seed: weights of the heads, sampling and shuffling.
@@ -125,8 +126,12 @@ class TrainBench:
 
     def __init__(self, backbone: str = "minilm-l6", batch_size: int = 32, seq_len: int = 64, steps: int = 20,
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
-                 data_dir=None, limit: Optional[int] = None, seed: int = 0):
+                 data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32"):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
+        from kmtl.model.precision import PRECISIONS, precision_scope
+
+        if precision not in PRECISIONS:
+            raise KmtlError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if data == "real":  # before any TensorFlow work: a wrong folder is a quick, clear error
             from kmtl.bench.realdata import check_data_dir
 
@@ -142,7 +147,8 @@ class TrainBench:
 
         self.settings = {"backbone": backbone, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
                          "repeats": repeats, "warmup_steps": warmup, "data": data, "jit": jit,
-                         "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed}
+                         "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
+                         "precision": precision}
         self.read_seconds = None
         keras.utils.set_random_seed(seed)
         if data == "real":
@@ -154,12 +160,13 @@ class TrainBench:
         else:
             tasks, self.examples = fixed_tasks(), None
         _say(f"loading backbone {backbone}")
-        self.encoder = load_backbone(backbone, seed=seed)
+        with precision_scope(precision):
+            self.encoder = load_backbone(backbone, seed=seed)
+            self.model = build_model(self.encoder, tasks)
         self.tasks = tasks
         self.dims = flops_lib.encoder_dims(self.encoder.backbone)
         self.classes = flops_lib.head_classes(tasks)
         total = warmup + repeats * steps
-        self.model = build_model(self.encoder, tasks)
         self.model.compile(optimizer=make_optimizer(5e-5, total_steps=10 * total), jit_compile=jit)
         self.total_steps = total
 
@@ -318,7 +325,7 @@ def format_table(result: dict) -> str:
              f"{result['mean_padded_length']:.1f} (real {result['mean_real_length']:.1f})")
     lines = [
         f"kmtl bench train: backbone {s['backbone']}, tasks {', '.join(s['tasks'])}; {s['data']} data, {shape}; "
-        f"XLA {'on' if s['jit'] else 'off'}",
+        f"XLA {'on' if s['jit'] else 'off'}; precision {s.get('precision', 'float32')}",
         f"  examples/s        {result['examples_per_sec']:10.1f}",
         f"  tokens/s (real)   {result['tokens_per_sec']:10.0f}",
         f"  tokens/s (padded) {result['padded_tokens_per_sec']:10.0f}",

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from kmtl.config.schema import LOGGED_METRICS, SOURCE_FORMATS, Config
 from kmtl.errors import ConfigError
-from kmtl.registry import WEIGHTING
+from kmtl.registry import SOURCES, WEIGHTING
 
 Problem = Tuple[str, str]
 
@@ -117,26 +117,17 @@ def _not_a_mapping(data) -> str:
 
 
 def build_source(source_cfg, limit: Optional[int] = None):
-    """The :mod:`kmtl.data.sources` object that reads a validated ``train``/``dev`` section.
+    """The :mod:`kmtl.data.sources` object that reads a validated ``train``/``dev`` section
+    (the class of its ``format`` in `kmtl.registry.SOURCES`).
 
-    ``limit`` is passed on to TFDS sources; for file sources the caller slices.
+    ``limit`` is passed on to sources that take one (TFDS reads no more); for the others
+    the caller slices.
     """
-    import importlib
-
-    sources = importlib.import_module("kmtl.data.sources")
-    fields = source_cfg.model_dump(exclude={"format"})
-    fmt = source_cfg.format
-    if fmt == "tsv":
-        return sources.DelimitedSource(delimiter="\t", **fields)
-    if fmt == "csv":
-        return sources.CsvSource(**fields)
-    if fmt == "jsonl":
-        return sources.JsonlSource(**fields)
-    if fmt == "conll":
-        return sources.ConllSource(**fields)
-    if fmt == "tfds":
-        return sources.TfdsSource(limit=limit, **fields)
-    raise ValueError(f"unknown source format {fmt!r}")
+    entry = SOURCES.get(source_cfg.format)
+    options = source_cfg.options()
+    if any(o.param == "limit" for o in entry.parameters):
+        options["limit"] = limit
+    return entry.load()(**options)
 
 
 # --- pydantic errors into (key path, message) ------------------------------------------------

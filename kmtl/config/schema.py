@@ -32,7 +32,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from kmtl.registry import SAMPLERS, SHARING, TASK_KINDS, WEIGHTING, Family, RegistryError
+from kmtl.registry import (
+    COMPUTED,
+    REQUIRED,
+    SAMPLERS,
+    SHARING,
+    SOURCES,
+    TASK_KINDS,
+    WEIGHTING,
+    Column,
+    Family,
+    FilePath,
+    FolderPath,
+    RegistryError,
+)
 
 _KINDS = TASK_KINDS.entries()
 TaskKind = Literal[TASK_KINDS.names()]
@@ -41,8 +54,6 @@ PAIR_KINDS = tuple(k for k, e in _KINDS.items() if "text_pair" in e.attributes.g
 """Kinds that read two texts (``input_fields`` holds ``text_pair``)."""
 REGRESSION_KINDS = tuple(k for k, e in _KINDS.items() if not e.attributes.get("has_labels", True))
 """Kinds without a label set (``has_labels = False``)."""
-TOKEN_KINDS = tuple(k for k, e in _KINDS.items() if e.attributes.get("token_level"))
-"""Kinds that label every word (``token_level = True``): they read conll or tfds sources."""
 
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch: "$" would let a trailing newline through
 TASK_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -51,17 +62,10 @@ SIGNATURE_NAMES = ("serving_default", "ids")
 TAG_SCHEMES = ("bio", "iob1", "bioes", "plain")
 """Tag schemes a tagging task reads (`kmtl.tasks.tag_schemes`); kmtl converts them all to BIO."""
 
-LOGGED_METRICS: Dict[str, Tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1"),
-    "pair_classification": ("accuracy", "macro_f1"),
-    "multilabel": ("accuracy", "micro_f1", "macro_f1"),
-    "regression": ("mse", "pearson"),
-    "pair_regression": ("mse", "pearson"),
-    "tagging": ("accuracy", "entity_f1"),
-}
+LOGGED_METRICS: Dict[str, Tuple[str, ...]] = {k: tuple(e.attributes.get("logged_metrics", ())) for k, e in _KINDS.items()}
 """Per task kind, the metrics the run logs as ``<task>_<metric>`` (and ``val_<task>_<metric>``
-with a dev split), besides ``<task>_loss``: the names of each kind's `kmtl.tasks.Task.metrics`,
-kept here so that the config is checked without importing TensorFlow (a test keeps them equal)."""
+with a dev split), besides ``<task>_loss``: each kind's ``logged_metrics`` (the names of its
+`kmtl.tasks.Task.metrics`), read without importing TensorFlow (a test keeps them equal)."""
 
 
 def problem(message: str, key: Optional[str] = None) -> PydanticCustomError:
@@ -105,8 +109,8 @@ def _column(value: Any) -> Union[int, str]:
     raise problem(f"a column is a name (text) or a 0-based index (integer); got {value!r}")
 
 
-Column = Annotated[Union[int, str], PlainValidator(_column)]
-"""A column of a delimited file: its header name or its 0-based index."""
+ColumnChoice = Annotated[Union[int, str], PlainValidator(_column)]
+"""A column of a table (a `kmtl.registry.Column` option): its header name or its 0-based index."""
 
 
 def _leaf_types(annotation) -> set:
@@ -155,122 +159,123 @@ class _Model(BaseModel):
 # --- sources ------------------------------------------------------------------------------
 
 
-class _DelimitedSourceConfig(_Model):
-    """The keys that TSV and CSV sources share."""
+def _yaml_type(annotation):
+    """A source option's annotation with kmtl's marker types (`kmtl.registry.FilePath`,
+    `FolderPath`, `Column`) replaced by their checked config types, through ``Optional``."""
+    marked = {FilePath: ExistingFile, FolderPath: ResolvedPath, Column: ColumnChoice}
+    for marker, config_type in marked.items():
+        if annotation == marker:
+            return config_type
+    if typing.get_origin(annotation) is Union:
+        return Union[tuple(_yaml_type(arg) for arg in typing.get_args(annotation))]
+    return annotation
 
-    path: ExistingFile
-    text: Optional[Column] = "text"
-    text_pair: Optional[Column] = None
-    label: Optional[Column] = "label"
-    header: bool = True
-    label_separator: Optional[str] = None
+
+class _SourceSection(_Model):
+    """Base of the source models: one per `kmtl.registry.SOURCES` format (`_source_model`).
+
+    With ``header: false`` a column option must be an index: names need a header.
+    """
+
+    _columns: ClassVar[Tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _names_need_header(self):
-        if not self.header:
-            for key in ("text", "text_pair", "label"):
+        if getattr(self, "header", True) is False:
+            for key in self._columns:
                 if isinstance(getattr(self, key), str):
                     raise problem("with header: false, give columns as 0-based indexes", key)
         return self
 
-
-class TsvSourceConfig(_DelimitedSourceConfig):
-    """A tab-separated file (``format: tsv``); columns by header name or 0-based index."""
-
-    format: Literal["tsv"]
-    quoting: bool = False
-
-
-class CsvSourceConfig(_DelimitedSourceConfig):
-    """A comma-separated file (``format: csv``), quoted fields allowed by default."""
-
-    format: Literal["csv"]
-    quoting: bool = True
+    def options(self) -> Dict[str, Any]:
+        """The source class's keyword arguments (by parameter name)."""
+        entry = SOURCES.get(self.format)
+        by_key = {o.key: o.param for o in entry.options}
+        return {by_key[key]: getattr(self, key) for key in by_key}
 
 
-class JsonlSourceConfig(_Model):
-    """A JSON Lines file (``format: jsonl``): one object per line, fields by key."""
-
-    format: Literal["jsonl"]
-    path: ExistingFile
-    text: Optional[str] = "text"
-    text_pair: Optional[str] = None
-    label: Optional[str] = "label"
-    label_separator: Optional[str] = None
-
-
-class ConllSourceConfig(_Model):
-    """A CoNLL-style file (``format: conll``): one token per line, blank lines between sentences."""
-
-    format: Literal["conll"]
-    path: ExistingFile
-    token_column: int = 0
-    tag_column: int = -1
-    delimiter: Optional[str] = None
+def _source_model(entry):
+    defaults = entry.attributes.get("config_defaults") or {}
+    fields = {"format": (Literal[entry.name], ...)}
+    for option in entry.options:
+        default = defaults.get(option.key, option.default)
+        if default is REQUIRED:
+            default = ...
+        elif default is COMPUTED:
+            default = None
+        fields[option.key] = (_yaml_type(option.type), default)
+    model = create_model(f"{entry.class_name}Config", __base__=_SourceSection, __module__=__name__,
+                         __doc__=f"A ``format: {entry.name}`` source (`{entry.module}.{entry.class_name}`).",
+                         **fields)
+    model._columns = tuple(o.key for o in entry.options if Column in (o.type, *typing.get_args(o.type)))
+    return model
 
 
-class TfdsSourceConfig(_Model):
-    """A TensorFlow Datasets split (``format: tfds``); fields by feature name."""
-
-    format: Literal["tfds"]
-    name: str
-    split: str
-    text: Optional[str] = None
-    text_pair: Optional[str] = None
-    label: Optional[str] = None
-    tokens: Optional[str] = None
-    tags: Optional[str] = None
-    data_dir: Optional[ResolvedPath] = None
-
-
-SourceConfig = Annotated[
-    Union[TsvSourceConfig, CsvSourceConfig, JsonlSourceConfig, ConllSourceConfig, TfdsSourceConfig],
-    Field(discriminator="format"),
-]
+SOURCE_MODELS = {name: _source_model(entry) for name, entry in SOURCES.entries().items()}
+"""``{format: pydantic model}``, one per `kmtl.registry.SOURCES` entry: a class in
+kmtl/data/sources/ that sets ``format``; its keys are its ``__init__`` parameters."""
+SourceConfig = Annotated[Union[tuple(SOURCE_MODELS.values())], Field(discriminator="format")]
 """A ``train``/``dev`` section: one of the source models, chosen by its ``format`` key."""
-SOURCE_FORMATS = ("tsv", "csv", "jsonl", "conll", "tfds")
+SOURCE_FORMATS = tuple(SOURCE_MODELS)
+"""The ``format`` values: ``tsv``, ``csv``, ``jsonl``, ``conll``, ``tfds``, and any source added."""
+
+
+def _given_fields(fmt: str, source=None) -> set:
+    """The fields a ``fmt`` source gives (with ``source``: as configured; without: at best)."""
+    fields = SOURCES.get(fmt).attributes.get("fields") or {}
+    return {name for name, keys in fields.items()
+            if keys is True or source is None or any(getattr(source, key, None) is not None for key in keys)}
 
 
 def source_problem(kind: str, source) -> Optional[Tuple[str, str]]:
-    """``(key, message)`` when ``source`` cannot feed a task of ``kind``, else ``None``."""
+    """``(key, message)`` when ``source`` cannot feed a task of ``kind``, else ``None``.
+
+    A kind reads its ``input_fields`` and its ``label_field`` (`kmtl.tasks.Task`); a source
+    gives the fields its ``fields`` map to options that are set (`kmtl.data.sources.Source`).
+    """
+    attrs = _KINDS[kind].attributes
+    needed = tuple(attrs.get("input_fields", ("text",))) + ((attrs.get("label_field", "label"),)
+                                                           if attrs.get("label_field", "label") else ())
     fmt = source.format
-    if kind in TOKEN_KINDS:
-        if fmt == "conll":
-            return None
-        if fmt != "tfds":
-            return ("format", f"a {kind} task reads conll or tfds sources, not {fmt}")
-        for key in ("tokens", "tags"):
-            if getattr(source, key) is None:
-                return (key, f"a {kind} task reads a tfds source through both tokens and tags")
-        return None
-    if fmt == "conll":
-        return ("format", f"conll holds tagged tokens; a {kind} task reads tsv, csv, jsonl or tfds")
-    if source.text is None:
-        return ("text", f"a {kind} task needs a text column")
-    if kind in PAIR_KINDS and source.text_pair is None:
-        return ("text_pair", f"a {kind} task needs text_pair (the second text's column)")
-    if kind not in PAIR_KINDS and source.text_pair is not None:
-        pair = "pair_regression" if kind == "regression" else "pair_classification"
-        return ("text_pair", f"only pair kinds read text_pair; did you mean kind: {pair}?")
-    if source.label is None:
-        return ("label", f"a {kind} task needs a label column")
+
+    def feeds(f):
+        return kind in (SOURCES.get(f).attributes.get("kinds") or (kind,))
+
+    able = [f for f in SOURCE_FORMATS if feeds(f) and set(needed) <= _given_fields(f)]
+    if not feeds(fmt):
+        return ("format", f"{fmt} sources feed {_or(SOURCES.get(fmt).attributes['kinds'])} tasks; "
+                          f"a {kind} task reads {_or(able)} sources")
+    fields = SOURCES.get(fmt).attributes.get("fields") or {}
+    given = _given_fields(fmt, source)
+    for field in needed:
+        if field in given:
+            continue
+        if field not in fields:
+            return ("format", f"a {kind} task reads {_or(able)} sources, not {fmt}")
+        return (fields[field][0], f"a {kind} task needs {_and(needed)}; set {fields[field][0]}")
+    for field in sorted(given - set(needed)):
+        if fields.get(field) is not True:
+            readers = [k for k, e in _KINDS.items() if field in e.attributes.get("input_fields", ("text",))]
+            hint = f"; did you mean kind: {_or(readers)}?" if readers else ""
+            return (fields[field][0], f"a {kind} task does not read {field}: remove it{hint}")
     return None
+
+
+def _and(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _or(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
 # --- tasks --------------------------------------------------------------------------------
 
 
-class TaskConfig(_Model):
-    """One task: its head's kind, its label set, its loss weight and its data.
-
-    ``labels`` is ``None`` when it is to be inferred from the train split. ``limit`` caps
-    the examples read from ``train`` and from ``dev``; ``dev_limit`` caps ``dev`` on its own
-    (a number, or ``all`` to evaluate on the whole dev split whatever ``limit`` says).
-    Tagging only: ``tag_scheme`` (``bio``, ``iob1``, ``bioes``, or ``plain`` for tags without
-    chunk prefixes such as POS tags; detected from the train split when left out) and
-    ``outside_tag`` (the data's tag for words outside entities, ``O`` by default); kmtl reads
-    every scheme as BIO with ``O`` (`kmtl.tasks.tag_schemes`).
-    """
+class _TaskSection(_Model):
+    """The keys of a task that every kind has; `TaskConfig` adds the kinds' own options."""
 
     name: str
     kind: TaskKind
@@ -280,8 +285,8 @@ class TaskConfig(_Model):
     dev: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, ge=1)
     dev_limit: Optional[Union[Annotated[int, Field(ge=1)], Literal["all"]]] = None
-    tag_scheme: Optional[Literal["bio", "iob1", "bioes", "plain"]] = None
-    outside_tag: Optional[str] = None
+    _kind_users: ClassVar[Dict[str, Tuple[str, ...]]] = {}
+    _kind_params: ClassVar[Dict[str, Dict[str, str]]] = {}
 
     @property
     def dev_cap(self) -> Optional[int]:
@@ -326,17 +331,25 @@ class TaskConfig(_Model):
         return value
 
     def kind_options(self) -> dict:
-        """The options given for this task's kind alone (validated above), as keyword
-        arguments of the kind's class."""
-        return {key: getattr(self, key) for key in ("tag_scheme", "outside_tag") if getattr(self, key) is not None}
+        """The options set for this task's kind (validated above), as keyword arguments of
+        the kind's class; an option left out takes the class's default."""
+        params = self._kind_params.get(self.kind, {})
+        return {param: getattr(self, key) for key, param in params.items() if getattr(self, key) is not None}
 
-    @field_validator("tag_scheme", "outside_tag")
+    @field_validator("*")
     @classmethod
-    def _tagging_only(cls, value, info):
+    def _read_by_the_kind(cls, value, info):
+        readers = cls._kind_users.get(info.field_name)
         kind = info.data.get("kind")
-        if value is not None and kind and kind != "tagging":
-            raise problem(f"only tagging tasks read {info.field_name} (this task is {kind}); remove it")
-        if info.field_name == "outside_tag" and value is not None:
+        if readers and value is not None and kind and kind not in readers:
+            raise problem(f"only {' and '.join(readers)} tasks read {info.field_name} (this task is {kind}); "
+                          "remove it")
+        return value
+
+    @field_validator("outside_tag", check_fields=False)
+    @classmethod
+    def _an_outside_tag(cls, value):
+        if value is not None:
             prefix, dash, rest = value.partition("-")
             if not value.strip() or value != value.strip() or (dash and prefix in ("B", "I", "E", "S")):
                 raise problem(f"{value!r} cannot be the outside tag: give the tag your data puts on words "
@@ -356,15 +369,17 @@ class TaskConfig(_Model):
 # --- the other sections -------------------------------------------------------------------
 
 
-def _option_fields(family: Family) -> Tuple[Dict[str, Any], Dict[str, Tuple[str, ...]]]:
+def _option_fields(family: Family, skip=()) -> Tuple[Dict[str, Any], Dict[str, Tuple[str, ...]]]:
     """One optional field per option key of ``family``'s plug-ins (typed from their signatures;
     ``None`` or, for mappings, ``{}`` means "the plug-in's own default"), and the plug-ins that
-    read each key."""
+    read each key; parameters named in ``skip`` are left out."""
     fields: Dict[str, Any] = {}
     users: Dict[str, Tuple[str, ...]] = {}
     annotations: Dict[str, Tuple[str, str]] = {}
     for entry in family.entries().values():
         for option in entry.options:
+            if option.param in skip:
+                continue
             seen = annotations.setdefault(option.key, (option.annotation, entry.where))
             if seen[0] != option.annotation:
                 raise RegistryError(f"{entry.where}: option {option.key!r} of {family.title} {entry.name!r} is "
@@ -378,6 +393,34 @@ def _option_fields(family: Family) -> Tuple[Dict[str, Any], Dict[str, Tuple[str,
             else:
                 fields[option.key] = (Optional[option.type], None)
     return fields, users
+
+
+_COMMON_TASK_PARAMS = ("name", "labels")  # every kind's first parameters: keys of _TaskSection
+
+
+def _task_config():
+    fields, users = _option_fields(TASK_KINDS, skip=_COMMON_TASK_PARAMS)
+    model = create_model("TaskConfig", __base__=_TaskSection, __module__=__name__, __doc__=_TASK_DOC, **fields)
+    model._kind_users = {key: kinds for key, kinds in users.items() if len(kinds) < len(_KINDS)}
+    model._kind_params = {kind: {o.key: o.param for o in entry.options if o.param not in _COMMON_TASK_PARAMS}
+                          for kind, entry in _KINDS.items()}
+    return model
+
+
+_TASK_DOC = """One task: its head's kind, its label set, its loss weight and its data.
+
+    ``labels`` is ``None`` when it is to be inferred from the train split. ``limit`` caps
+    the examples read from ``train`` and from ``dev``; ``dev_limit`` caps ``dev`` on its own
+    (a number, or ``all`` to evaluate on the whole dev split whatever ``limit`` says).
+
+    The other keys are the options of the task kinds (`kmtl.registry.TASK_KINDS`: each kind's
+    ``__init__`` after ``name`` and ``labels``), each valid for the kinds that read it:
+    ``dropout`` (every kind); tagging: ``tag_scheme`` (``bio``, ``iob1``, ``bioes``, or
+    ``plain`` for tags without chunk prefixes such as POS tags; detected from the train split
+    when left out) and ``outside_tag`` (the data's tag for words outside entities, ``O`` by
+    default; kmtl reads every scheme as BIO with ``O``, `kmtl.tasks.tag_schemes`); and the
+    options of other kinds (``threshold`` of multilabel...).
+    """
 
 
 class _PluginSection(_Model):
@@ -449,6 +492,7 @@ _SHARING_DOC = """How tasks share the backbone (`kmtl.sharing`): ``full`` (fine-
     Modes and their options come from `kmtl.registry.SHARING` (each mode's ``__init__``).
     """
 SharingConfig = _plugin_section("SharingConfig", SHARING, "mode", "full", _SHARING_DOC, base=_SharingSection)
+TaskConfig = _task_config()
 
 
 class MixtureConfig(_Model):
@@ -485,8 +529,18 @@ class EarlyStoppingConfig(_Model):
     mode: Literal["auto", "min", "max"] = "auto"
 
 
+TPU_UNSUPPORTED = (
+    "TensorFlow 2.19 was the last release with TPU support and kmtl runs on TF 2.21, which has none; "
+    "use strategy: auto (GPUs or CPU), or a TF 2.19 environment for TPUs (kmtl's fixed-shape mode, "
+    "mixture.length_buckets with training.jit_compile: true, is the XLA-ready path: README \"TPUs\")")
+"""Why ``strategy: tpu`` is refused at config time."""
+
+
 class TrainingConfig(_Model):
     """The optimizer, schedule and distribution settings of a run.
+
+    ``precision``: ``float32`` (default), ``mixed_bfloat16`` or ``mixed_float16`` (Keras'
+    mixed-precision policies; heads and losses stay float32, float16 with loss scaling).
 
     ``head_learning_rate``: the peak learning rate of the task heads (default: ``learning_rate``);
     the encoder, adapters and LoRA factors train at ``learning_rate``.
@@ -501,10 +555,18 @@ class TrainingConfig(_Model):
     clipnorm: Optional[float] = Field(1.0, gt=0, description="max global norm of the gradient summed over replicas; null: off")
     seed: int = 0
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit_compile: bool = False
     early_stopping: Optional[EarlyStoppingConfig] = None
     backup_every: int = Field(100, ge=1, description="steps between the backups a rerun resumes from "
                                                      "(and one at every epoch end)")
+
+    @field_validator("strategy")
+    @classmethod
+    def _no_tpu(cls, value):
+        if value == "tpu":
+            raise problem(TPU_UNSUPPORTED)
+        return value
 
     @property
     def head_rate(self) -> float:

@@ -19,23 +19,22 @@ _ENCODE_BATCH = 256
 
 
 def raw_tensors(task, examples: Sequence[Example], with_labels: bool = True):
-    """The task's input fields (and encoded labels) as tensors for `from_tensor_slices`."""
+    """The task's input fields (and encoded labels) as tensors for `from_tensor_slices`
+    (`kmtl.tasks.Task.input_tensors` and `label_tensor`)."""
     if not examples:
         raise DataError("", f"task {task.name!r} has no examples; give it a non-empty split")
     for ex in examples:
         task.check_inputs(ex)
-    if task.token_level:
-        raw = {"tokens": tf.ragged.constant([list(ex.tokens) for ex in examples], dtype=tf.string)}
-    else:
-        raw = {field: tf.constant([getattr(ex, field) for ex in examples]) for field in task.input_fields}
+    raw = task.input_tensors(examples)
     if not with_labels:
         return raw
-    labels = task.encode_labels(examples)
-    if task.token_level:
-        labels = tf.RaggedTensor.from_row_lengths(
-            np.concatenate(labels) if labels else np.zeros([0], np.int32), [len(l) for l in labels]
-        )
-    return raw, labels
+    return raw, task.label_tensor(examples)
+
+
+def _batch_raw(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
+    """Batch raw inputs: ``ragged_batch`` when a component is ragged (words of sentences)."""
+    ragged = any(isinstance(spec, tf.RaggedTensorSpec) for spec in tf.nest.flatten(ds.element_spec))
+    return ds.ragged_batch(size) if ragged else ds.batch(size)
 
 
 def encode_batch(task, tasks, preprocessor: Preprocessor, raw: dict, labels=None):
@@ -43,24 +42,17 @@ def encode_batch(task, tasks, preprocessor: Preprocessor, raw: dict, labels=None
 
     ``x`` holds the `INPUT_NAMES` and `TASK_ID` (``task``'s index in ``tasks``: pass the
     model's own ``model.tasks``, in its order). ``y`` and ``sample_weight`` hold an entry for
-    *every* task in ``tasks``: the owning task's labels with weight 1 (token tasks: 1 on first
-    word pieces), zeros with weight 0 for the others. With ``labels=None`` only ``x`` (plus
-    alignment info for token tasks) is returned.
+    *every* task in ``tasks``: the owning task's labels and weights (`kmtl.tasks.Task.encode_inputs`:
+    1 per example; token tasks: 1 on first word pieces), zeros with weight 0 for the others.
+    With ``labels=None`` ``(x, aux)`` is returned: ``aux`` is what the task's ``decode`` needs
+    (word alignment for token tasks).
     """
     index = [t.name for t in tasks].index(task.name)
-    if task.token_level:
-        enc = preprocessor.encode_words(raw["tokens"], labels)
-        x = {name: enc[name] for name in INPUT_NAMES}
-    else:
-        x = dict(preprocessor.encode_text(raw["text"], raw.get("text_pair")))
+    encoded, own_y, own_w, aux = task.encode_inputs(preprocessor, raw, labels)
+    x = {name: encoded[name] for name in INPUT_NAMES}
     x[TASK_ID] = tf.fill(tf.shape(x["token_ids"])[:1], tf.constant(index, tf.int32))
     if labels is None:
-        return x, ({"first_piece": enc["first_piece"]} if task.token_level else {})
-    if task.token_level:
-        own_y, own_w = enc["piece_labels"], enc["first_piece_mask"]
-    else:
-        own_y = labels
-        own_w = tf.ones([tf.shape(labels)[0]], tf.float32)
+        return x, aux
     batch = tf.shape(x["token_ids"])[0]
     length = preprocessor.max_length
     y, w = {}, {}
@@ -88,16 +80,19 @@ def task_dataset(task, tasks, examples, preprocessor: Preprocessor, *, shuffle=T
     new iterator draws new orders, reproducibly from a freshly built dataset.
     """
     raw, labels = raw_tensors(task, examples)
-    ds = tf.data.Dataset.from_tensor_slices((raw, labels))
-    ds = ds.ragged_batch(_ENCODE_BATCH) if task.token_level else ds.batch(_ENCODE_BATCH)
+    ds = _batch_raw(tf.data.Dataset.from_tensor_slices((raw, labels)), _ENCODE_BATCH)
     ds = ds.map(lambda r, l: encode_batch(task, tasks, preprocessor, r, l), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.unbatch().cache()
+    size = len(examples) if task.one_row_per_example else int(ds.reduce(0, lambda n, _: n + 1))  # windows
     if shuffle and repeat and not reshuffle_each_iteration:
-        return shuffled_passes(ds, len(examples), seed)
-    if shuffle:
-        ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+        ds = shuffled_passes(ds, size, seed)
+    else:
+        if shuffle:
+            ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+    if task.augment is not None:  # after the cache: a new draw each pass (dynamic masking)
+        ds = ds.map(task.augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds
 
 
@@ -149,7 +144,7 @@ def cut_batch(tasks, length, x, y=None, w=None):
     x = cut_inputs(x, length)
     if y is None:
         return x
-    token_tasks = {t.name for t in tasks if t.token_level}
+    token_tasks = {t.name for t in tasks if t.sequence_labels}
     y = {k: (v[:, :length] if k in token_tasks else v) for k, v in y.items()}
     w = {k: (v[:, :length] if k in token_tasks else v) for k, v in w.items()}
     return x, y, w
@@ -169,8 +164,7 @@ def eval_dataset(task, tasks, examples, preprocessor: Preprocessor, batch_size=6
     ``aux["first_piece"]`` maps words to pieces for token tasks (empty dict otherwise); used
     to decode predictions.
     """
-    ds = tf.data.Dataset.from_tensor_slices(raw_tensors(task, examples, with_labels=False))
-    ds = ds.ragged_batch(batch_size) if task.token_level else ds.batch(batch_size)
+    ds = _batch_raw(tf.data.Dataset.from_tensor_slices(raw_tensors(task, examples, with_labels=False)), batch_size)
 
     def encode(raw):
         x, aux = encode_batch(task, tasks, preprocessor, raw)
@@ -192,7 +186,8 @@ def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], pr
         raise ValueError("no validation examples: every task's list is empty")
     parts = [task_dataset(by_name[n], tasks, examples_by_task[n], preprocessor, shuffle=False, repeat=False)
              for n in names]
-    sizes = np.array([len(examples_by_task[n]) for n in names], dtype=np.float64)
+    sizes = np.array([len(examples_by_task[n]) if by_name[n].one_row_per_example else int(part.reduce(0, lambda c, _: c + 1))
+                      for n, part in zip(names, parts)], dtype=np.float64)
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(
         parts, weights=list(sizes / sizes.sum()), seed=seed, stop_on_empty_dataset=False)
     ds = ds.batch(batch_size).map(lambda x, y, w: trim_batch(tasks, x, y, w))

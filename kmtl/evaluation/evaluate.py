@@ -49,12 +49,14 @@ def evaluate_tasks(model, examples_by_task: Dict[str, Sequence], preprocessor, b
 
 
 def format_table(report: Dict[str, dict]) -> str:
-    """A plain-text table: one row per task, its headline metric first, then the others."""
+    """A plain-text table: one row per task, its headline metric first, then the others (the
+    numbers: per-label breakdowns such as a relation task's ``per_relation`` stay in the JSON)."""
     rows = [("task", "kind", "n", "metrics")]
     for name, res in report.items():
         head = KINDS[res["kind"]].primary_metric if res["kind"] in KINDS else None  # what compare judges by
         names = [head] + sorted(k for k in res if k not in ("kind", "examples", head))
-        metrics = "  ".join(f"{k}={_fmt(res[k])}" for k in names if k in res)
+        metrics = "  ".join(f"{k}={_fmt(res[k])}" for k in names
+                            if isinstance(res.get(k), (int, float)) and not isinstance(res.get(k), bool))
         rows.append((name, res["kind"], str(res["examples"]), metrics))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]

@@ -23,8 +23,13 @@ def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int 
     """
     results = []
     start = 0
+    # only this task's head: the others' outputs (a masked-LM head's [B, T, vocabulary]) are not computed
+    runner = model.outputs_model([task.name]) if hasattr(model, "outputs_model") else model
+    wanted = set(runner.input) if isinstance(getattr(runner, "input", None), dict) else None
     for x, aux in eval_dataset(task, model.tasks, examples, preprocessor, batch_size):
-        outputs = model.predict_on_batch(x)[task.name]
+        if wanted is not None:
+            x = {k: v for k, v in x.items() if k in wanted}
+        outputs = runner.predict_on_batch(x)[task.name]
         batch = examples[start:start + len(outputs)]
         info = {k: np.asarray(v) for k, v in aux.items()}
         results.extend(task.decode(np.asarray(outputs), batch, **info))

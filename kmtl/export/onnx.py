@@ -32,7 +32,11 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
       einsum ops); each head's output is meaningful on the rows of its own task;
     * outputs named after the tasks, the raw model outputs: logits ``[batch, labels]`` for
       classification, ``[batch, length, labels]`` for tagging, ``[batch, 1]`` scores for
-      regression, sigmoid logits for multi-label.
+      regression, sigmoid logits for multi-label; always float32, and the graph computes in
+      float32: a model trained in mixed precision is exported through a float32 copy with the
+      same weights (`kmtl.model.precision.float32_copy`; tf2onnx cannot convert bfloat16
+      graphs, and ONNX Runtime's CPU provider lacks most half-precision kernels), so its
+      outputs differ from the Keras model's by the half-precision rounding (~1e-2 for bfloat16).
 
     How: Keras' own ``model.export(path, format="onnx", input_signature=[{...}])`` (Keras
     3.15 traces the functional model with the dict signature and hands the concrete function
@@ -67,13 +71,20 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     import tensorflow as tf
 
     from kmtl.export.saved_model import weights_nbytes
-    from kmtl.sharing import TASK_ID, uses_task_id
+    from kmtl.model.precision import float32_copy
+    from kmtl.sharing import TASK_ID, served_model, uses_task_id
 
     preprocessor = preprocessor if preprocessor is not None else getattr(model, "preprocessor", None)
     if max_length is None and preprocessor is not None:
         max_length = preprocessor.max_length
+    model = served_model(model)  # a mode's serving form (prefix tuning: its MLP folded away)
     tasks = list(getattr(model, "tasks", []))
     output_names = sorted(model.output.keys()) if isinstance(model.output, dict) else []
+    served = [t.name for t in tasks if getattr(t, "served", True)]  # auxiliary masked-LM heads stay out
+    if tasks and not served:
+        raise ExportError("no task of this model is served (auxiliary tasks such as masked_lm are not); "
+                          "add a task or set the auxiliary task's serve option")
+    output_names = [n for n in output_names if n in served] if tasks else output_names
     signature = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}
     inputs = {n: {"dtype": "int32", "shape": ["batch", "length"]} for n in INPUT_NAMES}
     if uses_task_id(model):
@@ -88,8 +99,10 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
         for lg in loggers:  # tf2onnx logs every optimizer pass at INFO
             lg.setLevel(logging.ERROR)
         try:
-            model.export(str(target), format="onnx", input_signature=signature, opset_version=opset,
-                         verbose=False)
+            graph = float32_copy(model)
+            if tasks and len(output_names) < len(graph.output):
+                graph = graph.outputs_model(output_names)
+            graph.export(str(target), format="onnx", input_signature=signature, opset_version=opset, verbose=False)
         except Exception as err:  # tf2onnx raises many kinds; say what failed
             raise ExportError(f"ONNX conversion failed: {type(err).__name__}: {err}") from err
         finally:
@@ -119,7 +132,7 @@ def _output_meta(name, tasks):
     task = next((t for t in tasks if t.name == name), None)
     if task is None:
         return {}
-    token_level = getattr(task, "token_level", False)
+    token_level = getattr(task, "sequence_labels", False) or getattr(task, "token_level", False)
     return {
         "kind": task.kind,
         "shape": ["batch", "length", task.num_outputs] if token_level else ["batch", task.num_outputs],

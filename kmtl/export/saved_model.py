@@ -16,8 +16,9 @@ from kmtl.errors import ExportError
 from kmtl.export.heads import decode_outputs
 from kmtl.export.versions import atomic_version_dir, check_export_target
 from kmtl.export.warmup import write_warmup
+from kmtl.model.precision import float32_outputs
 from kmtl.model.raw_text import run_tasks, text_inputs
-from kmtl.sharing import TASK_ID, uses_task_id
+from kmtl.sharing import TASK_ID, served_model, uses_task_id
 
 METADATA_FILE = "kmtl.json"
 GRAPH_BYTES = 16 * 2**20  # saved_model.pb, assets and warm-up requests: a generous estimate
@@ -45,7 +46,10 @@ class ServingGraph:
     own copy. A per-task signature feeds its task's id. Without adapters the model runs once
     on the batch, as before.
 
-    Output names per task kind are listed in `kmtl.export.heads`.
+    Output names per task kind are listed in `kmtl.export.heads`. Probabilities and scores are
+    float32 whatever the training precision: a model built under a mixed precision policy
+    (`kmtl.model.precision`) serves its float16/bfloat16 encoder with float32 heads, and any
+    other floating output is cast to float32, so the answers equal ``model.predict``'s.
 
     Args:
         model: a trained `kmtl.MultiTaskModel`.
@@ -58,7 +62,10 @@ class ServingGraph:
             raise ExportError(f"task names {clash} clash with signature names {list(RESERVED)}; rename the tasks")
         self.model = model
         self.preprocessor = preprocessor
-        self.tasks = list(model.tasks)
+        self.tasks = [t for t in model.tasks if getattr(t, "served", True)]  # not auxiliary masked-LM
+        if not self.tasks:
+            raise ExportError("no task of this model is served (auxiliary tasks such as masked_lm are not); "
+                              "add a task or set the auxiliary task's serve option")
         self.routed = uses_task_id(model)
 
     def _trim(self, x):
@@ -68,14 +75,15 @@ class ServingGraph:
         """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch: one encoder
         pass serves the tagging and the sentence heads."""
         x, words_info = text_inputs(tasks, self.preprocessor, text, text_pair)
-        outputs = run_tasks(self.model, self._trim(x), tasks)  # adapters: one copy of the batch per task
+        outputs = float32_outputs(run_tasks(self.model, self._trim(x), tasks))  # adapters: one copy per task
         return decode_outputs(tasks, outputs, clean_text(text), words_info=words_info)
 
     def serve_ids(self, token_ids, segment_ids, padding_mask, task_id=None):
         x = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
         if task_id is not None:
             x[TASK_ID] = task_id
-        return {name: tf.convert_to_tensor(v) for name, v in self.model(x, training=False).items()}
+        outputs = self.model(x, training=False)
+        return float32_outputs({t.name: tf.convert_to_tensor(outputs[t.name]) for t in self.tasks})
 
     def _text_fn(self, tasks):
         def serve_text(text):
@@ -130,6 +138,7 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
         '1'
     """
     model_dir = check_export_target(base_dir, name, version)  # before any tracing
+    model = served_model(model)  # a mode's serving form (prefix tuning: its MLP folded away)
     graph = ServingGraph(model, preprocessor)
     # keras.export.ExportArchive, not a bare tf.saved_model.save: its variables restore in
     # the graph-mode loader that TF Serving (and saved_model_cli run) use.
@@ -150,7 +159,8 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         info = {
-            "tasks": [t.get_config() for t in model.tasks],
+            "tasks": [t.get_config() for t in model.tasks],  # in task_id order (routed modes)
+            "served": [t.name for t in graph.tasks],  # those with signatures and ids outputs
             "backbone": model.encoder_spec,
             "max_length": preprocessor.max_length,
             "sharing": {"mode": getattr(model, "sharing", "full"), **getattr(model, "sharing_options", {})},

@@ -51,6 +51,8 @@ class MacroF1(CountsF1):
     Args:
         num_classes: width of the head's output (the number of labels).
         name: logged as ``<task>_<name>``.
+        exclude: class indices counted in no average (a relation task's no-relation class);
+            ``sklearn``'s ``labels=`` with the other classes.
 
     Example:
         >>> f1 = MacroF1(3)
@@ -59,11 +61,15 @@ class MacroF1(CountsF1):
         0.5555...
     """
 
-    def __init__(self, num_classes: int, name: str = "macro_f1", dtype=None):
+    def __init__(self, num_classes: int, name: str = "macro_f1", dtype=None, exclude=()):
         if int(num_classes) < 1:
             raise ValueError(f"MacroF1 needs num_classes >= 1, got {num_classes}")
+        exclude = tuple(sorted({int(i) for i in exclude}))
+        if any(not 0 <= i < int(num_classes) for i in exclude) or len(exclude) >= int(num_classes):
+            raise ValueError(f"MacroF1 exclude={list(exclude)} must name some, not all, of the {num_classes} classes")
         super().__init__(num_classes, name=name, dtype=dtype)
         self.num_classes = int(num_classes)
+        self.exclude = exclude
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = tf.convert_to_tensor(y_pred)
@@ -76,7 +82,10 @@ class MacroF1(CountsF1):
         self.add_counts(true_hot * tf.one_hot(predicted, self.num_classes), true_hot, pred_hot)
 
     def result(self):
-        return tf.reduce_mean(self.per_class())
+        if not self.exclude:
+            return tf.reduce_mean(self.per_class())
+        kept = [i for i in range(self.num_classes) if i not in self.exclude]
+        return tf.reduce_mean(tf.gather(self.per_class(), kept))
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes}
+        return {**super().get_config(), "num_classes": self.num_classes, "exclude": list(self.exclude)}

@@ -14,10 +14,19 @@ from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
 from kmtl.model.pooling import MaskedMeanPooling
+from kmtl.model.precision import float32_layers, is_loss_scaled
 from kmtl.model.raw_text import is_raw_text, run_tasks, text_inputs
 from kmtl.model.step_hook import StepHook, hooked_train_step
 from kmtl.model.weighting_state import WeightingState
-from kmtl.sharing import INPUT_NAMES, SHARING_CLASSES, TASK_ID, apply_sharing, make_sharing, sharing_from_config
+from kmtl.sharing import (
+    INPUT_NAMES,
+    SHARING_CLASSES,
+    SHARING_OPTION_KEYS,
+    TASK_ID,
+    apply_sharing,
+    make_sharing,
+    sharing_from_config,
+)
 
 
 class TaskLoss(NamedTuple):
@@ -66,7 +75,10 @@ class MultiTaskModel(keras.Model):
       the same update and a task is not diluted by other tasks' examples;
     * the total is ``sum_t loss_weights[t] * loss_t``, where ``loss_weights`` are
       non-trainable variables that weighting callbacks assign between steps (no retrace);
-    * ``<task>_loss`` in the logs is the mean over owned examples of the epoch.
+    * ``<task>_loss`` in the logs is the mean over owned examples of the epoch;
+    * built under a mixed precision policy (`kmtl.model.precision.precision_scope`), the
+      encoder computes in float16/bfloat16 while the pooling and the heads compute in float32:
+      outputs and per-task losses are float32.
 
     Build it with `kmtl.build_model`. `compile` fills in each task's metrics (weighted by
     ownership) and accepts ``loss_weights`` as floats.
@@ -80,9 +92,9 @@ class MultiTaskModel(keras.Model):
             everything), ``frozen`` (train heads only), ``lora`` (shared low-rank updates, Hu
             et al. 2022), ``adapters`` (per-task bottleneck adapters, Houlsby et al. 2019;
             adds the ``task_id`` input), or a `kmtl.sharing.Sharing` object.
-        lora_rank, lora_alpha, lora_targets: rank, scale numerator (default: the rank) and
-            target layer names (default ``query``, ``value``) of ``lora``.
-        adapter_size: bottleneck width of ``adapters``.
+        **kwargs: the chosen mode's options, keyed as in the YAML ``sharing`` section
+            (``lora_rank``, ``adapter_size``...: `kmtl.sharing.make_sharing`; those of other
+            modes are ignored), and `keras.Model`'s own (``name``, ``trainable``).
         weighting_state: ``{"strategy", "shapes"}`` of a `WeightingState` to make at once (what
             `from_config` passes, so a saved strategy state loads); weighting callbacks
             otherwise make it when ``fit`` starts.
@@ -97,12 +109,11 @@ class MultiTaskModel(keras.Model):
     """
 
     def __init__(self, encoder, tasks: Sequence, pooling: str = "mean", sharing="full",
-                 lora_rank: int = 8, lora_alpha=None, lora_targets=None, adapter_size: int = 64,
                  weighting_state=None, **kwargs):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
-        strategy = make_sharing(sharing, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                                lora_targets=lora_targets, adapter_size=adapter_size)
+        options = {key: kwargs.pop(key) for key in SHARING_OPTION_KEYS if key in kwargs}
+        strategy = make_sharing(sharing, **options)
         names = [t.name for t in tasks]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks must be non-empty with unique names, got {names}")
@@ -118,10 +129,14 @@ class MultiTaskModel(keras.Model):
             except ValueError:
                 pass
         sequence = encoded["sequence_output"]
-        pooled = (MaskedMeanPooling(name="mean_pooling")(sequence, inputs["padding_mask"])
-                  if pooling == "mean" else encoded["pooled_output"])
-        features = {"sequence": sequence, "pooled": pooled}
-        outputs = {task.name: task.build_head(features) for task in tasks}
+        with float32_layers():  # under a mixed precision policy too: float32 logits and losses
+            pooled = (MaskedMeanPooling(name="mean_pooling")(sequence, inputs["padding_mask"])
+                      if pooling == "mean" else encoded["pooled_output"])
+            # heads read the sentence vector, the token vectors and, for kinds that need them (entity
+            # markers, answer spans), the model's symbolic inputs themselves
+            features = {"sequence": sequence, "pooled": pooled, "inputs": inputs,
+                        "tokenizer": getattr(encoder, "tokenizer", None)}  # relation heads: marker ids
+            outputs = {task.name: task.build_head(features) for task in tasks}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.tasks = list(tasks)
@@ -129,7 +144,6 @@ class MultiTaskModel(keras.Model):
         self._backbone_config = backbone_config
         self.pooling, self.sharing = pooling, strategy.name
         self.sharing_options = strategy.get_config()  # rebuilds it: kmtl.sharing.sharing_from_config
-        self.lora_rank = getattr(strategy, "rank", lora_rank)
         self.routes_by_task = strategy.routes_by_task
         self.task_weights = {
             t.name: keras.Variable(1.0, trainable=False, dtype="float32", name=f"loss_weight_{t.name}",
@@ -149,6 +163,12 @@ class MultiTaskModel(keras.Model):
         self._fit_hook = None  # the StepHook of the running `fit` (see kmtl.model.step_hook)
         self._fit_logs_lambda = False
         self.task_loss_trackers = TaskLossTrackers([t.name for t in tasks])
+        # layers with figures worth watching (a sharing mode's gates or mixing weights): their
+        # `logged_values()` ({log name: scalar tensor}) join every training step's logs
+        self._value_loggers = [layer for layer in self.layers if callable(getattr(layer, "logged_values", None))]
+        for layer in self._value_loggers:  # they name their figures after the tasks: `<task>_<figure>`
+            if hasattr(layer, "task_names"):
+                layer.task_names = tuple(names)
 
     # ---------------------------------------------------------- serialization
     def get_config(self):
@@ -163,7 +183,7 @@ class MultiTaskModel(keras.Model):
         Keys: ``backbone`` (the keras-hub backbone, `keras.saving.serialize_keras_object`,
         taken before the sharing mode froze it or added LoRA, which ``__init__`` does again),
         ``tasks`` (each `kmtl.tasks.Task.get_config`), ``pooling``, ``sharing`` and
-        ``sharing_options`` (`kmtl.sharing.sharing_from_config`), ``lora_rank``,
+        ``sharing_options`` (`kmtl.sharing.sharing_from_config`),
         ``encoder_spec`` (what `kmtl.load_backbone` was given, e.g. to get the tokenizer
         back; ``None`` when unknown), ``name``, ``trainable``. Weights (LoRA factors,
         adapters, loss weights) are not config: they travel in the weights file.
@@ -187,7 +207,6 @@ class MultiTaskModel(keras.Model):
             "pooling": self.pooling,
             "sharing": self.sharing,
             "sharing_options": json.loads(json.dumps(self.sharing_options)),  # a plain copy
-            "lora_rank": self.lora_rank,
             "weighting_state": None if self.weighting_state is None else {
                 "strategy": self.weighting_state.strategy, "shapes": self.weighting_state.shapes},
         }
@@ -217,7 +236,9 @@ class MultiTaskModel(keras.Model):
         sharing = sharing_from_config(config.pop("sharing", "full"), config.pop("sharing_options", None))
         named = {name for name, p in inspect.signature(cls.__init__).parameters.items()
                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self", "encoder", "tasks", "sharing"}
-        accepted = named | {"name", "trainable"}  # the last two: keras.Model's own keyword arguments
+        # keras.Model's own keyword arguments; sharing options of files written before
+        # sharing_options existed (``lora_rank``: the rebuilt `sharing` object wins)
+        accepted = named | {"name", "trainable"} | set(SHARING_OPTION_KEYS)
         unknown = sorted(set(config) - accepted)
         if unknown:
             warnings.warn(f"{cls.__name__}.from_config: ignoring config keys {unknown} that this kmtl version's "
@@ -349,6 +370,23 @@ class MultiTaskModel(keras.Model):
         self.train_function = None  # a traced step would hold the old state's variables
         return state
 
+    def outputs_model(self, names) -> keras.Model:
+        """A Keras model with this model's inputs, layers and weights and only the outputs
+        ``names`` (task names): the graph of the other heads is left out, so predicting one task
+        does not compute the others (a masked-LM head's vocabulary-wide logits, say). Cached.
+
+        Example:
+            >>> model.outputs_model(["sentiment"]).predict_on_batch(x)["sentiment"]
+        """
+        names = tuple(names)
+        unknown = [n for n in names if n not in self.output]
+        if unknown:
+            raise ValueError(f"no outputs {unknown}; the model's tasks are {list(self.output)}")
+        cache = self.__dict__.setdefault("_outputs_models", {})
+        if names not in cache:
+            cache[names] = keras.Model(self.input, {n: self.output[n] for n in names}, name=f"{self.name}_outputs")
+        return cache[names]
+
     @property
     def loss_weights_now(self) -> Dict[str, float]:
         """The current loss weights as Python floats."""
@@ -453,13 +491,13 @@ class MultiTaskModel(keras.Model):
             pred = y_pred[task.name]
             if y.get(task.name) is None:
                 full_y[task.name] = task.placeholder_label(pred)
-                full_w[task.name] = tf.zeros(tf.shape(pred)[:2] if task.token_level else tf.shape(pred)[:1])
+                full_w[task.name] = tf.zeros(tf.shape(pred)[:2] if task.sequence_labels else tf.shape(pred)[:1])
                 continue
             target = y[task.name]
             full_y[task.name] = target if isinstance(target, dict) else task.conform_label(target, pred)
             weight = sample_weight.get(task.name)
             if weight is None:
-                if task.token_level:
+                if task.sequence_labels:
                     weight = (tf.cast(mask, tf.float32) if mask is not None
                               else tf.ones(tf.shape(pred)[:2], tf.float32))
                 else:
@@ -480,11 +518,19 @@ class MultiTaskModel(keras.Model):
 
     def train_step(self, data):
         """Keras' train step, or `kmtl.model.step_hook.hooked_train_step` while a `fit` runs with
-        a weighting strategy that acts inside the step. The logs also carry every task's
-        current ``loss_weight_<task>`` (and the strategy's own figures, and ``teacher_lambda``
-        while teacher annealing runs), so History and TensorBoard see them whatever the
-        callbacks' order."""
+        a weighting strategy that acts inside the step, or with a loss-scaling optimizer
+        (``mixed_float16``: see `kmtl.model.precision`). The logs also carry every task's
+        current ``loss_weight_<task>`` (and the strategy's own figures, ``teacher_lambda``
+        while teacher annealing runs, and the ``logged_values()`` of any layer of the model
+        that has that method: a sharing mode's per-task gates, say; name them
+        ``<task>_<figure>`` for TensorBoard's per-task sections), so History and TensorBoard
+        see them whatever the callbacks' order."""
         hook = self._fit_hook
+        if hook is None and is_loss_scaled(self.optimizer):
+            # float16 loss scaling: kmtl's step, whose replicas agree on skipping a step with
+            # non-finite gradients (Keras' own step lets each replica decide, and under
+            # MirroredStrategy its weights turn NaN at the first overflow: kmtl.model.precision)
+            hook = StepHook()
         logs = dict(hooked_train_step(self, hook, data) if hook is not None else super().train_step(data))
         for name, variable in self.task_weights.items():
             logs[f"loss_weight_{name}"] = tf.identity(variable)
@@ -492,6 +538,8 @@ class MultiTaskModel(keras.Model):
             logs.update(hook.step_logs())
         if self._fit_logs_lambda:
             logs["teacher_lambda"] = tf.identity(self.teacher_lambda)
+        for layer in self._value_loggers:
+            logs.update(layer.logged_values())
         return logs
 
 

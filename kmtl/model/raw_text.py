@@ -37,6 +37,8 @@ def text_inputs(tasks, preprocessor, text, text_pair=None):
     among ``tasks`` and there is no pair (``words`` from `word_inputs`), else the sentence path
     (``words`` is ``None``). Invalid UTF-8 is replaced, never fatal."""
     text = clean_text(text)
+    for task in tasks:  # a kind's own form of the text (relation: entity markers as marker tokens)
+        text = task.model_text(text)
     if text_pair is None and any(t.token_level for t in tasks):
         words = word_inputs(preprocessor, text)
         return words["x"], words

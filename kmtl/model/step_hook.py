@@ -10,13 +10,17 @@ fight over the same loss weights.
 
 The model's step then is Keras' own (forward pass, loss, gradients, optimizer) with the
 hook's methods called at fixed points; with no hook, or a hook whose ``acts_in_step`` is
-False (epoch-level strategies), it *is* Keras' own ``train_step``.
+False (epoch-level strategies), it *is* Keras' own ``train_step`` — except with a loss-scaling
+optimizer (``mixed_float16``), where the model runs `hooked_train_step` with a plain `StepHook`
+(`kmtl.model.precision` says why).
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from kmtl.model.precision import ScaledTape, agree_on_finite, all_finite, is_loss_scaled, loss_scale, rescale
 
 
 class StepHook:
@@ -68,7 +72,15 @@ def replicas_in_sync() -> int:
 
 
 def hooked_train_step(model, hook: StepHook, data) -> dict:
-    """Keras' train step with `StepHook` calls; `MultiTaskModel.train_step` runs it."""
+    """Keras' train step with `StepHook` calls; `MultiTaskModel.train_step` runs it.
+
+    With a loss-scaling optimizer (``mixed_float16``: Keras' `LossScaleOptimizer`) the hook
+    takes its gradients through a `kmtl.model.precision.ScaledTape`: every gradient it asks for
+    comes from a loss-scaled backward pass and reaches it unscaled. They go back to the
+    optimizer scaled, so that it skips the update (and lowers the scale) when they are not
+    finite, as in Keras' own step; the loss weights and the strategy's state that
+    ``hook.gradients`` changed from such gradients are restored too.
+    """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     with tf.GradientTape(persistent=hook.persistent_tape) as tape:
         y_pred = model(x, training=True)
@@ -81,8 +93,28 @@ def hooked_train_step(model, hook: StepHook, data) -> dict:
     batch = tf.shape(next(v for v in tf.nest.flatten(x) if v is not None))[0]
     model._loss_tracker.update_state(total * replicas_in_sync(), sample_weight=batch)
     variables = model.trainable_weights
-    gradients = hook.gradients(model, tape, total, losses, weighted, variables)
+    if is_loss_scaled(model.optimizer):
+        gradients = _loss_scaled_gradients(model, hook, tape, total, losses, weighted, variables)
+    else:
+        gradients = hook.gradients(model, tape, total, losses, weighted, variables)
     del tape
     model.optimizer.apply_gradients(zip(gradients, variables))
     hook.after_step(model, losses)
     return dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+
+
+def _loss_scaled_gradients(model, hook, tape, total, losses, weighted, variables) -> list:
+    """``hook.gradients`` through a `ScaledTape`, returned scaled for the loss-scaling optimizer;
+    on non-finite gradients the hook's variables are put back as they were before."""
+    scale = loss_scale(model.optimizer)
+    state = list(model.task_weights.values())
+    if model.weighting_state is not None:
+        state += list(model.weighting_state.weights)
+    before = [tf.identity(v.value) for v in state]
+    gradients = hook.gradients(model, ScaledTape(tape, scale), total, losses, weighted, variables)
+    finite = all_finite(gradients)  # over all replicas
+    for variable, old in zip(state, before):
+        variable.assign(tf.where(finite, variable.value, old))
+    if replicas_in_sync() > 1:  # every replica's optimizer must skip, or none (its update all-reduces)
+        gradients = agree_on_finite(gradients, finite)
+    return rescale(gradients, scale)

@@ -1,4 +1,4 @@
-"""How tasks share the backbone: full fine-tuning, frozen, shared LoRA, per-task adapters.
+"""How tasks share the backbone: one file per mode, all `Sharing` subclasses (`kmtl.registry.SHARING`).
 
 | mode | class | what trains |
 |---|---|---|
@@ -6,9 +6,13 @@
 | ``frozen`` | `FrozenBackbone` | the heads |
 | ``lora`` | `LoRA` (Hu et al., ICLR 2022) | low-rank updates shared by all tasks, and the heads |
 | ``adapters`` | `Adapters` (Houlsby et al., ICML 2019) | per-task bottleneck adapters in every transformer layer, the backbone's LayerNorms, and the heads |
+| ``prefix`` | `Prefix` (Li & Liang, ACL 2021) | per-task prefix keys/values in every attention layer (through a reparameterisation MLP), and the heads |
+| ``scalar_mix`` | `ScalarMix` (Peters et al., NAACL 2018; Kondratyuk & Straka, EMNLP 2019) | a per-task softmax mix over the encoder's layers, the encoder (unless frozen), and the heads |
+| ``soft`` | `SoftSharing` (Duong et al., ACL 2015) | per-task copies of the top layers pulled together by an L2 penalty, the shared layers, and the heads |
+| ``mmoe`` | `MMoE` (Ma et al., KDD 2018) | expert copies of the top layers with a softmax gate per task, the encoder, and the heads |
 
-`kmtl.build_model` takes a mode name (with ``lora_rank``, ``lora_alpha``, ``lora_targets``,
-``adapter_size``) or one of these objects; `trainable_parameter_counts` reports what trains.
+`kmtl.build_model` takes a mode name (with its options, keyed as in the YAML ``sharing``
+section) or one of these objects; `trainable_parameter_counts` reports what trains.
 
 Example:
     >>> model = kmtl.build_model(encoder, tasks, sharing="adapters", adapter_size=32)
@@ -25,12 +29,19 @@ from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
 from kmtl.sharing.counts import PARTS, format_parameter_counts, trainable_parameter_counts
 from kmtl.sharing.full import FrozenBackbone, FullFineTuning
 from kmtl.sharing.lora import BERT_TARGETS, DEFAULT_TARGETS, LoRA
+from kmtl.sharing.mmoe import MMoE, MultiGateExperts
+from kmtl.sharing.prefix import Prefix, PrefixedTransformerLayer, TaskPrefixes, fold_prefixes
+from kmtl.sharing.scalar_mix import ScalarMix, TaskScalarMix
+from kmtl.sharing.soft import SoftSharing, TaskLayerCopies, TaskTransformerLayer
+from kmtl.sharing.task_relation import TaskRelation
 
 SHARING_CLASSES = {name: entry.load() for name, entry in SHARING.entries().items()}
 """``{mode: class}``: every `Sharing` subclass in kmtl/sharing/ that sets ``name``
 (`kmtl.registry.SHARING`, which the config schema reads too); a new file there is a new mode."""
 SHARING_MODES = tuple(SHARING_CLASSES)
-"""The mode names: ``full``, ``frozen``, ``lora``, ``adapters``."""
+"""The mode names: ``full``, ``frozen``, ``lora``, ``adapters``, ``prefix``, ``scalar_mix``, ``soft``, ``mmoe``."""
+SHARING_OPTION_KEYS = tuple(dict.fromkeys(o.key for e in SHARING.entries().values() for o in e.options))
+"""Every option key a mode reads (``lora_rank``, ``adapter_size``...), as `make_sharing` takes them."""
 
 
 def make_sharing(mode: Union[str, Sharing] = "full", **options) -> Sharing:
@@ -48,10 +59,10 @@ def make_sharing(mode: Union[str, Sharing] = "full", **options) -> Sharing:
     if isinstance(mode, Sharing):
         return mode
     entry = SHARING.get(mode)  # ValueError listing the modes
-    keys = {o.key for e in SHARING.entries().values() for o in e.options}
-    unknown = [k for k in options if k not in keys]
+    unknown = [k for k in options if k not in SHARING_OPTION_KEYS]
     if unknown:
-        raise ValueError(f"unknown sharing option {', '.join(map(repr, unknown))}; options: {', '.join(sorted(keys))}")
+        raise ValueError(f"unknown sharing option {', '.join(map(repr, unknown))}; "
+                         f"options: {', '.join(sorted(SHARING_OPTION_KEYS))}")
     own = {o.key for o in entry.options}
     picked = {k: v for k, v in options.items() if k in own and v is not None}
     return SHARING_CLASSES[mode](**entry.validate_options(picked, values=False))
@@ -76,6 +87,13 @@ def apply_sharing(sharing: Sharing, backbone, inputs: dict, num_tasks: int) -> d
     return sharing.encode(backbone, inputs)
 
 
+def served_model(model):
+    """``model`` in the form exports serve (`Sharing.for_export` of its mode; the model itself
+    for most modes, a folded copy for ``prefix``)."""
+    cls = SHARING_CLASSES.get(getattr(model, "sharing", None))
+    return cls.for_export(model) if cls is not None else model
+
+
 def uses_task_id(model) -> bool:
     """Whether ``model`` reads the ``task_id`` input (per-task adapters)."""
     names = getattr(model, "input_names", None)
@@ -87,7 +105,11 @@ def uses_task_id(model) -> bool:
 
 __all__ = [
     "AdaptedTransformerLayer", "Adapters", "BERT_TARGETS", "DEFAULT_TARGETS", "FrozenBackbone",
-    "FullFineTuning", "INPUT_NAMES", "LoRA", "PARTS", "SHARING_CLASSES", "SHARING_MODES", "Sharing",
+    "FullFineTuning", "INPUT_NAMES", "LoRA", "PARTS", "SHARING_CLASSES", "SHARING_MODES", "SHARING_OPTION_KEYS",
+    "Sharing",
+    "MMoE", "MultiGateExperts", "ScalarMix", "TaskScalarMix",
+    "Prefix", "PrefixedTransformerLayer", "TaskPrefixes", "fold_prefixes",
+    "SoftSharing", "TaskLayerCopies", "TaskRelation", "TaskTransformerLayer",
     "TASK_ID", "TaskAdapters", "apply_sharing", "format_parameter_counts", "make_sharing",
-    "sharing_from_config", "trainable_parameter_counts", "uses_task_id",
+    "served_model", "sharing_from_config", "trainable_parameter_counts", "uses_task_id",
 ]

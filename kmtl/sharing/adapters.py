@@ -52,6 +52,8 @@ class TaskAdapters(keras.layers.Layer):
         >>> y = adapters(hidden, task_id=tf.constant([0, 2]))     # hidden: [2, length, d]
     """
 
+    parameter_part = "adapters"  # kmtl.sharing.trainable_parameter_counts
+
     def __init__(self, num_tasks: int, size: int = DEFAULT_SIZE, activation: str = "gelu_approximate",
                  init_stddev: float = 1e-2, **kwargs):
         super().__init__(**kwargs)

@@ -40,6 +40,12 @@ class Sharing:
         """The backbone's outputs for the model's symbolic ``inputs``."""
         return backbone({name: inputs[name] for name in INPUT_NAMES})
 
+    @classmethod
+    def for_export(cls, model):
+        """The model exports serve for a model built with this mode: ``model`` itself, or a
+        copy in its serving form (prefix tuning folds its reparameterisation MLP away)."""
+        return model
+
     def get_config(self) -> Dict:
         """Constructor arguments, JSON-serialisable (recorded in ``run.json`` and in a ``.keras``
         model's config)."""

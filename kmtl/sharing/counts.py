@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-PARTS = ("backbone", "adapters", "lora", "heads", "other")
+PARTS = ("backbone", "adapters", "lora", "sharing", "heads", "other")
 
 
 def _size(variable) -> int:
@@ -16,12 +16,11 @@ def _size(variable) -> int:
 
 def _part_of(model):
     """``{id(variable): part}`` for every weight of ``model``."""
-    from kmtl.sharing.adapters import TaskAdapters
-
     part = {}
     for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, TaskAdapters):
-            part.update({id(v): "adapters" for v in layer.weights})
+        named = getattr(layer, "parameter_part", None)  # a sharing mode's own layers say where they count
+        if named in PARTS:
+            part.update({id(v): named for v in layer.weights if id(v) not in part})
     for task in getattr(model, "tasks", []):
         try:
             head = model.get_layer(task.name)
@@ -40,7 +39,8 @@ def trainable_parameter_counts(model) -> Dict:
 
     Parts: ``backbone`` (the shared encoder's own weights: embeddings, transformer layers,
     LayerNorms, pooler), ``adapters`` (per-task adapters, `kmtl.sharing.Adapters`), ``lora``
-    (the ``A``/``B`` factors of `kmtl.sharing.LoRA`), ``heads`` (the task heads, the layers
+    (the ``A``/``B`` factors of `kmtl.sharing.LoRA`), ``sharing`` (the weights of other
+    modes' own layers: any layer with ``parameter_part = "sharing"``), ``heads`` (the task heads, the layers
     named after the tasks) and ``other`` (state outside the layers: loss weights and the
     variables of weighting strategies).
 

@@ -2,8 +2,10 @@
 
 from kmtl.tasks.base import KINDS, Task, primary_metric
 from kmtl.tasks.classification import Classification, PairClassification
+from kmtl.tasks.masked_lm import MaskedLM
 from kmtl.tasks.multilabel import MultiLabelClassification
 from kmtl.tasks.regression import PairRegression, Regression
+from kmtl.tasks.relation import Relation
 from kmtl.tasks.tagging import Tagging, bio_labels, entities_from_tags
 
 
@@ -20,6 +22,6 @@ def from_config(config: dict) -> Task:
 
 
 __all__ = [
-    "Task", "Classification", "PairClassification", "MultiLabelClassification", "Regression",
-    "PairRegression", "Tagging", "bio_labels", "entities_from_tags", "KINDS", "from_config", "primary_metric",
+    "Task", "Classification", "PairClassification", "MaskedLM", "MultiLabelClassification", "Regression",
+    "PairRegression", "Relation", "Tagging", "bio_labels", "entities_from_tags", "KINDS", "from_config", "primary_metric",
 ]

@@ -49,8 +49,24 @@ class Task(abc.ABC):
     #: what the head emits, as ONNX and the ``ids`` signature document it: ``logits`` or ``score``
     raw_output: ClassVar[str] = "logits"
     input_fields: ClassVar[tuple] = ("text",)
+    #: the source field the labels come from (``label``; ``tags`` for word-level kinds):
+    #: with ``input_fields``, what a YAML source must give this kind (`kmtl.data.sources.Source.fields`)
+    label_field: ClassVar[str] = "label"
+    #: the names of `metrics` (``<task>_<name>`` in the logs), as literals the config reads
+    #: without TensorFlow to check ``early_stopping.monitor`` (a test keeps them equal)
+    logged_metrics: ClassVar[tuple] = ()
     token_level: ClassVar[bool] = False
+    #: labels and sample weights carry the sequence axis ([B, T], one per word piece): kmtl's
+    #: pipelines cut them with the inputs, and a label left out of ``y`` gets a weight per token
+    sequence_labels: ClassVar[bool] = False
     has_labels: ClassVar[bool] = True
+    #: `encode_inputs` gives one row per example (``False``: a kind that cuts long texts into
+    #: windows; kmtl's pipelines then count the rows)
+    one_row_per_example: ClassVar[bool] = True
+    #: ``None``, or a method ``augment(x, y, w) -> (x, y, w)`` that `kmtl.data.task_dataset` maps
+    #: over this task's encoded examples after its cache (a new draw each pass over the data:
+    #: dynamic masking); ``y``/``w`` hold every task's entry, the method changes its own
+    augment = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -129,14 +145,58 @@ class Task(abc.ABC):
                     ex.where, f"task {self.name!r} needs a non-empty {field!r}; this example has none"
                 )
 
+    @property
+    def served(self) -> bool:
+        """Whether exports (SavedModel signatures, the ``ids`` outputs, ONNX) carry this task;
+        an auxiliary kind (masked-LM) answers ``False`` unless asked to be served."""
+        return True
+
+    def model_text(self, text):
+        """The text the encoder reads for this task, from a ``[batch]`` string tensor of
+        `Example.text` in TF ops (training pipelines and serving graphs both run it); default:
+        ``text`` itself (`kmtl.tasks.Relation` turns its entity markers into marker tokens)."""
+        return text
+
     @abc.abstractmethod
     def encode_labels(self, examples: Sequence[Example]) -> np.ndarray:
         """Turn the raw labels of ``examples`` into one array (one row per example)."""
 
+    # ------------------------------------------------------------- tf.data
+    def input_tensors(self, examples: Sequence[Example]) -> dict:
+        """The task's raw inputs of ``examples`` as tensors for ``from_tensor_slices`` (kmtl's
+        pipelines batch them with ``ragged_batch`` when one is ragged). Default: one string
+        tensor per `input_fields` entry."""
+        import tensorflow as tf
+
+        return {field: tf.constant([getattr(ex, field) for ex in examples]) for field in self.input_fields}
+
+    def label_tensor(self, examples: Sequence[Example]):
+        """`encode_labels` as ``from_tensor_slices`` takes it (default: the array itself)."""
+        return self.encode_labels(examples)
+
+    def encode_inputs(self, preprocessor, raw: dict, labels=None):
+        """A batch of raw inputs (`input_tensors`, batched) → ``(x, y, w, aux)``, in the graph.
+
+        ``x`` holds the model inputs (``token_ids``, ``segment_ids``, ``padding_mask``);
+        ``y``/``w`` this task's labels and sample weights (``None`` without ``labels``);
+        ``aux`` what `decode` needs besides the outputs (eval datasets keep it; ``{}``).
+        A kind may return more rows than it was given (one per window of a long text), as
+        long as ``x``, ``y``, ``w`` and ``aux`` agree. Default: the text (and text pair)
+        packed by ``preprocessor.encode_text``, one weight per example.
+        """
+        import tensorflow as tf
+
+        x = dict(preprocessor.encode_text(raw["text"], raw.get("text_pair")))
+        if labels is None:
+            return x, None, None, {}
+        return x, labels, tf.ones([tf.shape(labels)[0]], tf.float32), {}
+
     # ------------------------------------------------------------------ model
     @abc.abstractmethod
     def build_head(self, features: Dict):
-        """Build the head on symbolic ``features`` (``sequence``, ``pooled``); return the output.
+        """Build the head on symbolic ``features`` (``sequence`` [B, T, d], ``pooled`` [B, d], and
+        ``inputs``: the model's own inputs, ``token_ids``, ``segment_ids``, ``padding_mask``);
+        return the output.
 
         The returned tensor must come from a layer named ``self.name``.
         """

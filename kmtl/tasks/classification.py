@@ -31,6 +31,7 @@ class Classification(Task):
     kind = "classification"
     input_fields = ("text",)
     primary_metric = "accuracy"
+    logged_metrics = ("accuracy", "macro_f1")
 
     def encode_labels(self, examples: Sequence) -> np.ndarray:
         self._require_labels()

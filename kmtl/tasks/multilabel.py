@@ -35,6 +35,7 @@ class MultiLabelClassification(Task):
 
     kind = "multilabel"
     primary_metric = "micro_f1"
+    logged_metrics = ("accuracy", "micro_f1", "macro_f1")
     input_fields = ("text",)
 
     def __init__(self, name, labels=None, threshold: float = 0.5, dropout: float = 0.1):

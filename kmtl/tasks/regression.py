@@ -33,6 +33,7 @@ class Regression(Task):
 
     kind = "regression"
     primary_metric = "pearson"
+    logged_metrics = ("mse", "pearson")
     raw_output = "score"
     input_fields = ("text",)
     has_labels = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Literal, Optional, Sequence
 
 import keras
 import numpy as np
@@ -60,10 +60,13 @@ class Tagging(Task):
     kind = "tagging"
     input_fields = ("tokens",)
     token_level = True
+    sequence_labels = True
+    label_field = "tags"
     primary_metric = "entity_f1"
+    logged_metrics = ("accuracy", "entity_f1")
 
     def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1,
-                 tag_scheme: Optional[str] = None, outside_tag: str = OUTSIDE):
+                 tag_scheme: Optional[Literal["bio", "iob1", "bioes", "plain"]] = None, outside_tag: str = OUTSIDE):
         super().__init__(name, labels=labels, dropout=dropout)
         if tag_scheme is not None and tag_scheme not in SCHEMES:
             raise ValueError(f"task {name!r}: tag_scheme {tag_scheme!r} is not one of: {', '.join(SCHEMES)}")
@@ -141,6 +144,26 @@ class Tagging(Task):
                 raise DataError(ex.where, "missing tags; every training/dev sentence needs one tag per token")
             out.append(np.array([self._label_index(tag, ex.where) for tag in self.bio_tags(ex)], dtype=np.int32))
         return out
+
+    def input_tensors(self, examples) -> dict:
+        """``{"tokens": ragged [N, (words)] strings}``."""
+        return {"tokens": tf.ragged.constant([list(ex.tokens) for ex in examples], dtype=tf.string)}
+
+    def label_tensor(self, examples):
+        """Tag ids as a ragged ``[N, (words)]`` tensor."""
+        labels = self.encode_labels(examples)
+        return tf.RaggedTensor.from_row_lengths(
+            np.concatenate(labels) if labels else np.zeros([0], np.int32), [len(l) for l in labels])
+
+    def encode_inputs(self, preprocessor, raw, labels=None):
+        """Words → word pieces (`kmtl.data.Preprocessor.encode_words`): labels on each word's
+        first piece (weight 1 there, 0 elsewhere); ``aux["first_piece"]`` maps words to pieces."""
+        enc = preprocessor.encode_words(raw["tokens"], labels)
+        x = {name: enc[name] for name in ("token_ids", "segment_ids", "padding_mask")}
+        aux = {"first_piece": enc["first_piece"]}
+        if labels is None:
+            return x, None, None, aux
+        return x, enc["piece_labels"], enc["first_piece_mask"], aux
 
     def build_head(self, features: Dict):
         x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(features["sequence"])

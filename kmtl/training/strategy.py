@@ -8,7 +8,8 @@ import os
 
 import tensorflow as tf
 
-from kmtl.errors import KmtlError
+from kmtl.config.schema import TPU_UNSUPPORTED
+from kmtl.errors import ConfigError, KmtlError
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
@@ -17,12 +18,16 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 def choose_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """The distribution strategy for training.
 
-    ``auto`` picks: a TPU when ``TPU_NAME`` is set; multi-worker mirrored when ``TF_CONFIG``
-    names several workers; `MirroredStrategy` when several GPUs (or several logical CPU
-    devices, as tests configure) are visible; otherwise the default strategy.
+    ``auto`` picks: multi-worker mirrored when ``TF_CONFIG`` names several workers;
+    `MirroredStrategy` when several GPUs (or several logical CPU devices, as tests configure)
+    are visible; otherwise the default strategy.
+
+    ``tpu`` is refused with `kmtl.config.schema.TPU_UNSUPPORTED` (TensorFlow 2.19 was the last
+    release with TPU support; kmtl runs on TF 2.21), the explanation a config with
+    ``training.strategy: tpu`` gets; ``auto`` ignores ``TPU_NAME``, with a warning.
 
     Args:
-        name: ``auto``, ``default``, ``mirrored``, ``multi_worker`` or ``tpu``.
+        name: ``auto``, ``default``, ``mirrored`` or ``multi_worker``.
 
     Example:
         >>> strategy = choose_strategy()
@@ -34,10 +39,7 @@ def choose_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "auto":
         name = _detect()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        raise ConfigError([("training.strategy", TPU_UNSUPPORTED)])
     if name == "multi_worker":
         # Keras 3.15's model.fit does not yet run under this strategy (keras issue 20329).
         log.warning("multi-worker training with model.fit is experimental in Keras 3.15")
@@ -56,7 +58,7 @@ def _replica_devices():
 
 def _detect() -> str:
     if os.environ.get("TPU_NAME"):
-        return "tpu"
+        log.warning("TPU_NAME is set but not used: %s", TPU_UNSUPPORTED)
     workers = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {}).get("worker", [])
     if len(workers) > 1:
         return "multi_worker"

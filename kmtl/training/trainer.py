@@ -18,6 +18,7 @@ from kmtl.data.mixture import default_steps_per_epoch
 from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
 from kmtl.model import build_model
+from kmtl.model.precision import precision_scope
 from kmtl.optimizer import make_optimizer
 from kmtl.plots import plot_run_curves
 from kmtl.run_files import METRICS_FILE, save_run
@@ -200,7 +201,9 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     tr = config.training
     batch_size = config.mixture.batch_size
     steps = tr.steps_per_epoch or default_steps_per_epoch(list(sizes.values()), batch_size)
-    with strategy.scope():
+    # the encoder is built under the config's dtype policy (heads stay float32); the policy is
+    # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
+    with strategy.scope(), precision_scope(tr.precision):
         encoder = load_backbone(config.backbone, seed=tr.seed)
         tasks = make_tasks(config, train_ex, echo)
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
@@ -244,8 +247,10 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     if stopper is not None:
         callbacks.append(stopper)
 
+    precision = "" if tr.precision == "float32" else f", precision: {tr.precision}"
     echo(f"training {format_parameter_counts(trainable_parameter_counts(model))} "
-         f"[sharing: {model.sharing}] on {strategy.num_replicas_in_sync} replica(s): {tr.epochs} epochs x {steps} steps")
+         f"[sharing: {model.sharing}{precision}] on {strategy.num_replicas_in_sync} replica(s): "
+         f"{tr.epochs} epochs x {steps} steps")
     start = time.perf_counter()
     history = _fit_from_backup(model, train_ds, backup, steps, tr.epochs,
                                validation_data=val_ds, callbacks=callbacks, verbose=verbose)

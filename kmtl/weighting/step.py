@@ -103,9 +103,6 @@ class StepWeighting(TaskWeighting):
 
     def set_model(self, model):
         super().set_model(model)
-        if isinstance(getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer):
-            raise ValueError(f"{type(self).__name__} does not support loss scaling (mixed_float16) yet; "
-                             "train in float32 or bfloat16, or use a static/linear/dwa weighting")
         if self._built_for is not model:
             with model.distribute_strategy.scope():
                 self.build(model)

@@ -15,6 +15,8 @@ from kmtl.data.sources.conll import ConllSource
 from kmtl.data.sources.delimited import CsvSource, DelimitedSource, TsvSource
 from kmtl.data.sources.huggingface import HuggingFaceSource
 from kmtl.data.sources.jsonl import JsonlSource
+from kmtl.data.sources.relations import RelationDocumentsSource, RelationJsonlSource
+from kmtl.data.sources.semeval import SemevalSource
 from kmtl.data.sources.tfds import TfdsSource
 
 __all__ = [
@@ -23,6 +25,9 @@ __all__ = [
     "DelimitedSource",
     "HuggingFaceSource",
     "JsonlSource",
+    "RelationDocumentsSource",
+    "RelationJsonlSource",
+    "SemevalSource",
     "Source",
     "TfdsSource",
     "TsvSource",

@@ -24,7 +24,22 @@ class Source(abc.ABC):
     Subclasses implement :meth:`read` (all examples, in file order) and :meth:`describe`
     (a short name such as ``"tsv:data/train.tsv"`` for logs and error messages). Bad input
     raises :class:`kmtl.errors.DataError` naming ``path:line`` and the fix.
+
+    A subclass that sets ``format`` (``format = "tsv"``) is a YAML source: the config's
+    ``train:``/``dev:`` sections read it from `kmtl.registry.SOURCES`, with one key per
+    ``__init__`` parameter (annotate paths `kmtl.registry.FilePath`, columns
+    `kmtl.registry.Column`; ``config_keys`` / ``config_defaults`` as in `kmtl.registry`).
+    ``fields`` says which inputs the source can give a task — ``{field: the options that
+    give it}``, or ``True`` when it always does — so the config can tell a source that cannot
+    feed a task kind (the kind's ``input_fields`` and ``label_field``) before anything is
+    read; ``kinds`` narrows a format to the kinds it is made for.
     """
+
+    #: ``{field: option keys that give it (any one set), or True}``; fields: ``text``,
+    #: ``text_pair``, ``label``, ``tokens``, ``tags``
+    fields = {"text": ("text",), "text_pair": ("text_pair",), "label": ("label",)}
+    #: the task kinds this format feeds (``()``: any kind whose fields it gives)
+    kinds = ()
 
     @abc.abstractmethod
     def read(self) -> List[Example]:

@@ -7,6 +7,7 @@ from typing import List, Optional
 from kmtl.data.example import Example
 from kmtl.data.sources.base import Source, read_lines, require_examples
 from kmtl.errors import ConfigError, DataError
+from kmtl.registry import FilePath
 
 
 class ConllSource(Source):
@@ -33,9 +34,13 @@ class ConllSource(Source):
         >>> ConllSource("train.conll", token_column=0, tag_column=3, delimiter=" ")
     """
 
+    format = "conll"
+    choice_order = 3
+    fields = {"tokens": True, "tags": ("tag_column",)}
+
     def __init__(
         self,
-        path,
+        path: FilePath,
         token_column: int = 0,
         tag_column: Optional[int] = -1,
         delimiter: Optional[str] = None,

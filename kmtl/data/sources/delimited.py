@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from kmtl.data.example import Example
 from kmtl.data.sources.base import Source, parse_label, read_lines, require_examples, require_text
 from kmtl.errors import ConfigError, DataError
-
-Column = Union[str, int]
+from kmtl.registry import Column, FilePath
 
 
 class DelimitedSource(Source):
@@ -41,9 +40,12 @@ class DelimitedSource(Source):
         >>> DelimitedSource("../shared/data/ag_news/test.tsv", text=0, label=1, header=False)
     """
 
+    config_keys = {"delimiter": None}  # the format sets it (kmtl.registry)
+    config_defaults = {"text": "text", "label": "label"}  # YAML: labelled, columns named text and label
+
     def __init__(
         self,
-        path,
+        path: FilePath,
         text: Column,
         text_pair: Optional[Column] = None,
         label: Optional[Column] = None,
@@ -198,7 +200,22 @@ class DelimitedSource(Source):
         )
 
 
-TsvSource = DelimitedSource
+class TsvSource(DelimitedSource):
+    """A tab-separated file: a :class:`DelimitedSource` with its defaults (``format: tsv``).
+
+    Args: as :class:`DelimitedSource` (without ``delimiter``).
+
+    Example:
+        >>> TsvSource("../shared/data/sst2/train.tsv", text="sentence", label="label").read()
+    """
+
+    format = "tsv"
+    choice_order = 0  # position in lists of formats (kmtl.registry)
+
+    def __init__(self, path: FilePath, text: Column, text_pair: Optional[Column] = None,
+                 label: Optional[Column] = None, header: bool = True, quoting: bool = False,
+                 label_separator: Optional[str] = None):
+        super().__init__(path, text, text_pair, label, "\t", header, quoting, label_separator)
 
 
 class CsvSource(DelimitedSource):
@@ -210,9 +227,12 @@ class CsvSource(DelimitedSource):
         >>> CsvSource("reviews.csv", text="review", label="stars").read()
     """
 
+    format = "csv"
+    choice_order = 1
+
     def __init__(
         self,
-        path,
+        path: FilePath,
         text: Column,
         text_pair: Optional[Column] = None,
         label: Optional[Column] = None,

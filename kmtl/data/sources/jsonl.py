@@ -8,6 +8,7 @@ from typing import List, Optional
 from kmtl.data.example import Example
 from kmtl.data.sources.base import Source, parse_label, read_lines, require_examples, require_text
 from kmtl.errors import DataError
+from kmtl.registry import FilePath
 
 
 class JsonlSource(Source):
@@ -30,9 +31,12 @@ class JsonlSource(Source):
         >>> JsonlSource("sts.jsonl", text="s1", text_pair="s2", label="score")
     """
 
+    format = "jsonl"
+    choice_order = 2
+
     def __init__(
         self,
-        path,
+        path: FilePath,
         text: str = "text",
         text_pair: Optional[str] = None,
         label: Optional[str] = "label",

@@ -9,6 +9,7 @@ import numpy as np
 from kmtl.data.example import Example
 from kmtl.data.sources.base import Source, require_examples, require_text
 from kmtl.errors import ConfigError, DataError
+from kmtl.registry import FolderPath
 
 CATALOG = "https://www.tensorflow.org/datasets/catalog/overview"
 
@@ -49,6 +50,12 @@ class TfdsSource(Source):
         >>> TfdsSource("conll2003", "train", tokens="tokens", tags="ner", limit=100)
     """
 
+    format = "tfds"
+    choice_order = 4
+    fields = {"text": ("text",), "text_pair": ("text_pair",), "label": ("label",), "tokens": ("tokens",),
+              "tags": ("tags",)}
+    config_keys = {"limit": None}  # kmtl passes the task's `limit` (kmtl.registry)
+
     def __init__(
         self,
         name: str,
@@ -58,7 +65,7 @@ class TfdsSource(Source):
         label: Optional[str] = None,
         tokens: Optional[str] = None,
         tags: Optional[str] = None,
-        data_dir=None,
+        data_dir: Optional[FolderPath] = None,
         limit: Optional[int] = None,
     ):
         self.name = name

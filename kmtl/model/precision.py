@@ -1,0 +1,241 @@
+"""Mixed precision: build a model under a Keras dtype policy, and scale the losses of a hooked step.
+
+Keras' mixed precision (Micikevicius et al., "Mixed Precision Training", ICLR 2018) computes
+in float16 or bfloat16 and keeps the variables in float32. kmtl's choices:
+
+* the policy applies while the model is *built*: `precision_scope` sets Keras' global dtype
+  policy for the ``with`` block and restores the previous one on exit, so nothing leaks into
+  the rest of a notebook (a layer keeps the policy it was built with);
+* the sentence pooling and the task heads always compute in float32 (`MultiTaskModel` builds
+  them under `float32_layers`): outputs (logits, scores) are float32 and so are the per-task
+  losses, whatever the encoder's precision;
+* ``mixed_float16`` needs loss scaling. Keras wraps the optimizer in a
+  `keras.optimizers.LossScaleOptimizer` at ``compile`` when the model's policy is
+  ``mixed_float16``. With such an optimizer `MultiTaskModel` always trains with kmtl's step
+  (`kmtl.model.step_hook.hooked_train_step`, with the running weighting strategy's hook or a
+  plain one): the gradients are read through `ScaledTape` (loss-scaled backward pass,
+  unscaled gradients for the strategy: keras issue 19479), their finiteness is agreed over
+  the replicas (`all_finite`), and they go back scaled to the LossScaleOptimizer, which skips
+  the step (and halves the scale) when they are not finite; the strategy's state keeps its
+  values from before such a step. Keras' own step checks finiteness on each replica alone: under
+  `MirroredStrategy` (checked on 2 logical CPUs, Keras 3.15) the first overflow turns the
+  weights NaN. Global-norm clipping (`kmtl.optimizer.AllReducedClipping`) runs in the inner
+  optimizer, on unscaled gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str = "float32"):
+    """Build the encoder and the model inside this block to train them in ``precision``.
+
+    Sets Keras' global dtype policy (`keras.config.set_dtype_policy`) for the block and
+    restores the previous policy on exit (also on an error), so later code in the process
+    builds float32 layers again. A model keeps the policy it was built with: ``compile`` and
+    ``fit`` may run outside the block. `kmtl.training.train` does this with the YAML's
+    ``training.precision``. The heads and the sentence pooling compute in float32 whatever the
+    policy (`float32_layers`). Implements the mixed-precision recipe of Micikevicius et al.,
+    "Mixed Precision Training" (ICLR 2018): float32 master weights, half-precision compute, loss
+    scaling for float16 (Keras adds a `keras.optimizers.LossScaleOptimizer` at ``compile``).
+
+    Args:
+        precision: ``float32`` (Keras' default; the block changes nothing), ``mixed_bfloat16``
+            (GPUs since Ampere, CPUs with AVX512-BF16 or AMX, TPUs; no loss scaling needed) or
+            ``mixed_float16`` (GPUs; loss scaling).
+
+    Yields:
+        the `keras.DTypePolicy` in force inside the block.
+
+    Example:
+        >>> from kmtl.model.precision import precision_scope
+        >>> with precision_scope("mixed_bfloat16"):
+        ...     encoder = kmtl.load_backbone("minilm-l6")
+        ...     model = kmtl.build_model(encoder, tasks)
+        >>> model.compile(optimizer=kmtl.training.make_optimizer(5e-5, total_steps=1000))
+        >>> model.fit(train, epochs=2)
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision_scope: unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)} "
+                         "(the YAML key is training.precision)")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield keras.config.dtype_policy()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def float32_layers():
+    """A block whose new layers compute in float32 (the task heads, the pooling).
+
+    Such a layer casts its floating inputs to float32 (Keras' autocast), so a head on a
+    bfloat16 encoder returns float32 logits and its loss is computed in float32.
+
+    Example:
+        >>> with float32_layers():
+        ...     logits = keras.layers.Dense(2, name="sentiment")(pooled)   # float32
+    """
+    return precision_scope("float32")
+
+
+def is_loss_scaled(optimizer) -> bool:
+    """Whether ``optimizer`` expects loss-scaled gradients (a `keras.optimizers.LossScaleOptimizer`,
+    or any optimizer with a ``loss_scale_factor``), i.e. whether a train step must scale its loss."""
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or \
+        getattr(optimizer, "loss_scale_factor", None) is not None
+
+
+def loss_scale(optimizer):
+    """The optimizer's current loss scale as a float32 tensor (``optimizer.scale_loss(1.0)``)."""
+    return tf.cast(optimizer.scale_loss(tf.constant(1.0, tf.float32)), tf.float32)
+
+
+def _divide(gradient, scale):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):  # embedding lookups
+        return tf.IndexedSlices(gradient.values / tf.cast(scale, gradient.values.dtype), gradient.indices,
+                                gradient.dense_shape)
+    return gradient / tf.cast(scale, gradient.dtype)
+
+
+def _multiply(gradient, scale):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * tf.cast(scale, gradient.values.dtype), gradient.indices,
+                                gradient.dense_shape)
+    return gradient * tf.cast(scale, gradient.dtype)
+
+
+class ScaledTape:
+    """A `tf.GradientTape` whose ``gradient`` runs a loss-scaled backward pass and returns the
+    true (unscaled) gradients: the loss scaling of Micikevicius et al., "Mixed Precision
+    Training" (ICLR 2018), for train steps that take several gradients.
+
+    The backward pass starts from ``scale`` instead of 1 (``output_gradients``), which is the
+    same as differentiating ``scale * target`` (keras issue 19479: a custom step must scale the
+    loss of every gradient it takes): small float16 gradients inside the encoder do not flush to
+    zero. The results are divided by ``scale``, so a weighting strategy sees the gradients it
+    would see in float32 (GradNorm's norms, PCGrad's projections). A gradient that overflowed
+    stays non-finite. Other tape methods (``watch``, ``jacobian``...) are the tape's own, unscaled.
+
+    Args:
+        tape: the step's `tf.GradientTape` (persistent if several gradients are taken).
+        scale: the loss scale (`loss_scale`).
+
+    Example:
+        >>> grads = ScaledTape(tape, loss_scale(optimizer)).gradient(loss, variables)
+    """
+
+    def __init__(self, tape, scale):
+        self.tape = tape
+        self.scale = scale
+
+    def gradient(self, target, sources, output_gradients=None, **kwargs):
+        """``tape.gradient(target, sources)`` computed with the loss scale and unscaled."""
+        if output_gradients is None:
+            seeds = tf.nest.map_structure(lambda t: tf.ones_like(t) * tf.cast(self.scale, t.dtype), target)
+        else:
+            seeds = tf.nest.map_structure(lambda g: g * tf.cast(self.scale, g.dtype), output_gradients)
+        grads = self.tape.gradient(target, sources, output_gradients=seeds, **kwargs)
+        return tf.nest.map_structure(lambda g: _divide(g, self.scale), grads)  # IndexedSlices, None: leaves
+
+    def __getattr__(self, name):
+        return getattr(self.tape, name)
+
+
+def rescale(gradients, scale) -> list:
+    """``gradients`` multiplied by ``scale`` again: the form a loss-scaling optimizer's
+    ``apply_gradients`` expects (it checks that they are finite, divides and applies, or skips)."""
+    return [_multiply(g, scale) for g in gradients]
+
+
+def all_finite(gradients):
+    """A boolean scalar: whether every gradient (``None`` skipped) is finite on *every* replica.
+
+    Under a `tf.distribute` strategy with several replicas the answer is all-reduced: a
+    replica's own gradients (a task head's, before the optimizer's all-reduce) may overflow
+    where another's do not, and all must take the same branch of the LossScaleOptimizer
+    (`agree_on_finite`), whose update all-reduces.
+    """
+    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients if g is not None]
+    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values])) if values \
+        else tf.constant(True)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        failed = replica.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))  # replicas
+        finite = tf.equal(failed, 0.0)
+    return finite
+
+
+def agree_on_finite(gradients, finite) -> list:
+    """``gradients``, made NaN where ``finite`` (`all_finite`, over all replicas) is False, so that
+    every replica's LossScaleOptimizer skips the step together."""
+    nan = float("nan")
+
+    def poisoned(g):
+        if g is None:
+            return None
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(tf.where(finite, g.values, tf.cast(nan, g.values.dtype)), g.indices, g.dense_shape)
+        return tf.where(finite, g, tf.cast(nan, g.dtype))
+
+    return [poisoned(g) for g in gradients]
+
+
+def computes_in_float32(model) -> bool:
+    """Whether every layer of ``model`` computes in float32 (no mixed precision policy)."""
+    return all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in [model, *model.layers]
+               if not isinstance(layer, keras.layers.InputLayer))
+
+
+def float32_copy(model):
+    """A float32 twin of a `MultiTaskModel` built under a mixed precision policy: the same
+    layers and the same (float32) weights, every layer computing in float32. ``model`` itself
+    if it already computes in float32.
+
+    What `kmtl.export.export_onnx` converts: tf2onnx turns a bfloat16 graph into an invalid
+    ONNX file (its ``Add`` nodes mix float16 and bfloat16) and ONNX Runtime's CPU provider has
+    few half-precision kernels; the float32 graph runs everywhere. Its outputs differ from the
+    mixed model's by the half-precision rounding (~1e-2 for bfloat16).
+
+    Example:
+        >>> twin = float32_copy(model)   # model built in precision_scope("mixed_bfloat16")
+        >>> twin(x)["sentiment"].dtype
+        tf.float32
+    """
+    if computes_in_float32(model):
+        return model
+    try:
+        config = model.get_config()
+    except ValueError as err:
+        raise ValueError(f"float32_copy: this mixed precision model cannot be rebuilt in float32 ({err}); "
+                         "build it in float32 (without precision_scope) to export it") from err
+    backbone = config.get("backbone", {})
+    if isinstance(backbone.get("config"), dict):
+        backbone["config"]["dtype"] = "float32"  # the policy the encoder was built with is in its config
+    with precision_scope("float32"):
+        twin = type(model).from_config(config)
+    weights = model.get_weights()
+    shapes = [tuple(w.shape) for w in weights]
+    if shapes != [tuple(v.shape) for v in twin.weights]:
+        raise ValueError("float32_copy: the rebuilt float32 model's weights do not match the original's; "
+                         "build the model in float32 (without precision_scope) to export it")
+    twin.set_weights(weights)
+    twin.preprocessor = getattr(model, "preprocessor", None)
+    return twin
+
+
+def float32_outputs(outputs: dict) -> dict:
+    """``outputs`` with every floating tensor cast to float32 (what serving signatures return)."""
+    return {name: tf.cast(value, tf.float32) if tf.as_dtype(value.dtype).is_floating else value
+            for name, value in outputs.items()}
