@@ -80,10 +80,11 @@ def cmd_compare(args):
     config = _config_with_outputs(args.config, args.output_dir, None, args.epochs)
     from kmtl.compare import compare
 
-    flags = [f for f, on in (("--retrain", args.retrain), ("--teachers", args.teachers)) if on]
+    flags = [f for f, on in (("--retrain", args.retrain), ("--teachers", args.teachers), ("--restart", args.restart))
+             if on]
     if args.epochs is not None:
         flags.append(f"--epochs {args.epochs}")
-    compare(config, retrain=args.retrain, teachers=args.teachers, verbose=_keras_verbose(args),
+    compare(config, retrain=args.retrain, teachers=args.teachers, restart=args.restart, verbose=_keras_verbose(args),
             command=" ".join(["kmtl compare", str(args.config), *flags]))
 
 
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "parameters (reports in <output_dir>/<name>/compare/)")
     p.add_argument("config", help="YAML config file (at least two tasks, each with a dev split)")
     p.add_argument("--retrain", action="store_true", help="ignore the baseline cache and retrain everything")
+    p.add_argument("--restart", action="store_true",
+                   help="runs that train start from step 0 (a backup an earlier config left cannot be resumed); "
+                        "by default a crashed run resumes from its backup")
     p.add_argument("--teachers", action="store_true",
                    help="distil the multi-task model from the single-task baselines (BAM! teacher annealing)")
     p.add_argument("--output-dir", help="where runs and the baseline cache go (default: the config's output_dir)")

@@ -115,12 +115,15 @@ def stand_in_model():
     return kmtl.build_model(tiny_encoder(seed=1), [kmtl.tasks.Classification("x", ["a", "b"])])
 
 
-def stand_in_trainer(calls, model):
-    """Records each config it is asked to train; metrics depend on the task kind."""
+def stand_in_trainer(calls, model, reruns=None):
+    """Records each config it is asked to train (and its rerun mode in ``reruns``); metrics
+    depend on the task kind."""
     from kmtl.training import RunResult
 
-    def trainer(config, verbose=0, export=None, echo=print):
+    def trainer(config, verbose=0, export=None, echo=print, rerun="auto"):
         calls.append(config)
+        if reruns is not None:
+            reruns.append(rerun)
         config.run_dir.mkdir(parents=True, exist_ok=True)
         multi = len(config.tasks) > 1
         metrics = {}
@@ -138,8 +141,8 @@ def test_compare_caches_baselines_and_writes_reports(tmp_path, stand_in_model):
     from kmtl.config import load_config
 
     write_data(tmp_path)
-    calls = []
-    trainer = stand_in_trainer(calls, stand_in_model)
+    calls, reruns = [], []
+    trainer = stand_in_trainer(calls, stand_in_model, reruns)
     lines = []
     report = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append)
     assert [len(c.tasks) for c in calls] == [1, 1, 2]
@@ -180,7 +183,12 @@ def test_compare_caches_baselines_and_writes_reports(tmp_path, stand_in_model):
     assert [c.task_names for c in calls] == [("ner",), ("sentiment", "ner")]
     calls.clear()
     compare(load_config(write_config(tmp_path, limit=12)), trainer=trainer, echo=lines.append, retrain=True)
-    assert len(calls) == 3
+    assert len(calls) == 3 and set(reruns) == {"auto"}  # a crashed run resumes
+    # --restart: the runs that train start from step 0 (a stale backup is replaced, not resumed)
+    reruns.clear()
+    calls.clear()
+    compare(load_config(write_config(tmp_path, limit=10)), trainer=trainer, echo=lines.append, restart=True)
+    assert len(reruns) == len(calls) >= 2 and set(reruns) == {"overwrite"}
 
 
 def test_compare_cli_user_errors_exit_2_without_traceback(tmp_path, capsys):

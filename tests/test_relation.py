@@ -346,3 +346,50 @@ def test_keras_round_trip_keeps_the_outputs(trained, tmp_path):
     assert isinstance(loaded.tasks[0], Relation) and loaded.tasks[0].marker_ids == model.tasks[0].marker_ids
     x, _ = next(iter(kmtl.data.eval_dataset(model.tasks[0], model.tasks, examples["rel"][:8], model.preprocessor)))
     np.testing.assert_allclose(loaded(x)["rel"], model(x)["rel"], rtol=1e-5, atol=1e-6)
+
+
+def test_saved_model_serves_marked_text_and_character_spans_alike(trained, tmp_path):
+    """``rel(text)`` on marked text and ``rel_spans(text, spans)`` on the plain text answer the
+    same; the warm-up request of the spans signature is a valid one (TF Serving replays it)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    from kmtl.export.warmup import WARMUP_FILE
+
+    model = trained[0]
+    path = kmtl.export.export_saved_model(model, model.preprocessor, tmp_path, "rel")
+    loaded = tf.saved_model.load(str(path))
+    assert {"rel", "rel_spans", "sent", "serving_default", "ids"} <= set(loaded.signatures)
+    plain = ["Bill Gates founded Microsoft .", "the ferry sank in the storm"]
+    marked = ["<e1>Bill Gates</e1> founded <e2>Microsoft</e2> .", "the <e2>ferry</e2> sank in the <e1>storm</e1>"]
+    by_text = loaded.signatures["rel"](text=tf.constant(marked))
+    by_spans = loaded.signatures["rel_spans"](text=tf.constant(plain), head_start=tf.constant([0, 22]),
+                                              head_end=tf.constant([10, 27]), tail_start=tf.constant([19, 4]),
+                                              tail_end=tf.constant([28, 9]))
+    assert by_spans["rel_label"].numpy().tolist() == by_text["rel_label"].numpy().tolist()
+    np.testing.assert_allclose(by_spans["rel_probabilities"], by_text["rel_probabilities"], atol=1e-6)
+    # the warm-up request of rel_spans runs
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    for record in tf.data.TFRecordDataset(str(path / "assets.extra" / WARMUP_FILE)):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        if request.model_spec.signature_name == "rel_spans":
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            assert loaded.signatures["rel_spans"](**{k: tf.constant(v) for k, v in inputs.items()})["rel_label"].shape == [2]
+            break
+    else:
+        raise AssertionError("no warm-up request for rel_spans")
+
+
+def test_the_heads_hidden_layer_counts_as_head_not_backbone():
+    """`trainable_parameter_counts` finds a head's own `<task>_...` layers by walking back from
+    its output, and never a backbone layer whose name starts like a task's (`token_embedding`)."""
+    from kmtl.sharing import trainable_parameter_counts
+
+    rel = Relation("rel", ["Cause-Effect(e1,e2)", "Other"])
+    model = kmtl.build_model(tiny_encoder(seed=0), [rel, Classification("token", ["x", "y"])],
+                             sharing="adapters", max_length=16)
+    heads = sum(int(np.prod(v.shape)) for name in ("rel", "rel_hidden", "token") for v in model.get_layer(name).weights)
+    parts = trainable_parameter_counts(model)["parts"]
+    assert parts["heads"]["total"] == heads
+    assert parts["backbone"]["total"] >= sum(int(np.prod(v.shape)) for v in model.get_layer("token_embedding").weights)

@@ -74,7 +74,8 @@ def _since(start: float) -> str:
 
 
 def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: int = 0, echo=print,
-            primary: Optional[Dict[str, str]] = None, command: str = "", trainer: Optional[Callable] = None) -> dict:
+            primary: Optional[Dict[str, str]] = None, command: str = "", trainer: Optional[Callable] = None,
+            restart: bool = False) -> dict:
     """Train (or take from the cache) every task's single-task baseline and the multi-task model,
     then report per-task metrics, per-task Δ, Δm, training time and parameters served.
 
@@ -88,6 +89,9 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
     Args:
         config: a `kmtl.config.Config` with at least two tasks, each with a dev split.
         retrain: ignore the cache: train every baseline and the multi-task model again.
+        restart: each run that trains starts from step 0, its folder replaced (``kmtl compare
+            --restart``; `kmtl.training.train`'s ``rerun="overwrite"``): for a backup left by
+            an earlier config, which a resume refuses. By default a crashed run resumes.
         teachers: distil the multi-task model from the baselines with teacher annealing
             (Clark et al., "BAM! Born-Again Multi-Task Networks", ACL 2019); tasks that the
             config's ``teachers`` already names keep their teacher.
@@ -108,6 +112,7 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
     check_comparable(config)
     if trainer is None:
         from kmtl.training import train as trainer
+    rerun = {"rerun": "overwrite"} if restart else {}  # kmtl.training.run_folder.RERUN_MODES
     cache = BaselineCache(config.output_dir)
     config = config.model_copy(update={"export": config.export.model_copy(update={"enabled": False})})
     say = echo if default_mode() != "off" else _silent  # progress lines; the report is always echoed
@@ -121,7 +126,7 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         if record is None:
             say(f"\n== [{n}/{runs}] single-task baseline: {task} ({_since(started)}) ==")
             base = cache.config(config, task)
-            result = trainer(base, verbose=verbose, export=False, echo=say)
+            result = trainer(base, verbose=verbose, export=False, echo=say, **rerun)
             record = cache.put(config, task, result.metrics, result.seconds, served_parameters(result.model))
             say(f"[{n}/{runs}] baseline {task}: trained in {result.seconds:.0f} s")
             del result
@@ -150,7 +155,7 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
     cached["multi_task"] = multi is not None
     if multi is None:
         say(f"\n== [{runs}/{runs}] multi-task model: {', '.join(config.task_names)} ({_since(started)}) ==")
-        result = trainer(config, verbose=verbose, export=False, echo=say)
+        result = trainer(config, verbose=verbose, export=False, echo=say, **rerun)
         multi = {"key": key, "run_dir": str(result.run_dir), "metrics": result.metrics,
                  "seconds": result.seconds, "parameters": served_parameters(result.model),
                  "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -91,6 +91,17 @@ class ServingGraph:
 
         return serve_text
 
+    def _variant_fn(self, task, to_text):
+        def serve_variant(*inputs):
+            return self.serve([task], to_text(*inputs))
+
+        return serve_variant
+
+    def samples(self) -> dict:
+        """``{signature: {input: values}}`` for the warm-up requests of the kinds' own signatures."""
+        return {f"{task.name}_{suffix}": sample for task in self.tasks
+                for suffix, (_, _, sample) in task.serving_variants().items()}
+
     def _pair_fn(self, task):
         def serve_pair(text, text_pair):
             return self.serve([task], text, text_pair)
@@ -109,6 +120,13 @@ class ServingGraph:
         for task in self.tasks:
             pairs = "text_pair" in task.input_fields
             found[task.name] = (self._pair_fn(task), [text, pair]) if pairs else (self._text_fn([task]), [text])
+        for task in self.tasks:  # a kind's other ways in (relation: text + entity spans)
+            for suffix, (specs, to_text, _) in task.serving_variants().items():
+                name = f"{task.name}_{suffix}"
+                if name in found:
+                    raise ExportError(f"signature {name!r} of task {task.name!r} clashes with another signature; "
+                                      "rename the task")
+                found[name] = (self._variant_fn(task, to_text), specs)
 
         def from_ids(token_ids, segment_ids, padding_mask):
             return self.serve_ids(token_ids, segment_ids, padding_mask)
@@ -168,7 +186,7 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
             **(metadata or {}),
         }
         (extra / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        write_warmup(tmp, name, signatures, preprocessor)
+        write_warmup(tmp, name, signatures, preprocessor, samples=graph.samples())
     return target.final
 
 

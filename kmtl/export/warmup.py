@@ -14,7 +14,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 SAMPLE_TEXTS = ("John Smith flew from Paris to New York on Monday .", "What a wonderful film !")
 
 
-def write_warmup(export_dir, model_name: str, signatures: dict, preprocessor, texts=SAMPLE_TEXTS) -> Path:
+def write_warmup(export_dir, model_name: str, signatures: dict, preprocessor, texts=SAMPLE_TEXTS,
+                 samples=None) -> Path:
     """Write one `PredictionLog` per signature (``texts`` as the batch) into ``assets.extra``.
 
     Args:
@@ -23,6 +24,8 @@ def write_warmup(export_dir, model_name: str, signatures: dict, preprocessor, te
         signatures: ``{name: [input TensorSpec, ...]}`` as exported (specs named like the inputs).
         preprocessor: the model's `kmtl.data.Preprocessor` (tokenizes ``texts`` for ``ids``).
         texts: sample inputs; pair signatures get the same texts as both sentences.
+        samples: ``{signature: {input: values}}`` for inputs that are neither text nor token ids
+            (a relation task's entity spans in ``texts``: `kmtl.tasks.Task.serving_variants`).
 
     Example:
         >>> write_warmup("saved_models/demo/1", "demo", {"serving_default": [tf.TensorSpec([None], tf.string, name="text")]}, pre)
@@ -37,7 +40,10 @@ def write_warmup(export_dir, model_name: str, signatures: dict, preprocessor, te
             request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name))
             for spec in specs:
                 key = spec.name
-                if spec.dtype == tf.string:
+                given = (samples or {}).get(name, {})
+                if key in given:
+                    value = tf.constant(given[key], spec.dtype)
+                elif spec.dtype == tf.string:
                     value = tf.constant(list(texts))
                 else:  # ids, and task_id (task 0) for models with per-task adapters
                     value = ids[key] if key in ids else tf.zeros([len(texts)], spec.dtype)

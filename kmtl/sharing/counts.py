@@ -22,16 +22,33 @@ def _part_of(model):
         if named in PARTS:
             part.update({id(v): named for v in layer.weights if id(v) not in part})
     for task in getattr(model, "tasks", []):
-        try:
-            head = model.get_layer(task.name)
-        except ValueError:
-            continue
-        part.update({id(v): "heads" for v in head.weights if id(v) not in part})
+        for layer in _head_layers(model, task.name):
+            part.update({id(v): "heads" for v in layer.weights if id(v) not in part})
     for layer in model.layers:  # what is left in the graph's layers is the backbone
         for v in layer.weights:
             if id(v) not in part:
                 part[id(v)] = "lora" if v.name.startswith("lora_kernel") else "backbone"
     return part
+
+
+def _head_layers(model, name: str) -> list:
+    """The layer named ``name`` and the ``<name>_...`` layers that feed it (a relation head's
+    hidden dense), found by walking the graph back from the output (Keras' ``_inbound_nodes``),
+    so a backbone layer whose name happens to start with the task's is never taken."""
+    try:
+        head = model.get_layer(name)
+    except ValueError:
+        return []
+    found, todo = [head], [head]
+    while todo:
+        for node in getattr(todo.pop(), "_inbound_nodes", []):
+            for tensor in node.input_tensors:
+                history = getattr(tensor, "_keras_history", None)
+                layer = getattr(history, "operation", None)
+                if layer is not None and layer not in found and layer.name.startswith(f"{name}_"):
+                    found.append(layer)
+                    todo.append(layer)
+    return found
 
 
 def trainable_parameter_counts(model) -> Dict:
@@ -41,7 +58,7 @@ def trainable_parameter_counts(model) -> Dict:
     LayerNorms, pooler), ``adapters`` (per-task adapters, `kmtl.sharing.Adapters`), ``lora``
     (the ``A``/``B`` factors of `kmtl.sharing.LoRA`), ``sharing`` (the weights of other
     modes' own layers: any layer with ``parameter_part = "sharing"``), ``heads`` (the task heads, the layers
-    named after the tasks) and ``other`` (state outside the layers: loss weights and the
+    named after the tasks and their ``<task>_...`` layers) and ``other`` (state outside the layers: loss weights and the
     variables of weighting strategies).
 
     Returns:

@@ -229,6 +229,13 @@ class Task(abc.ABC):
         get the batch's ``text`` and ``words_info`` (`kmtl.model.raw_text.word_inputs`)."""
         raise NotImplementedError(f"{type(self).__name__} defines no serving outputs")
 
+    def serving_variants(self) -> dict:
+        """More serving signatures of this task: ``{suffix: (inputs, to_text, sample)}`` gives a
+        signature ``<task>_<suffix>`` whose ``inputs`` (named `tf.TensorSpec` s) ``to_text`` turns
+        into the ``[batch]`` text the task's own signature reads, in TF ops; ``sample`` is
+        ``{input name: values}`` of a valid warm-up request (`kmtl.export.warmup`). Default: none."""
+        return {}
+
     def conform_label(self, y_true, y_pred):
         """A label as a Keras user may give it, in the form the loss and metrics expect
         (default: as it is)."""

@@ -261,6 +261,14 @@ class Relation(Classification):
         """The encoder's text: the entity markers as Zhou & Chen's punctuation (`to_marker_text`)."""
         return to_marker_text(text)
 
+    def serving_variants(self) -> dict:
+        """``<task>_spans(text, head_start, head_end, tail_start, tail_end)``: plain text and
+        the character spans of the two entities (end exclusive), marked in the graph by
+        `insert_markers`."""
+        ints = [tf.TensorSpec([None], tf.int32, name=n) for n in ("head_start", "head_end", "tail_start", "tail_end")]
+        sample = {"head_start": [0, 0], "head_end": [10, 4], "tail_start": [21, 7], "tail_end": [26, 16]}
+        return {"spans": ([tf.TensorSpec([None], tf.string, name="text"), *ints], insert_markers, sample)}
+
     def encode_inputs(self, preprocessor, raw: dict, labels=None):
         """As `Classification`, on `model_text` of the batch's texts."""
         return super().encode_inputs(preprocessor, {**raw, "text": self.model_text(raw["text"])}, labels)
