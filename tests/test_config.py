@@ -205,6 +205,7 @@ def test_bad_values(base, change, expected):
      "tasks[0].no_relation_label: only relation tasks read no_relation_label (this task is classification)"),
     ({"kind": "regression", "tag_scheme": "bio"}, "tasks[0].tag_scheme: only tagging tasks read tag_scheme"),
     ({"kind": "tagging", "tag_scheme": "bilou"}, "tasks[0].tag_scheme: 'bilou' is not one of: bio, iob1, bioes, plain"),
+    ({"dropout": 1.5}, "tasks[0].dropout: Input should be less than 1"),
 ])
 def test_task_does_not_fit_its_source(base, task, expected):
     assert expected in problems(minimal(**task), base)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import ClassVar, Dict, List, Optional, Sequence
+from typing import Annotated, ClassVar, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
+from pydantic import Field
 
 from kmtl.data.example import Example
 from kmtl.errors import DataError
@@ -78,7 +79,7 @@ class Task(abc.ABC):
                                 f"give {cls.__qualname__} another `kind`")
             KINDS[kind] = cls
 
-    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1):
+    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1):
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
                 f"task name {name!r} is not valid: use lower-case letters, digits and '_', "

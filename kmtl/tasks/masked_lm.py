@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Annotated, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras.src.utils.tracking import DotNotTrackScope  # private: see build_head
+from pydantic import Field
 from scipy.special import logsumexp
 
 from kmtl.tasks.base import Task
@@ -219,7 +220,7 @@ class MaskedLM(Task):
     logged_metrics = ("accuracy", "perplexity")
     distillable = False
 
-    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.0,
+    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0,
                  mask_rate: float = 0.15, seed: int = 0, serve: bool = False):
         if labels is not None:
             raise ValueError(f"task {name!r}: masked_lm tasks read no labels; remove labels")

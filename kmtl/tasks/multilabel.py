@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Annotated, Dict, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from pydantic import Field
 from sklearn.metrics import f1_score
 
 from kmtl.errors import DataError
@@ -38,7 +39,7 @@ class MultiLabelClassification(Task):
     logged_metrics = ("accuracy", "micro_f1", "macro_f1")
     input_fields = ("text",)
 
-    def __init__(self, name, labels=None, threshold: float = 0.5, dropout: float = 0.1):
+    def __init__(self, name, labels=None, threshold: float = 0.5, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1):
         super().__init__(name, labels, dropout)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"task {name!r}: threshold must be between 0 and 1, got {threshold}")

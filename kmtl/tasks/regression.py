@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Annotated, Dict, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from pydantic import Field
 from scipy.stats import pearsonr, spearmanr
 
 from kmtl.errors import DataError
@@ -38,7 +39,7 @@ class Regression(Task):
     input_fields = ("text",)
     has_labels = False
 
-    def __init__(self, name, labels=None, dropout: float = 0.1):
+    def __init__(self, name, labels=None, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1):
         if labels is not None:
             raise ValueError(f"task {name!r}: regression tasks take no labels")
         super().__init__(name, None, dropout)

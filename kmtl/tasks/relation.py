@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Optional, Sequence
+from typing import Annotated, Dict, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from pydantic import Field
 from sklearn.metrics import f1_score
 
 from kmtl.data.sources.relations import HEAD_CLOSE, HEAD_OPEN, TAIL_CLOSE, TAIL_OPEN, check_marked
@@ -221,7 +222,7 @@ class Relation(Classification):
     logged_metrics = ("accuracy", "macro_f1")
     config_keys = {"marker_ids": None}  # found from the tokenizer and saved with the model, not a YAML key
 
-    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1,
+    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
                  no_relation_label: Optional[str] = "Other", marker_ids: Optional[Sequence[int]] = None):
         super().__init__(name, labels=labels, dropout=dropout)
         if no_relation_label is not None and (not isinstance(no_relation_label, str) or not no_relation_label.strip()):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Literal, Optional, Sequence
+from typing import Annotated, Dict, List, Literal, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from pydantic import Field
 
 from kmtl.data.words import char_offsets
 from kmtl.errors import DataError
@@ -65,7 +66,7 @@ class Tagging(Task):
     primary_metric = "entity_f1"
     logged_metrics = ("accuracy", "entity_f1")
 
-    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: float = 0.1,
+    def __init__(self, name: str, labels: Optional[Sequence[str]] = None, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
                  tag_scheme: Optional[Literal["bio", "iob1", "bioes", "plain"]] = None, outside_tag: str = OUTSIDE):
         super().__init__(name, labels=labels, dropout=dropout)
         if tag_scheme is not None and tag_scheme not in SCHEMES:

@@ -8,6 +8,7 @@ Example:
     >>> TsvSource("../shared/data/sst2/train.tsv", text="sentence", label="label").read()
     >>> ConllSource("../shared/data/conll2003/train.txt").read()
     >>> HuggingFaceSource(hf_table, text="sentence", label="label").read()   # a datasets.Dataset
+    >>> TextSource("../shared/data/wikitext2/valid.txt").read()              # paragraphs, for masked_lm
 """
 
 from kmtl.data.sources.base import Source, read_lines
@@ -17,6 +18,7 @@ from kmtl.data.sources.huggingface import HuggingFaceSource
 from kmtl.data.sources.jsonl import JsonlSource
 from kmtl.data.sources.relations import RelationDocumentsSource, RelationJsonlSource
 from kmtl.data.sources.semeval import SemevalSource
+from kmtl.data.sources.text import TextSource
 from kmtl.data.sources.tfds import TfdsSource
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "RelationJsonlSource",
     "SemevalSource",
     "Source",
+    "TextSource",
     "TfdsSource",
     "TsvSource",
     "read_lines",
