@@ -83,17 +83,22 @@ def task_dataset(task, tasks, examples, preprocessor: Preprocessor, *, shuffle=T
     ds = _batch_raw(tf.data.Dataset.from_tensor_slices((raw, labels)), _ENCODE_BATCH)
     ds = ds.map(lambda r, l: encode_batch(task, tasks, preprocessor, r, l), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.unbatch().cache()
-    size = len(examples) if task.one_row_per_example else int(ds.reduce(0, lambda n, _: n + 1))  # windows
     if shuffle and repeat and not reshuffle_each_iteration:
-        ds = shuffled_passes(ds, size, seed)
+        ds = shuffled_passes(ds, encoded_rows(task, examples, ds), seed)
     else:
         if shuffle:
-            ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(encoded_rows(task, examples, ds), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
     if task.augment is not None:  # after the cache: a new draw each pass (dynamic masking)
         ds = ds.map(task.augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds
+
+
+def encoded_rows(task, examples, ds: tf.data.Dataset) -> int:
+    """How many rows ``ds`` (the task's encoded, finite dataset) holds: one per example, or,
+    for a kind that cuts texts into windows (``one_row_per_example = False``), counted."""
+    return len(examples) if task.one_row_per_example else int(ds.reduce(0, lambda n, _: n + 1))
 
 
 def shuffled_passes(ds: tf.data.Dataset, size: int, seed: int = 0) -> tf.data.Dataset:
@@ -186,8 +191,8 @@ def validation_dataset(tasks, examples_by_task: Dict[str, Sequence[Example]], pr
         raise ValueError("no validation examples: every task's list is empty")
     parts = [task_dataset(by_name[n], tasks, examples_by_task[n], preprocessor, shuffle=False, repeat=False)
              for n in names]
-    sizes = np.array([len(examples_by_task[n]) if by_name[n].one_row_per_example else int(part.reduce(0, lambda c, _: c + 1))
-                      for n, part in zip(names, parts)], dtype=np.float64)
+    sizes = np.array([encoded_rows(by_name[n], examples_by_task[n], part) for n, part in zip(names, parts)],
+                     dtype=np.float64)
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(
         parts, weights=list(sizes / sizes.sum()), seed=seed, stop_on_empty_dataset=False)
     ds = ds.batch(batch_size).map(lambda x, y, w: trim_batch(tasks, x, y, w))

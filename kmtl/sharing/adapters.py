@@ -18,7 +18,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
+from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
 
 DEFAULT_SIZE = 64
 
@@ -221,7 +221,7 @@ class Adapters(Sharing):
         self._num_tasks = None
 
     def prepare(self, backbone, num_tasks: int) -> None:
-        _transformer_layers(backbone)  # fail early on backbones without keras-hub transformer layers
+        transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers
         backbone.trainable = False
         for layer in backbone._flatten_layers(include_self=False):
             if isinstance(layer, keras.layers.LayerNormalization):
@@ -233,7 +233,7 @@ class Adapters(Sharing):
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
         task_id = inputs[TASK_ID]
         adapted = {id(layer): AdaptedTransformerLayer(layer, self._num_tasks, self.size)
-                   for layer in _transformer_layers(backbone)}
+                   for layer in transformer_layers(backbone, self.name)}
 
         def operation_fn(operation):
             layer = adapted.get(id(operation))
@@ -243,8 +243,7 @@ class Adapters(Sharing):
 
         # Run the backbone's own functional graph on our inputs, with each transformer layer
         # swapped for its adapted twin (Keras 3.15 Function._run_through_graph).
-        flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
-        return backbone._run_through_graph(flat, operation_fn=operation_fn)
+        return run_backbone_graph(backbone, inputs, operation_fn)
 
     def get_config(self):
         return {"size": self.size}
@@ -255,13 +254,3 @@ def _activation(name: str):
         return lambda x: keras.activations.gelu(x, approximate=True)
     return keras.activations.get(name)
 
-
-def _transformer_layers(backbone):
-    from keras_hub.layers import TransformerEncoder
-
-    layers = [layer for layer in getattr(backbone, "layers", []) if isinstance(layer, TransformerEncoder)]
-    if not layers or not hasattr(backbone, "_run_through_graph"):
-        raise ValueError(
-            f"adapters need a keras-hub functional backbone built from keras_hub.layers.TransformerEncoder "
-            f"layers (BERT and its relatives); {type(backbone).__name__} has none")
-    return layers

@@ -66,3 +66,28 @@ class Sharing:
 
     def __hash__(self):
         return hash((type(self).__name__, repr(self)))
+
+
+def transformer_layers(backbone, mode: str) -> list:
+    """The backbone's keras-hub ``TransformerEncoder`` layers, bottom first: the layers that a
+    mode re-wiring the encoder (`run_backbone_graph`) replaces or taps. ``ValueError`` naming
+    ``mode`` for a backbone without them (not a keras-hub functional BERT-like model)."""
+    from keras_hub.layers import TransformerEncoder
+
+    layers = [layer for layer in getattr(backbone, "layers", []) if isinstance(layer, TransformerEncoder)]
+    if not layers or not hasattr(backbone, "_run_through_graph"):
+        raise ValueError(
+            f"sharing mode {mode!r} needs a keras-hub functional backbone built from keras_hub.layers.TransformerEncoder "
+            f"layers (BERT and its relatives); {type(backbone).__name__} has none: use sharing 'full'")
+    return layers
+
+
+def run_backbone_graph(backbone, inputs: dict, operation_fn):
+    """Run the backbone's own functional graph on the model's symbolic ``inputs``, each layer
+    passed through ``operation_fn(layer) -> callable`` (return the layer itself to keep it): how
+    adapters, prefixes, per-task copies and experts take a transformer layer's place, or how a
+    mode taps the hidden states. Keras 3.15 ``Function._run_through_graph`` (private: no public
+    way to re-run a functional model with some operations swapped)."""
+    flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
+    return backbone._run_through_graph(flat, operation_fn=operation_fn)
+

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
+from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
 
 
 @keras.saving.register_keras_serializable(package="kmtl")
@@ -206,7 +206,7 @@ class MMoE(Sharing):
         self._num_tasks = None
 
     def prepare(self, backbone, num_tasks: int) -> None:
-        layers = _transformer_layers(backbone)
+        layers = transformer_layers(backbone, self.name)
         if self.top_layers > len(layers):
             raise ValueError(f"mmoe top_layers is {self.top_layers} but the backbone has {len(layers)} transformer "
                              f"layers: set sharing.mmoe_top_layers to at most {len(layers)}")
@@ -216,7 +216,7 @@ class MMoE(Sharing):
     def encode(self, backbone, inputs: dict) -> dict:
         if self._num_tasks is None:
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
-        top = _transformer_layers(backbone)[-self.top_layers:]
+        top = transformer_layers(backbone, self.name)[-self.top_layers:]
         moe = MultiGateExperts(self._num_tasks, self.experts, [layer.get_config() for layer in top],
                                dtype=top[0].dtype_policy, name="mmoe")
         task_id = inputs[TASK_ID]
@@ -230,21 +230,10 @@ class MMoE(Sharing):
             return operation
 
         # one pass through the backbone's own functional graph (Keras 3.15 Function._run_through_graph)
-        flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
-        outputs = backbone._run_through_graph(flat, operation_fn=operation_fn)
+        outputs = run_backbone_graph(backbone, inputs, operation_fn)
         moe.initialize_from(top)
         return outputs
 
     def get_config(self):
         return {"experts": self.experts, "top_layers": self.top_layers}
 
-
-def _transformer_layers(backbone):
-    from keras_hub.layers import TransformerEncoder
-
-    layers = [layer for layer in getattr(backbone, "layers", []) if isinstance(layer, TransformerEncoder)]
-    if not layers or not hasattr(backbone, "_run_through_graph"):
-        raise ValueError(
-            f"mmoe needs a keras-hub functional backbone built from keras_hub.layers.TransformerEncoder "
-            f"layers (BERT and its relatives); {type(backbone).__name__} has none: use sharing 'full'")
-    return layers

@@ -22,7 +22,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
+from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
 
 DEFAULT_LENGTH = 16
 DEFAULT_HIDDEN = 512
@@ -284,7 +284,7 @@ class Prefix(Sharing):
         self._num_tasks = None
 
     def prepare(self, backbone, num_tasks: int) -> None:
-        _transformer_layers(backbone)  # fail early on backbones without keras-hub transformer layers
+        transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers
         backbone.trainable = False
         if self.train_layer_norms:
             for layer in backbone._flatten_layers(include_self=False):
@@ -295,7 +295,7 @@ class Prefix(Sharing):
     def encode(self, backbone, inputs: dict) -> dict:
         if self._num_tasks is None:
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
-        layers = _transformer_layers(backbone)
+        layers = transformer_layers(backbone, self.name)
         attention = layers[0]._self_attention_layer
         prefixes = TaskPrefixes(self._num_tasks, self.length, len(layers), attention.num_heads, attention.key_dim,
                                 attention.value_dim, hidden=self.hidden, dtype=layers[0].dtype_policy,
@@ -310,8 +310,7 @@ class Prefix(Sharing):
 
         # Run the backbone's own functional graph on our inputs, with each transformer layer
         # swapped for its prefixed twin (Keras 3.15 Function._run_through_graph, as Adapters).
-        flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
-        return backbone._run_through_graph(flat, operation_fn=operation_fn)
+        return run_backbone_graph(backbone, inputs, operation_fn)
 
     @classmethod
     def for_export(cls, model):
@@ -369,13 +368,3 @@ def fold_prefixes(model):
         folded.preprocessor = model.preprocessor
     return folded
 
-
-def _transformer_layers(backbone):
-    from keras_hub.layers import TransformerEncoder
-
-    layers = [layer for layer in getattr(backbone, "layers", []) if isinstance(layer, TransformerEncoder)]
-    if not layers or not hasattr(backbone, "_run_through_graph"):
-        raise ValueError(
-            f"prefix tuning needs a keras-hub functional backbone built from keras_hub.layers.TransformerEncoder "
-            f"layers (BERT and its relatives); {type(backbone).__name__} has none")
-    return layers

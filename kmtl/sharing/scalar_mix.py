@@ -16,7 +16,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
+from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
 
 _DROPPED = 1e4
 """What layer dropout subtracts from a dropped layer's logit (a finite "minus infinity": an
@@ -157,14 +157,14 @@ class ScalarMix(Sharing):
         self._num_tasks = None
 
     def prepare(self, backbone, num_tasks: int) -> None:
-        _transformer_layers(backbone)  # fail early on backbones without keras-hub transformer layers
+        transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers
         backbone.trainable = not self.freeze_backbone
         self._num_tasks = int(num_tasks)
 
     def encode(self, backbone, inputs: dict) -> dict:
         if self._num_tasks is None:
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
-        layers = _transformer_layers(backbone)
+        layers = transformer_layers(backbone, self.name)
         position = {id(layer): i for i, layer in enumerate(layers)}
         states = [None] * (len(layers) + 1)
 
@@ -181,8 +181,7 @@ class ScalarMix(Sharing):
             return run
 
         # one pass through the backbone's own functional graph (Keras 3.15 Function._run_through_graph)
-        flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
-        backbone._run_through_graph(flat, operation_fn=operation_fn)
+        run_backbone_graph(backbone, inputs, operation_fn)
         mix = TaskScalarMix(self._num_tasks, len(states), self.layer_dropout, dtype=layers[-1].dtype_policy,
                             name="scalar_mix")
         sequence = mix(states, task_id=inputs[TASK_ID])
@@ -196,13 +195,3 @@ class ScalarMix(Sharing):
     def get_config(self):
         return {"freeze_backbone": self.freeze_backbone, "layer_dropout": self.layer_dropout}
 
-
-def _transformer_layers(backbone):
-    from keras_hub.layers import TransformerEncoder
-
-    layers = [layer for layer in getattr(backbone, "layers", []) if isinstance(layer, TransformerEncoder)]
-    if not layers or not hasattr(backbone, "_run_through_graph"):
-        raise ValueError(
-            f"scalar_mix needs a keras-hub functional backbone built from keras_hub.layers.TransformerEncoder "
-            f"layers (BERT and its relatives); {type(backbone).__name__} has none: use sharing 'full'")
-    return layers

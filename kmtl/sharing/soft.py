@@ -17,7 +17,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
+from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
 from kmtl.sharing.task_relation import RELATION_CHOICES, TaskRelation
 
 DEFAULT_TOP_LAYERS = 2
@@ -422,8 +422,7 @@ class SoftSharing(Sharing):
 
         # Run the backbone's own functional graph on our inputs with the top layers swapped for
         # the per-task copies (Keras 3.15 Function._run_through_graph), as `Adapters` does.
-        flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
-        return backbone._run_through_graph(flat, operation_fn=operation_fn)
+        return run_backbone_graph(backbone, inputs, operation_fn)
 
     def get_config(self):
         return {"top_layers": self.top_layers, "penalty": self.penalty, "target": self.target,
@@ -440,12 +439,7 @@ def _choice(value, choices, key: str) -> str:
 def _transformer_layers(backbone):
     """The backbone's keras-hub ``TransformerEncoder`` layers, bottom first; they must run one
     after the other (each reads the previous one's output), as in BERT."""
-    from keras_hub.layers import TransformerEncoder
-
-    layers = [layer for layer in getattr(backbone, "layers", []) if isinstance(layer, TransformerEncoder)]
-    if not layers:
-        raise ValueError(f"sharing mode 'soft' needs a keras-hub backbone built from TransformerEncoder layers "
-                         f"(BERT and its relatives); {type(backbone).__name__} has none")
+    layers = transformer_layers(backbone, SoftSharing.name)
     for below, above in zip(layers, layers[1:]):
         if len(above._inbound_nodes) != 1 or above._inbound_nodes[0].input_tensors[0] is not below.output:
             raise ValueError(f"sharing mode 'soft' needs the transformer layers in a chain; {above.name} does not "
