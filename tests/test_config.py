@@ -206,6 +206,12 @@ def test_bad_values(base, change, expected):
     ({"kind": "regression", "tag_scheme": "bio"}, "tasks[0].tag_scheme: only tagging tasks read tag_scheme"),
     ({"kind": "tagging", "tag_scheme": "bilou"}, "tasks[0].tag_scheme: 'bilou' is not one of: bio, iob1, bioes, plain"),
     ({"dropout": 1.5}, "tasks[0].dropout: Input should be less than 1"),
+    ({"kind": "span_qa", "train": {"format": "tsv", "path": "data/train.tsv", "text_pair": "b"}},
+     "tasks[0].train.format: a span_qa task reads squad or qa_jsonl sources, not tsv"),
+    ({"train": {"format": "squad", "path": "data/train.tsv"}},
+     "tasks[0].train.format: squad sources feed span_qa tasks; a classification task reads tsv"),
+    ({"kind": "span_qa", "doc_stride": 0, "train": {"format": "squad", "path": "data/train.tsv"}},
+     "tasks[0].doc_stride: Input should be greater than or equal to 1"),
 ])
 def test_task_does_not_fit_its_source(base, task, expected):
     assert expected in problems(minimal(**task), base)

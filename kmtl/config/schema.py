@@ -227,19 +227,24 @@ def _given_fields(fmt: str, source=None) -> set:
             if keys is True or source is None or any(getattr(source, key, None) is not None for key in keys)}
 
 
+def _needed_fields(kind: str) -> tuple:
+    """The fields a kind reads: its ``input_fields`` and its ``label_field`` (if any)."""
+    attrs = _KINDS[kind].attributes
+    label = attrs.get("label_field", "label")
+    return tuple(attrs.get("input_fields", ("text",))) + ((label,) if label else ())
+
+
 def source_problem(kind: str, source) -> Optional[Tuple[str, str]]:
     """``(key, message)`` when ``source`` cannot feed a task of ``kind``, else ``None``.
 
     A kind reads its ``input_fields`` and its ``label_field`` (`kmtl.tasks.Task`); a source
     gives the fields its ``fields`` map to options that are set (`kmtl.data.sources.Source`).
     """
-    attrs = _KINDS[kind].attributes
-    needed = tuple(attrs.get("input_fields", ("text",))) + ((attrs.get("label_field", "label"),)
-                                                           if attrs.get("label_field", "label") else ())
+    needed = _needed_fields(kind)
     fmt = source.format
 
-    def feeds(f):
-        return kind in (SOURCES.get(f).attributes.get("kinds") or (kind,))
+    def feeds(f, reader=kind):
+        return reader in (SOURCES.get(f).attributes.get("kinds") or (reader,))
 
     able = [f for f in SOURCE_FORMATS if feeds(f) and set(needed) <= _given_fields(f)]
     if not feeds(fmt):
@@ -255,7 +260,7 @@ def source_problem(kind: str, source) -> Optional[Tuple[str, str]]:
         return (fields[field][0], f"a {kind} task needs {_and(needed)}; set {fields[field][0]}")
     for field in sorted(given - set(needed)):
         if fields.get(field) is not True:
-            readers = [k for k, e in _KINDS.items() if field in e.attributes.get("input_fields", ("text",))]
+            readers = [k for k in _KINDS if field in _needed_fields(k) and feeds(fmt, k) and set(_needed_fields(k)) <= given]
             hint = f"; did you mean kind: {_or(readers)}?" if readers else ""
             return (fields[field][0], f"a {kind} task does not read {field}: remove it{hint}")
     return None

@@ -15,6 +15,10 @@ INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 TASK_ID = "task_id"
 """Also in every ``x``: int32 ``[batch]``, the index of the example's task in ``tasks`` (what
 per-task adapters route by; models without adapters ignore it)."""
+EXAMPLE = "example"
+"""In the ``aux`` of a kind that cuts texts into windows (``one_row_per_example = False``):
+int32 ``[rows]``, each row's example as an index into the raw batch; every example gives at
+least one row (`kmtl.evaluation.predict_task` groups the rows by it)."""
 _ENCODE_BATCH = 256
 
 

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from kmtl.data.pipeline import eval_dataset
+from kmtl.data.pipeline import EXAMPLE, eval_dataset
 
 
 def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int = 64,
@@ -30,10 +30,12 @@ def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int 
         if wanted is not None:
             x = {k: v for k, v in x.items() if k in wanted}
         outputs = runner.predict_on_batch(x)[task.name]
-        batch = examples[start:start + len(outputs)]
         info = {k: np.asarray(v) for k, v in aux.items()}
+        # a windowed kind's rows say their example (every example gives at least one row)
+        count = len(outputs) if task.one_row_per_example else int(info[EXAMPLE].max()) + 1
+        batch = examples[start:start + count]
         results.extend(task.decode(np.asarray(outputs), batch, **info))
-        start += len(outputs)
+        start += count
         if on_batch is not None:
-            on_batch(len(outputs))
+            on_batch(count)
     return results

@@ -7,6 +7,9 @@ Each kind's `kmtl.tasks.Task.serving_outputs` says it; this module runs them for
 | classification, pair_classification | ``<task>_label`` [B] string, ``<task>_probabilities`` [B, C] |
 | multilabel | ``<task>_labels`` [B, C] strings (active labels first, padded with ""), ``<task>_probabilities`` [B, C] |
 | regression, pair_regression | ``<task>_score`` [B] |
+| relation | as classification: ``<task>_label`` [B] string, ``<task>_probabilities`` [B, C]; also a ``<task>_spans`` signature (text + the entities' character spans) |
+| span_qa | its own signature ``<task>(question, context)``: ``<task>_answer`` [B] string, ``<task>_start``/``<task>_end`` [B] character offsets into the context (end exclusive; -1 when empty), ``<task>_score`` [B] |
+| masked_lm | none, unless ``serve``: ``<task>_top_ids`` [B, T], ``<task>_top_probability`` [B, T] |
 | tagging | ``<task>_words``/``<task>_tags`` [B, W], ``<task>_word_count`` [B], ``<task>_entity_type``/``_text`` [B, E] strings, ``<task>_entity_start``/``_end`` [B, E] character offsets (end exclusive; -1 pads), ``<task>_entity_count`` [B] |
 """
 

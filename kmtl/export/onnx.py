@@ -132,17 +132,16 @@ def _output_meta(name, tasks):
     task = next((t for t in tasks if t.name == name), None)
     if task is None:
         return {}
-    token_level = getattr(task, "sequence_labels", False) or getattr(task, "token_level", False)
     return {
         "kind": task.kind,
-        "shape": ["batch", "length", task.num_outputs] if token_level else ["batch", task.num_outputs],
+        "shape": ["batch", "length", task.num_outputs] if task.position_outputs else ["batch", task.num_outputs],
         "values": task.raw_output,
     }
 
 
 def _name_dynamic_dims(proto, tasks) -> None:
     """Give the dynamic dimensions readable names (tf2onnx writes ``unk__123``)."""
-    token_level = {t.name for t in tasks if getattr(t, "token_level", False)}
+    token_level = {t.name for t in tasks if t.position_outputs}
     for value in proto.graph.input:
         dims = value.type.tensor_type.shape.dim
         for dim, label in zip(dims, ("batch", "length")):

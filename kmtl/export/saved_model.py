@@ -33,7 +33,8 @@ class ServingGraph:
     Signatures (all text inputs are ``[batch]`` strings; invalid UTF-8 is replaced, never fatal):
 
     * ``serving_default(text)``: every task that reads one text (sentence tasks and tagging);
-    * ``<task>(text)`` or, for pair tasks, ``<task>(text, text_pair)``: that task alone;
+    * ``<task>(text)`` or, for pair tasks, ``<task>(text, text_pair)``: that task alone (a kind
+      with its own inputs reads them: span QA's ``<task>(question, context)``);
     * ``ids(token_ids, segment_ids, padding_mask)``: raw head outputs ``<task>`` (logits or
       score) for clients that tokenize themselves (the same graph as the ONNX export). With
       per-task adapters (``sharing="adapters"``) it takes a fourth input ``task_id`` (int32
@@ -97,10 +98,21 @@ class ServingGraph:
 
         return serve_variant
 
+    def _own_fn(self, task):
+        def run(x):
+            return float32_outputs(run_tasks(self.model, self._trim(x), [task]))[task.name]
+
+        def serve_own(*inputs):
+            return task.serve(run, self.preprocessor, **dict(zip(task.serving_inputs, inputs)))
+
+        return serve_own
+
     def samples(self) -> dict:
         """``{signature: {input: values}}`` for the warm-up requests of the kinds' own signatures."""
-        return {f"{task.name}_{suffix}": sample for task in self.tasks
-                for suffix, (_, _, sample) in task.serving_variants().items()}
+        found = {f"{task.name}_{suffix}": sample for task in self.tasks
+                 for suffix, (_, _, sample) in task.serving_variants().items()}
+        found.update({task.name: task.serving_sample() for task in self.tasks if task.serving_inputs})
+        return found
 
     def _pair_fn(self, task):
         def serve_pair(text, text_pair):
@@ -113,13 +125,17 @@ class ServingGraph:
         text = tf.TensorSpec([None], tf.string, name="text")
         pair = tf.TensorSpec([None], tf.string, name="text_pair")
         ids = [tf.TensorSpec([None, None], tf.int32, name=n) for n in ("token_ids", "segment_ids", "padding_mask")]
-        single = [t for t in self.tasks if "text_pair" not in t.input_fields]
+        single = [t for t in self.tasks if "text_pair" not in t.input_fields and not t.serving_inputs]
         found = {}
         if single:
             found["serving_default"] = (self._text_fn(single), [text])
         for task in self.tasks:
             pairs = "text_pair" in task.input_fields
-            found[task.name] = (self._pair_fn(task), [text, pair]) if pairs else (self._text_fn([task]), [text])
+            if task.serving_inputs:  # a kind's own inputs (span QA: question, context)
+                found[task.name] = (self._own_fn(task), [tf.TensorSpec([None], tf.string, name=n)
+                                                         for n in task.serving_inputs])
+            else:
+                found[task.name] = (self._pair_fn(task), [text, pair]) if pairs else (self._text_fn([task]), [text])
         for task in self.tasks:  # a kind's other ways in (relation: text + entity spans)
             for suffix, (specs, to_text, _) in task.serving_variants().items():
                 name = f"{task.name}_{suffix}"

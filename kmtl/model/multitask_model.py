@@ -420,7 +420,8 @@ class MultiTaskModel(keras.Model):
         if not is_raw_text(x):
             return super().predict_step(data)
         text, pair = (x["text"], x.get("text_pair")) if isinstance(x, dict) else (x, None)
-        tasks = [t for t in self.tasks if ("text_pair" in t.input_fields) == (pair is not None)]
+        tasks = [t for t in self.tasks  # not kinds with inputs of their own (span QA: SpanQA.answer)
+                 if ("text_pair" in t.input_fields) == (pair is not None) and not t.serving_inputs]
         inputs, _ = text_inputs(tasks, self.preprocessor, text, pair)
         outputs = run_tasks(self, inputs, tasks)
         return {t.name: outputs[t.name] for t in tasks}

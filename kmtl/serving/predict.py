@@ -9,6 +9,9 @@ from typing import Iterable, List, Optional, Sequence
 from kmtl.errors import KmtlError
 from kmtl.export.versions import existing_versions
 
+TAB_PAIRS = (("text", "text_pair"), ("question", "context"))
+"""Signatures with these two inputs also read a text ``first<TAB>second`` (pair tasks; span QA)."""
+
 
 def resolve_export(path) -> Path:
     """A version folder as given, or the latest version inside a model folder."""
@@ -33,9 +36,10 @@ def predict_lines(export_dir, items: Iterable, signature: str = "serving_default
                   places: Optional[Sequence[str]] = None) -> List[dict]:
     """Run ``signature`` on ``items``; one dict per item, outputs named as in the signature.
 
-    Each item is a text, or a dict ``{"text": ..., "text_pair": ...}``; for a pair task's
-    signature a plain text holds both sentences separated by a tab, and an empty text is an
-    empty pair. A field that is missing or not a string is an error naming the item.
+    Each item is a text, or a dict of the signature's inputs (``{"text": ..., "text_pair": ...}``,
+    ``{"question": ..., "context": ...}``); for a pair task's signature and span QA's a plain text
+    holds both inputs separated by a tab (`TAB_PAIRS`), and an empty text is an empty pair. A
+    field that is missing or not a string is an error naming the item.
 
     Args:
         export_dir: a SavedModel version folder, or its model folder (latest version).
@@ -60,15 +64,21 @@ def predict_lines(export_dir, items: Iterable, signature: str = "serving_default
         raise KmtlError(f"no signature {signature!r}; the export has: {', '.join(sorted(loaded.signatures))}")
     fn = loaded.signatures[signature]
     wanted = sorted(fn.structured_input_signature[1])
-    if "text_pair" in wanted:
+    pair = next((p for p in TAB_PAIRS if set(p) == set(wanted)), None)
+    if pair is not None:  # 'first<TAB>second' as a text: a pair task's two texts, a question and its context
         for item in items:
             text = item.get("text")
-            if "text_pair" not in item and isinstance(text, str) and ("\t" in text or text == ""):
-                item["text"], item["text_pair"] = text.split("\t", 1) if text else ("", "")
+            if not set(pair) <= set(item) and set(item) <= {"text"} and isinstance(text, str) \
+                    and ("\t" in text or text == ""):
+                first, second = text.split("\t", 1) if text else ("", "")
+                item.pop("text")
+                item[pair[0]], item[pair[1]] = first, second
     for place, item in zip(places, items):
         missing = [k for k in wanted if k not in item]
         if missing:
-            hint = " (or 'first<TAB>second')" if missing == ["text_pair"] else ""
+            hint = f" (or '{pair[0]}<TAB>{pair[1]}' as one text)" if pair is not None else ""
+            if pair == TAB_PAIRS[0] and missing == ["text_pair"]:
+                hint = " (or 'first<TAB>second')"
             raise KmtlError(f"{place}: signature {signature!r} needs string fields {wanted}{hint}; "
                             f"missing {missing}")
         for key in wanted:

@@ -6,6 +6,7 @@ from kmtl.tasks.masked_lm import MaskedLM
 from kmtl.tasks.multilabel import MultiLabelClassification
 from kmtl.tasks.regression import PairRegression, Regression
 from kmtl.tasks.relation import Relation
+from kmtl.tasks.span_qa import SpanQA
 from kmtl.tasks.tagging import Tagging, bio_labels, entities_from_tags
 
 
@@ -23,5 +24,6 @@ def from_config(config: dict) -> Task:
 
 __all__ = [
     "Task", "Classification", "PairClassification", "MaskedLM", "MultiLabelClassification", "Regression",
-    "PairRegression", "Relation", "Tagging", "bio_labels", "entities_from_tags", "KINDS", "from_config", "primary_metric",
+    "PairRegression", "Relation", "SpanQA", "Tagging", "bio_labels", "entities_from_tags", "KINDS", "from_config",
+    "primary_metric",
 ]

@@ -64,6 +64,11 @@ class Task(abc.ABC):
     #: `encode_inputs` gives one row per example (``False``: a kind that cuts long texts into
     #: windows; kmtl's pipelines then count the rows)
     one_row_per_example: ClassVar[bool] = True
+    #: ``None``: the task's serving signature ``<task>`` reads ``text`` (and ``text_pair``), as
+    #: the model's other inputs do. Else the names of its own string inputs (span QA:
+    #: ``("question", "context")``): the signature runs `serve`, and the task stays out of
+    #: ``serving_default`` and of ``model.predict`` on raw text
+    serving_inputs: ClassVar[Optional[tuple]] = None
     #: ``None``, or a method ``augment(x, y, w) -> (x, y, w)`` that `kmtl.data.task_dataset` maps
     #: over this task's encoded examples after its cache (a new draw each pass over the data:
     #: dynamic masking); ``y``/``w`` hold every task's entry, the method changes its own
@@ -145,6 +150,12 @@ class Task(abc.ABC):
                 raise DataError(
                     ex.where, f"task {self.name!r} needs a non-empty {field!r}; this example has none"
                 )
+
+    @property
+    def position_outputs(self) -> bool:
+        """Whether the head emits a row per position, ``[B, T, num_outputs]`` (tagging, masked-LM,
+        span QA's start/end logits), not one per example (what ONNX metadata says)."""
+        return self.token_level or self.sequence_labels
 
     @property
     def served(self) -> bool:
@@ -229,6 +240,17 @@ class Task(abc.ABC):
         named ``<task>_<field>``, from its head's raw ``output`` for a batch. Token tasks also
         get the batch's ``text`` and ``words_info`` (`kmtl.model.raw_text.word_inputs`)."""
         raise NotImplementedError(f"{type(self).__name__} defines no serving outputs")
+
+    def serve(self, run, preprocessor, **inputs) -> dict:
+        """The ``<task>`` signature of a kind that sets `serving_inputs`, in TF ops: ``inputs`` are
+        ``[batch]`` strings named as `serving_inputs`; ``run(x)`` gives this task's raw head output
+        for model inputs ``x`` (``token_ids``, ``segment_ids``, ``padding_mask``; any number of
+        rows); returns the named outputs (``<task>_<field>``)."""
+        raise NotImplementedError(f"{type(self).__name__} sets serving_inputs but defines no serve()")
+
+    def serving_sample(self) -> dict:
+        """``{input: values}``: a valid warm-up request of a `serving_inputs` kind's signature."""
+        return {name: ["text"] for name in self.serving_inputs or ()}
 
     def serving_variants(self) -> dict:
         """More serving signatures of this task: ``{suffix: (inputs, to_text, sample)}`` gives a

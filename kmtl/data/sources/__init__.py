@@ -9,6 +9,8 @@ Example:
     >>> ConllSource("../shared/data/conll2003/train.txt").read()
     >>> HuggingFaceSource(hf_table, text="sentence", label="label").read()   # a datasets.Dataset
     >>> TextSource("../shared/data/wikitext2/valid.txt").read()              # paragraphs, for masked_lm
+    >>> SquadSource("../shared/data/squad_v1.1/dev-v1.1.json").read()        # questions, for span_qa
+    >>> QaJsonlSource("qa.jsonl", question="question", context="context", answers="answers").read()
 """
 
 from kmtl.data.sources.base import Source, read_lines
@@ -18,6 +20,7 @@ from kmtl.data.sources.huggingface import HuggingFaceSource
 from kmtl.data.sources.jsonl import JsonlSource
 from kmtl.data.sources.relations import RelationDocumentsSource, RelationJsonlSource
 from kmtl.data.sources.semeval import SemevalSource
+from kmtl.data.sources.squad import QaJsonlSource, SquadSource
 from kmtl.data.sources.text import TextSource
 from kmtl.data.sources.tfds import TfdsSource
 
@@ -27,10 +30,12 @@ __all__ = [
     "DelimitedSource",
     "HuggingFaceSource",
     "JsonlSource",
+    "QaJsonlSource",
     "RelationDocumentsSource",
     "RelationJsonlSource",
     "SemevalSource",
     "Source",
+    "SquadSource",
     "TextSource",
     "TfdsSource",
     "TsvSource",

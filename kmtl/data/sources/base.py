@@ -36,7 +36,7 @@ class Source(abc.ABC):
     """
 
     #: ``{field: option keys that give it (any one set), or True}``; fields: ``text``,
-    #: ``text_pair``, ``label``, ``tokens``, ``tags``
+    #: ``text_pair``, ``label``, ``tokens``, ``tags``, ``answers`` (span QA's, in ``label``)
     fields = {"text": ("text",), "text_pair": ("text_pair",), "label": ("label",)}
     #: the task kinds this format feeds (``()``: any kind whose fields it gives)
     kinds = ()
