@@ -76,6 +76,32 @@ def cmd_train(args):
     _report(result)
 
 
+def seeds_arg(text: str):
+    """``--seeds``: a count (``3``: ``training.seed`` and the two after it) or a comma-separated
+    list of seeds (``0,1,5``); argparse prints the `argparse.ArgumentTypeError` as ``argument
+    --seeds: ...`` and exits with status 2."""
+    text = text.strip()
+    hint = "give a count such as 3 (training.seed and the seeds after it) or a list such as 0,1,5"
+    if "," not in text:
+        try:
+            count = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a count or a list of seeds; {hint}") from None
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"a count of at least 1, got {count}; {hint}")
+        return count
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integer seeds; {hint}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds are integers ≥ 0; {hint}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{text!r}: seed {', '.join(map(str, repeated))} given twice")
+    return seeds
+
+
 def cmd_compare(args):
     config = _config_with_outputs(args.config, args.output_dir, None, args.epochs)
     from kmtl.compare import compare
@@ -84,8 +110,10 @@ def cmd_compare(args):
              if on]
     if args.epochs is not None:
         flags.append(f"--epochs {args.epochs}")
+    if args.seeds is not None:
+        flags.append(f"--seeds {args.seeds if isinstance(args.seeds, int) else ','.join(map(str, args.seeds))}")
     compare(config, retrain=args.retrain, teachers=args.teachers, restart=args.restart, verbose=_keras_verbose(args),
-            command=" ".join(["kmtl compare", str(args.config), *flags]))
+            seeds=args.seeds, command=" ".join(["kmtl compare", str(args.config), *flags]))
 
 
 def cmd_demo(args):
@@ -305,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distil the multi-task model from the single-task baselines (BAM! teacher annealing)")
     p.add_argument("--output-dir", help="where runs and the baseline cache go (default: the config's output_dir)")
     p.add_argument("--epochs", type=int, help="override training.epochs (baselines and multi-task model)")
+    p.add_argument("--seeds", type=seeds_arg, metavar="N|S1,S2,...",
+                   help="train every baseline and the multi-task model once per seed and report mean ± sd, the Δ's "
+                        "95 %% interval and Δm's: a count (3: training.seed and the 2 seeds after it) or a list "
+                        "(0,1,5); default: training.seed alone. Each seed is cached")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="Keras progress output of each training run (default: 1, a bar)")
     _add_quiet(p)
