@@ -42,7 +42,7 @@ def test_schema_choices_equal_the_python_registries():
         "static", "linear", "dwa", "uncertainty", "gradnorm", "pcgrad", "rlw")
     assert weighting.STRATEGIES["dwa"] is weighting.DynamicWeightAverage
     assert choices(schema.SharingConfig, "mode") == sharing.SHARING_MODES == (
-        "full", "frozen", "lora", "adapters", "prefix", "scalar_mix", "soft", "mmoe")
+        "full", "frozen", "lora", "adapters", "prefix", "scalar_mix", "soft", "mmoe", "progressive")
     assert sharing.SHARING_CLASSES["lora"] is sharing.LoRA
     assert choices(schema.MixtureConfig, "sampling") == tuple(sampling.SAMPLERS)
     assert sampling.SAMPLERS["temperature"] is sampling.TemperatureSampler

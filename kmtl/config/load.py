@@ -249,6 +249,12 @@ def _cross_problems(data: dict) -> List[Problem]:
                                  f"weighting strategy {strategy} sets the loss weights itself; remove the task "
                                  f"weight or use strategy {_or(keepers)}"))
 
+    listed = _section(data, "sharing").get("progressive_tasks")
+    for i, task in enumerate(listed if isinstance(listed, list) else []):
+        if isinstance(task, str) and task not in names:
+            problems.append((f"sharing.progressive_tasks[{i}]",
+                             f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))
+
     for task in _section(data, "teachers"):
         if task not in names:
             problems.append((f"teachers.{task}", f"not a task name (tasks: {known}){_did_you_mean(task, names)}"))

@@ -10,6 +10,7 @@
 | ``scalar_mix`` | `ScalarMix` (Peters et al., NAACL 2018; Kondratyuk & Straka, EMNLP 2019) | a per-task softmax mix over the encoder's layers, the encoder (unless frozen), and the heads |
 | ``soft`` | `SoftSharing` (Duong et al., ACL 2015) | per-task copies of the top layers pulled together by an L2 penalty, the shared layers, and the heads |
 | ``mmoe`` | `MMoE` (Ma et al., KDD 2018) | expert copies of the top layers with a softmax gate per task, the encoder, and the heads |
+| ``progressive`` | `ProgressiveNetworks` (Rusu et al., arXiv:1606.04671, 2016) | a narrow column per new task with lateral connections from the frozen encoder, and the new tasks' heads (the encoder and the old tasks' heads stay frozen) |
 
 `kmtl.build_model` takes a mode name (with its options, keyed as in the YAML ``sharing``
 section) or one of these objects; `trainable_parameter_counts` reports what trains.
@@ -31,6 +32,7 @@ from kmtl.sharing.full import FrozenBackbone, FullFineTuning
 from kmtl.sharing.lora import BERT_TARGETS, DEFAULT_TARGETS, LoRA
 from kmtl.sharing.mmoe import MMoE, MultiGateExperts
 from kmtl.sharing.prefix import Prefix, PrefixedTransformerLayer, TaskPrefixes, fold_prefixes
+from kmtl.sharing.progressive import ProgressiveColumns, ProgressiveNetworks
 from kmtl.sharing.scalar_mix import ScalarMix, TaskScalarMix
 from kmtl.sharing.soft import SoftSharing, TaskLayerCopies, TaskTransformerLayer
 from kmtl.sharing.task_relation import TaskRelation
@@ -39,7 +41,8 @@ SHARING_CLASSES = {name: entry.load() for name, entry in SHARING.entries().items
 """``{mode: class}``: every `Sharing` subclass in kmtl/sharing/ that sets ``name``
 (`kmtl.registry.SHARING`, which the config schema reads too); a new file there is a new mode."""
 SHARING_MODES = tuple(SHARING_CLASSES)
-"""The mode names: ``full``, ``frozen``, ``lora``, ``adapters``, ``prefix``, ``scalar_mix``, ``soft``, ``mmoe``."""
+"""The mode names: ``full``, ``frozen``, ``lora``, ``adapters``, ``prefix``, ``scalar_mix``, ``soft``, ``mmoe``,
+``progressive``."""
 SHARING_OPTION_KEYS = tuple(dict.fromkeys(o.key for e in SHARING.entries().values() for o in e.options))
 """Every option key a mode reads (``lora_rank``, ``adapter_size``...), as `make_sharing` takes them."""
 
@@ -109,6 +112,7 @@ __all__ = [
     "Sharing",
     "MMoE", "MultiGateExperts", "ScalarMix", "TaskScalarMix",
     "Prefix", "PrefixedTransformerLayer", "TaskPrefixes", "fold_prefixes",
+    "ProgressiveColumns", "ProgressiveNetworks",
     "SoftSharing", "TaskLayerCopies", "TaskRelation", "TaskTransformerLayer",
     "TASK_ID", "TaskAdapters", "apply_sharing", "format_parameter_counts", "make_sharing",
     "served_model", "sharing_from_config", "trainable_parameter_counts", "uses_task_id",

@@ -22,6 +22,15 @@ def warm_start(model, old_model) -> Dict[str, list]:
     fresh initialisation; per-task adapters are copied task by task (new tasks' adapters stay
     the identity).
 
+    Into a ``progressive`` model (`kmtl.sharing.ProgressiveNetworks`): the frozen first column
+    gets the run's encoder (a LoRA run's kernels with their low-rank updates merged in), the
+    tasks without a column their heads; new columns stay fresh (they add nothing until they
+    train), and the columns of a ``progressive`` run are copied task by task. Refused
+    (`KmtlError`) when the old tasks' answers could not be kept: a run whose mode changes the
+    encoder per task (adapters, prefix, scalar_mix, soft, mmoe), a task without a column that
+    the run has no head for (same name, kind and labels), or a task that had a column in the
+    run and has none here.
+
     Args:
         model: the new `kmtl.MultiTaskModel` (same backbone and sharing mode as the old one).
         old_model: the trained model, e.g. from `kmtl.training.load_run`.
@@ -45,6 +54,8 @@ def warm_start(model, old_model) -> Dict[str, list]:
     old_index = {t.name: i for i, t in enumerate(old_model.tasks)}
     task_rows = [(i, old_index[t.name]) for i, t in enumerate(model.tasks) if t.name in old_index]
     old_vars = {v.path: v for v in old_model.weights}
+    columns, values = _progressive_start(model, old_model, heads)
+    column_vars = {id(w) for w in columns.weights} if columns is not None else set()
     copied, fresh = [], []
     for v in model.weights:
         top = v.path.split("/")[0]
@@ -52,11 +63,14 @@ def warm_start(model, old_model) -> Dict[str, list]:
                 top in new_names and top not in heads):
             fresh.append(v.path)
             continue
+        if id(v) in column_vars:
+            (copied if _copy_columns(v, columns, old_model) else fresh).append(v.path)
+            continue
         src = old_vars.get(v.path)
         if src is None:
             fresh.append(v.path)
             continue
-        value = np.asarray(src.numpy())
+        value = np.asarray(values[v.path] if v.path in values else src.numpy())
         if tuple(value.shape) == tuple(v.shape) and not _per_task(v, len(old_model.tasks), len(model.tasks)):
             v.assign(value)
         elif _per_task(v, len(old_model.tasks), len(model.tasks)) and tuple(value.shape[1:]) == tuple(v.shape[1:]):
@@ -73,6 +87,65 @@ def warm_start(model, old_model) -> Dict[str, list]:
         raise KmtlError("init_from: none of the run's encoder weights fit this model; use the same backbone "
                         "and sharing mode")
     return {"copied": copied, "fresh": fresh, "heads": [t.name for t in model.tasks if t.name in heads]}
+
+
+def _progressive_start(model, old_model, heads):
+    """For a ``progressive`` ``model``: its `ProgressiveColumns` and ``{path: value}`` to copy
+    instead of the old variables' own (the effective kernels of LoRA layers); checks that the
+    old tasks' answers can be kept. ``(None, {})`` for other models."""
+    from kmtl.sharing.progressive import progressive_columns
+
+    columns = progressive_columns(model)
+    if columns is None:
+        return None, {}
+    mode = getattr(old_model, "sharing", "full")
+    if mode not in ("full", "frozen", "lora", "progressive"):
+        raise KmtlError(f"init_from: the run was trained with sharing {mode!r}, which changes the encoder per task; a "
+                        "progressive model's frozen column is the plain encoder, so its old tasks' answers would "
+                        "change. Start from a run trained with sharing full, frozen, lora or progressive")
+    orphans = [t for t in columns.tasks_without_column() if t not in heads]
+    if orphans:
+        raise KmtlError(f"init_from: task(s) {', '.join(map(repr, orphans))} have no column (not in "
+                        "sharing.progressive_tasks) but the run has no head for them with the same name, kind and "
+                        "labels: their heads would stay frozen at random. List them in sharing.progressive_tasks")
+    old_columns = progressive_columns(old_model)
+    if old_columns is not None:
+        had = set(_column_names(old_columns)) - set(_column_names(columns))
+        if had:
+            raise KmtlError(f"init_from: task(s) {', '.join(map(repr, sorted(had)))} had a column in the run; list "
+                            "them in sharing.progressive_tasks (the frozen column is the plain encoder)")
+    values = {}
+    for layer in old_model._flatten_layers(include_self=False):
+        kernel = getattr(layer, "_kernel", None)
+        if getattr(layer, "lora_enabled", False) and kernel is not None:
+            values[kernel.path] = np.asarray(layer.kernel)  # the kernel with the LoRA update merged in
+    return columns, values
+
+
+def _column_names(columns) -> list:
+    return list(columns.column_tasks) if columns.column_tasks is not None else list(columns.task_names)
+
+
+def _copy_columns(variable, columns, old_model) -> bool:
+    """Copy into ``variable`` (a `ProgressiveColumns` weight, one slice per column) the slices
+    of the old model's columns of the same tasks; whether any was copied."""
+    from kmtl.sharing.progressive import progressive_columns
+
+    old_columns = progressive_columns(old_model)
+    if old_columns is None:
+        return False
+    source = next((w for w in old_columns.weights if w.name == variable.name), None)
+    if source is None or tuple(source.shape[1:]) != tuple(variable.shape[1:]):
+        return False
+    old_at = {name: k for k, name in enumerate(_column_names(old_columns))}
+    pairs = [(k, old_at[name]) for k, name in enumerate(_column_names(columns)) if name in old_at]
+    if not pairs:
+        return False
+    value, old_value = np.asarray(variable.numpy()).copy(), np.asarray(source.numpy())
+    for k, old_k in pairs:
+        value[k] = old_value[old_k]
+    variable.assign(value)
+    return True
 
 
 def _per_task(variable, old_tasks: int, new_tasks: int) -> bool:
