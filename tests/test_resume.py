@@ -98,7 +98,8 @@ def run(tmp_path, strategy, monkeypatch, crash_at=None):
     return [w.numpy() for w in result.model.weights], result
 
 
-@pytest.mark.parametrize("strategy", ["static", "uncertainty"])  # uncertainty: state in the backup
+# uncertainty: state in the backup, and a superset of static's path (static: slow, run deliberately; CI time)
+@pytest.mark.parametrize("strategy", [pytest.param("static", marks=pytest.mark.slow), "uncertainty"])
 def test_interrupted_mid_epoch_and_rerun_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, strategy):
     straight, full = run(tmp_path / "straight", strategy, monkeypatch)
     resumed, again = run(tmp_path / "crashed", strategy, monkeypatch, crash_at=CRASH_AT)
