@@ -91,3 +91,28 @@ def run_backbone_graph(backbone, inputs: dict, operation_fn):
     flat = backbone._standardize_inputs({name: inputs[name] for name in INPUT_NAMES})
     return backbone._run_through_graph(flat, operation_fn=operation_fn)
 
+
+
+def hidden_states(backbone, inputs: dict, mode: str):
+    """Run the backbone once (`run_backbone_graph`) and tap its hidden states: ``(outputs,
+    states)``, ``outputs`` the backbone's own (``sequence_output``, ``pooled_output``), ``states``
+    the embeddings' output (the first transformer layer's input) and every transformer layer's
+    output, bottom first (``layers + 1`` tensors): what the scalar mix weighs and progressive
+    columns read."""
+    layers = transformer_layers(backbone, mode)
+    position = {id(layer): i for i, layer in enumerate(layers)}
+    states = [None] * (len(layers) + 1)
+
+    def operation_fn(operation):
+        i = position.get(id(operation))
+        if i is None:
+            return operation
+
+        def run(x, *args, **kwargs):  # keep each transformer layer's input (layer 0's: the embeddings) and output
+            states[i] = states[i] if states[i] is not None else x
+            states[i + 1] = operation(x, *args, **kwargs)
+            return states[i + 1]
+
+        return run
+
+    return run_backbone_graph(backbone, inputs, operation_fn), states

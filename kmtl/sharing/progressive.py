@@ -19,7 +19,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
+from kmtl.sharing.base import TASK_ID, Sharing, hidden_states, transformer_layers
 
 DEFAULT_SIZE = 64
 
@@ -297,26 +297,11 @@ class ProgressiveNetworks(Sharing):
     def encode(self, backbone, inputs: dict) -> dict:
         if self._num_tasks is None:
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
-        layers = transformer_layers(backbone, self.name)
-        position = {id(layer): i for i, layer in enumerate(layers)}
-        states = [None] * (len(layers) + 1)
-
-        def operation_fn(operation):
-            i = position.get(id(operation))
-            if i is None:
-                return operation
-
-            def run(x, *args, **kwargs):  # keep each transformer layer's input (layer 0's: the embeddings) and output
-                states[i] = states[i] if states[i] is not None else x
-                states[i + 1] = operation(x, *args, **kwargs)
-                return states[i + 1]
-
-            return run
-
-        # the frozen column: one pass through the backbone's own functional graph (Keras 3.15
-        # Function._run_through_graph), its hidden states tapped for the laterals
-        frozen = run_backbone_graph(backbone, inputs, operation_fn)
-        columns = ProgressiveColumns(self._num_tasks, self.size, self.tasks, dtype=layers[-1].dtype_policy,
+        # the frozen column: one pass through the backbone's own functional graph, its hidden
+        # states tapped for the laterals
+        frozen, states = hidden_states(backbone, inputs, self.name)
+        policy = transformer_layers(backbone, self.name)[-1].dtype_policy  # mixed precision: the encoder's
+        columns = ProgressiveColumns(self._num_tasks, self.size, self.tasks, dtype=policy,
                                      name="progressive_columns")
         sequence, has_column = columns(states, task_id=inputs[TASK_ID])
         encoded = {"sequence_output": sequence}

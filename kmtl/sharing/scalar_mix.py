@@ -16,7 +16,7 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
+from kmtl.sharing.base import TASK_ID, Sharing, hidden_states, transformer_layers
 
 _DROPPED = 1e4
 """What layer dropout subtracts from a dropped layer's logit (a finite "minus infinity": an
@@ -164,25 +164,9 @@ class ScalarMix(Sharing):
     def encode(self, backbone, inputs: dict) -> dict:
         if self._num_tasks is None:
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
-        layers = transformer_layers(backbone, self.name)
-        position = {id(layer): i for i, layer in enumerate(layers)}
-        states = [None] * (len(layers) + 1)
-
-        def operation_fn(operation):
-            i = position.get(id(operation))
-            if i is None:
-                return operation
-
-            def run(x, *args, **kwargs):  # keep each transformer layer's input (layer 0's: the embeddings) and output
-                states[i] = states[i] if states[i] is not None else x
-                states[i + 1] = operation(x, *args, **kwargs)
-                return states[i + 1]
-
-            return run
-
-        # one pass through the backbone's own functional graph (Keras 3.15 Function._run_through_graph)
-        run_backbone_graph(backbone, inputs, operation_fn)
-        mix = TaskScalarMix(self._num_tasks, len(states), self.layer_dropout, dtype=layers[-1].dtype_policy,
+        _, states = hidden_states(backbone, inputs, self.name)  # one pass through the backbone's own graph
+        policy = transformer_layers(backbone, self.name)[-1].dtype_policy  # mixed precision: the encoder's
+        mix = TaskScalarMix(self._num_tasks, len(states), self.layer_dropout, dtype=policy,
                             name="scalar_mix")
         sequence = mix(states, task_id=inputs[TASK_ID])
         cls = sequence[:, 0, :]
