@@ -60,3 +60,26 @@ def test_make_tasks_infers_labels_from_train(tmp_path):
              "other": [Example(text="c", label="x")]}
     tasks = trainer.make_tasks(config, train)
     assert [t.labels for t in tasks] == [["neg", "pos"], ["x"]]
+
+
+def test_each_task_head_gets_its_own_learning_rate_on_all_its_layers(tmp_path):
+    """``tasks[i].head_learning_rate`` over ``training.head_learning_rate`` over ``learning_rate``,
+    on every layer of the head (a relation head's hidden dense too, not only its output layer)."""
+    import kmtl
+    from kmtl.backbone import tiny_encoder
+    from kmtl.tasks import Classification, Relation
+
+    config = _config(tmp_path, "training: {learning_rate: 1.0e-4, head_learning_rate: 1.0e-3}\n")
+    sections = [config.tasks[0].model_copy(update={"head_learning_rate": 2.0e-4}),
+                config.tasks[1].model_copy(update={"name": "rel", "kind": "relation"})]
+    config = config.model_copy(update={"tasks": tuple(sections)})
+    model = kmtl.build_model(tiny_encoder(seed=0), [Classification("sentiment", ["neg", "pos"]),
+                                                    Relation("rel", ["Other", "x"])], max_length=16)
+    assert trainer.head_rate_multipliers(config, model) == pytest.approx(
+        {"sentiment": 2.0, "rel": 10.0, "rel_hidden": 10.0})
+    from kmtl.config.load import config_from_dict
+    from kmtl.errors import ConfigError
+
+    task = {"name": "a", "kind": "classification", "head_learning_rate": 0, "train": {"format": "tsv", "path": "t.tsv"}}
+    with pytest.raises(ConfigError, match=r"tasks\[0\]\.head_learning_rate: Input should be greater than 0"):
+        config_from_dict({"tasks": [task]}, tmp_path)

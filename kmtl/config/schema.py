@@ -286,6 +286,8 @@ class _TaskSection(_Model):
     kind: TaskKind
     labels: Optional[Tuple[str, ...]] = None
     weight: NonNegativeFloat = 1.0
+    head_learning_rate: Optional[float] = Field(None, gt=0, description="this task's head's peak rate "
+                                                "(default: training.head_learning_rate)")
     train: SourceConfig
     dev: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, ge=1)

@@ -22,7 +22,7 @@ def _part_of(model):
         if named in PARTS:
             part.update({id(v): named for v in layer.weights if id(v) not in part})
     for task in getattr(model, "tasks", []):
-        for layer in _head_layers(model, task.name):
+        for layer in head_layers(model, task.name):
             part.update({id(v): "heads" for v in layer.weights if id(v) not in part})
     for layer in model.layers:  # what is left in the graph's layers is the backbone
         for v in layer.weights:
@@ -31,14 +31,25 @@ def _part_of(model):
     return part
 
 
-def _head_layers(model, name: str) -> list:
-    """The layer named ``name`` and the ``<name>_...`` layers that feed it (a relation head's
-    hidden dense), found by walking the graph back from the output (Keras' ``_inbound_nodes``),
-    so a backbone layer whose name happens to start with the task's is never taken."""
+def head_layers(model, name: str) -> list:
+    """The layers of task ``name``'s head in ``model``: the layer named ``name`` and the
+    ``<name>_...`` layers that feed it (`layers_feeding`); ``[]`` when there is no such layer.
+
+    Example:
+        >>> [layer.name for layer in head_layers(model, "rel")]   # a relation head
+        ['rel', 'rel_dropout', 'rel_hidden', 'rel_entity_starts']
+    """
     try:
         head = model.get_layer(name)
     except ValueError:
         return []
+    return layers_feeding(head, name)
+
+
+def layers_feeding(head, name: str) -> list:
+    """``head`` and the ``<name>_...`` layers that feed it (a relation head's hidden dense),
+    found by walking the graph back from ``head`` (Keras' ``_inbound_nodes``), so a backbone
+    layer whose name happens to start with the task's is never taken."""
     found, todo = [head], [head]
     while todo:
         for node in getattr(todo.pop(), "_inbound_nodes", []):

@@ -20,6 +20,7 @@ from keras import ops
 from pydantic import Field
 
 from kmtl.sharing.base import TASK_ID, Sharing, hidden_states, transformer_layers
+from kmtl.sharing.counts import layers_feeding
 
 DEFAULT_SIZE = 64
 
@@ -145,7 +146,7 @@ class ProgressiveColumns(keras.layers.Layer):
             return
         for layer in _downstream(self):
             if layer.name in old:
-                for head_layer in _head_layers(layer, layer.name):
+                for head_layer in layers_feeding(layer, layer.name):
                     head_layer.trainable = False
 
     # ----------------------------------------------------------------- weights
@@ -350,18 +351,4 @@ def _downstream(layer) -> list:
                 seen.add(id(operation))
                 found.append(operation)
                 todo.append(operation)
-    return found
-
-
-def _head_layers(head, name: str) -> list:
-    """``head`` (the layer named after task ``name``) and the ``<name>_...`` layers that feed it,
-    walking the graph back (as `kmtl.sharing.counts` finds a task's head)."""
-    found, todo = [head], [head]
-    while todo:
-        for node in getattr(todo.pop(), "_inbound_nodes", []):
-            for tensor in node.input_tensors:
-                layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
-                if isinstance(layer, keras.layers.Layer) and layer not in found and layer.name.startswith(f"{name}_"):
-                    found.append(layer)
-                    todo.append(layer)
     return found

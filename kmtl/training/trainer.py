@@ -23,6 +23,7 @@ from kmtl.optimizer import make_optimizer
 from kmtl.plots import plot_run_curves
 from kmtl.run_files import METRICS_FILE, save_run
 from kmtl.sharing import format_parameter_counts, trainable_parameter_counts
+from kmtl.sharing.counts import head_layers
 from kmtl.training.backup import BACKUP_FOLDER, StepBackup
 from kmtl.training.data import read_task_examples
 from kmtl.training.run_folder import LOGS_FOLDER, describe, plan_run, start_run
@@ -54,6 +55,24 @@ class RunResult:
     model: object = None
     preprocessor: object = None
 
+
+
+def head_rate_multipliers(config, model) -> dict:
+    """``{layer name: factor}`` for `kmtl.optimizer.LayerRateAdamW`: every layer of each task's head
+    (`kmtl.sharing.counts.head_layers`: the output layer and the ``<task>_...`` layers feeding it,
+    such as a relation head's hidden dense) at the task's ``head_learning_rate``, else
+    ``training.head_learning_rate``, divided by the encoder's ``learning_rate``.
+
+    Example:
+        >>> head_rate_multipliers(config, model)   # training: 5e-5, heads 1e-3, tasks[1]: 2e-4
+        {'sst2': 20.0, 'rel': 4.0, 'rel_hidden': 4.0, ...}
+    """
+    tr = config.training
+    found = {}
+    for task in config.tasks:
+        factor = (task.head_learning_rate or tr.head_rate) / tr.learning_rate
+        found.update({layer.name: factor for layer in head_layers(model, task.name) if layer.weights})
+    return found
 
 def make_tasks(config, train_examples, echo=print):
     """Task objects from the config, with label sets inferred where the config gives none.
@@ -209,7 +228,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
                             **config.sharing.options(), name=config.name, max_length=config.max_length)
         optimizer = make_optimizer(tr.learning_rate, steps * tr.epochs, tr.warmup_ratio, tr.weight_decay, tr.clipnorm,
-                                   rate_multipliers={t.name: tr.head_rate / tr.learning_rate for t in config.tasks})
+                                   rate_multipliers=head_rate_multipliers(config, model))
         annealing = _teacher_annealing(config, tasks, steps * tr.epochs)  # None without teachers
         model.compile(optimizer=optimizer, loss_weights={t.name: t.weight for t in config.tasks},
                       weighted_metrics=gold_metrics(tasks) if annealing is not None else None,
