@@ -245,3 +245,33 @@ def test_a_trained_qa_head_carries_over_when_tasks_are_added_later(trained):
     ids = ("token_ids", "segment_ids", "padding_mask")
     np.testing.assert_allclose(model.outputs_model(["qa"])({k: x[k] for k in ids})["qa"],
                                old.outputs_model(["qa"])({k: old_x[k] for k in ids})["qa"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_student_learns_from_a_teachers_windows(trained):
+    """Distillation per window: the targets are the teacher's start/end distributions on the
+    student's rows; the annealed loss at λ = 1 is the gold loss; a teacher with other windows
+    is refused."""
+    from kmtl.distill import TeacherTable, example_keys, with_teachers
+    from kmtl.errors import KmtlError
+
+    teacher, examples, _, _ = trained
+    qa, pre = teacher.tasks[0], teacher.preprocessor
+    student = kmtl.build_model(tiny_encoder(seed=4), [SpanQA("qa", max_query_length=8)], max_length=24)
+    table = TeacherTable.from_model(teacher, qa, pre, student.tasks[0], student.tasks, examples["qa"][:3],
+                                    student.preprocessor)
+    x, _ = next(iter(kmtl.data.eval_dataset(qa, teacher.tasks, examples["qa"][:3], pre)))
+    probs = tf.nn.softmax(teacher.outputs_model(["qa"])({k: x[k] for k in ("token_ids", "segment_ids",
+                                                                              "padding_mask")})["qa"], axis=1)
+    at = {key: i for i, key in enumerate(table.keys)}  # identical windows share a key (questions cut to 8 pieces)
+    rows = [at[key] for key in example_keys(x).numpy()]
+    assert table.values.shape == (len(table.keys), 24, 2) and len(rows) == 3 * 14 > len(table.keys)
+    np.testing.assert_allclose(table.values[rows, :x["token_ids"].shape[1]], probs.numpy(), atol=1e-5)
+    data = kmtl.data.mixture(student.tasks, {"qa": examples["qa"][:3]}, student.preprocessor, batch_size=4, seed=0)
+    x, y, w = next(iter(with_teachers(data, student.tasks, {"qa": table})))
+    logits = student(x)["qa"]
+    gold = student.tasks[0].per_example_loss(y["qa"]["gold"], logits)
+    np.testing.assert_allclose(student.tasks[0].distillation_loss(y["qa"], logits, 1.0), gold, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(student.tasks[0].distillation_loss(y["qa"], logits, 0.0), gold)
+    longer = kmtl.build_model(tiny_encoder(seed=4), [SpanQA("qa", max_query_length=8)], max_length=32)
+    with pytest.raises(KmtlError, match="other windows"):
+        TeacherTable.from_model(teacher, qa, pre, longer.tasks[0], longer.tasks, examples["qa"][:3], longer.preprocessor)

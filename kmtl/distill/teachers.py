@@ -39,7 +39,7 @@ def _word_outputs(model, task, examples, preprocessor, batch_size):
     out = []
     for x, aux in eval_dataset(task, model.tasks, examples, preprocessor, batch_size):
         outputs = np.asarray(model.predict_on_batch(x)[task.name])
-        if not task.token_level:
+        if not task.token_level:  # one target per row (span QA: per window)
             out.extend(outputs)
             continue
         first = np.asarray(aux["first_piece"])
@@ -84,16 +84,23 @@ class TeacherTable:
         for x, aux in eval_dataset(task, tasks, examples, preprocessor, batch_size):
             keys.extend(k for k in example_keys(x).numpy())
             n = int(tf.shape(x["token_ids"])[0])
+            if not task.one_row_per_example and len(outputs) < start + n:
+                raise _windows_differ(task, teacher_pre, preprocessor)
             for i in range(start, start + n):
                 target = outputs[i]
                 if task.token_level:
                     target = _place_words(task, target, np.asarray(aux["first_piece"])[i - start],
                                           examples[i], preprocessor.max_length, perm)
+                elif task.position_outputs:  # span QA: a row (window) per target, padded to max_length
+                    target = task.teacher_targets(target[None])[0][:preprocessor.max_length]
+                    target = np.pad(target, [(0, preprocessor.max_length - len(target)), (0, 0)])
                 else:
                     target = task.teacher_targets(target[None])[0]
                     target = target[perm] if perm is not None else target
                 values.append(target)
             start += n
+        if not task.one_row_per_example and len(outputs) != start:
+            raise _windows_differ(task, teacher_pre, preprocessor)
         return cls(task, keys, np.stack(values))
 
     @classmethod
@@ -135,6 +142,14 @@ class TeacherTable:
         return values * mask
 
 
+def _windows_differ(task, teacher_pre, preprocessor) -> KmtlError:
+    """The error of a windowed task whose teacher cuts the texts into other rows."""
+    return KmtlError(f"teachers.{task.name}: the teacher cuts the contexts into other windows than the student "
+                     f"(max_length {teacher_pre.max_length} vs {preprocessor.max_length}; the same tokenizer and "
+                     "doc_stride are needed too): a span_qa teacher must share the student's backbone, max_length "
+                     "and task options")
+
+
 def _label_permutation(teacher_task, task):
     """Indexes that reorder the teacher's labels into the student's order (``None``: same)."""
     if not task.has_labels or teacher_task.labels == task.labels:
@@ -172,7 +187,7 @@ def with_teachers(dataset: tf.data.Dataset, tasks, tables: Dict[str, TeacherTabl
     def add(x, y, w):
         y = dict(y)
         for name, table in tables.items():
-            width = tf.shape(y[name])[1] if table.task.token_level else None
+            width = tf.shape(x["token_ids"])[1] if table.task.position_outputs else None  # the batch's, trimmed
             y[name] = {"gold": y[name], "teacher": table.lookup(x, index[name], width)}
         return x, y, w
 

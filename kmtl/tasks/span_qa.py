@@ -302,6 +302,10 @@ class SpanQA(Task):
     the context is empty) and ``<task>_score`` (the span's probability in its window); the
     ``ids`` signature and ONNX give the raw ``[B, T, 2]`` logits.
 
+    Distillation (`kmtl.distill`): the student learns ``λ·gold + (1-λ)·teacher`` start and end
+    distributions per window, so the teacher must cut the contexts into the same windows (same
+    tokenizer, ``max_length`` and options: a baseline of the same config is).
+
     Args:
         name: task name (Keras output name).
         labels: must be ``None`` (answers are spans, not labels).
@@ -328,7 +332,6 @@ class SpanQA(Task):
     has_labels = False
     one_row_per_example = False
     serving_inputs = ("question", "context")
-    distillable = False  # as masked_lm: `teacher_targets` raises
 
     def __init__(self, name: str, labels: Optional[Sequence[str]] = None,
                  dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
@@ -433,11 +436,23 @@ class SpanQA(Task):
 
     # ----------------------------------------------------------- distillation
     def teacher_targets(self, outputs):
-        raise ValueError(f"task {self.name!r}: span_qa tasks are not distilled yet (a teacher's targets are per "
-                         "window, and the student's windows must be the teacher's); remove its teacher")
+        """A teacher's start and end distributions over a row's positions: softmax over axis 1 of
+        ``[R, T, 2]`` logits (the teacher must cut contexts into the student's windows:
+        `kmtl.distill.TeacherTable` checks the row counts)."""
+        z = np.asarray(outputs, np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def distillation_loss(self, y_true, y_pred, lam=1.0):
-        return self.teacher_targets(None)
+    def soft_target(self, gold, teacher, lam):
+        """``λ·one_hot(gold positions) + (1-λ)·teacher``, ``[B, T, 2]``."""
+        teacher = keras.ops.cast(teacher, "float32")
+        gold = keras.ops.one_hot(keras.ops.cast(gold, "int32"), keras.ops.shape(teacher)[1])  # [B, 2, T]
+        return lam * keras.ops.transpose(gold, (0, 2, 1)) + (1.0 - lam) * teacher
+
+    def soft_loss(self, target, y_pred):
+        start = keras.losses.categorical_crossentropy(target[..., 0], y_pred[..., 0], from_logits=True)
+        end = keras.losses.categorical_crossentropy(target[..., 1], y_pred[..., 1], from_logits=True)
+        return (start + end) / 2.0
 
     def answer(self, model, questions: Sequence[str], contexts: Sequence[str], batch_size: int = 32) -> List[dict]:
         """Answers from a model in memory, as the served signature gives them: one ``{"answer",
