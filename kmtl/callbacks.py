@@ -1,5 +1,6 @@
 """Keras callbacks that kmtl provides (re-exported for ``kmtl.callbacks.X``)."""
 
+from kmtl.training.affinity import TaskAffinity
 from kmtl.training.tensorboard import TaskTensorBoard
 from kmtl.weighting import (
     DynamicWeightAverage,
@@ -13,5 +14,5 @@ from kmtl.weighting import (
     UncertaintyWeighting,
 )
 
-__all__ = ["TaskTensorBoard", "TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting", "DynamicWeightAverage",
-           "UncertaintyWeighting", "GradNorm", "PCGrad", "RandomLossWeighting"]
+__all__ = ["TaskAffinity", "TaskTensorBoard", "TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting",
+           "DynamicWeightAverage", "UncertaintyWeighting", "GradNorm", "PCGrad", "RandomLossWeighting"]

@@ -1,4 +1,4 @@
-"""The `kmtl` command line: train, compare, evaluate, export, predict, demo, bench.
+"""The `kmtl` command line: train, compare, affinity, evaluate, export, predict, demo, bench.
 
 Every user error (bad config, bad data, an export path that exists) is printed as one clear
 message without a traceback, and the exit status is 2.
@@ -114,6 +114,29 @@ def cmd_compare(args):
         flags.append(f"--seeds {args.seeds if isinstance(args.seeds, int) else ','.join(map(str, args.seeds))}")
     compare(config, retrain=args.retrain, teachers=args.teachers, restart=args.restart, verbose=_keras_verbose(args),
             seeds=args.seeds, command=" ".join(["kmtl compare", str(args.config), *flags]))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse exits 2 naming the option otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of at least 1, got {value}")
+    return value
+
+
+def cmd_affinity(args):
+    config = _config_with_outputs(args.config, args.output_dir)
+    from kmtl.compare.affinity import affinity
+
+    flags = [f"--{name} {value}" for name, value in (("steps", args.steps), ("every", args.every),
+                                                      ("groups", args.groups)) if value is not None]
+    if args.compare is not None:
+        flags.append(f"--compare {args.compare}")
+    affinity(config, steps=args.steps, every=args.every, groups=args.groups, compare_report=args.compare,
+             verbose=_keras_verbose(args), command=" ".join(["kmtl affinity", str(args.config), *flags]))
 
 
 def cmd_demo(args):
@@ -341,6 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Keras progress output of each training run (default: 1, a bar)")
     _add_quiet(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "affinity", help="negative-transfer report: gradient cosines and TAG's lookahead affinity between the tasks "
+                         "during training, suggested task groupings (reports in <output_dir>/<name>/affinity/)",
+        description="Train the config's multi-task model (its own schedule, or --steps) while measuring, on a fixed "
+                    "probe batch per task, the cosine between the tasks' gradients on the shared encoder and the "
+                    "lookahead affinity Z(i->j) of Fifty et al. (NeurIPS 2021); write affinity.json, affinity.md and "
+                    "affinity.png in <output_dir>/<name>/affinity/ and print the tables. The config's own run "
+                    "folder is not touched.")
+    p.add_argument("config", help="YAML config file (at least two tasks)")
+    p.add_argument("--steps", type=positive_int, help="train one epoch of N steps (default: the config's training)")
+    p.add_argument("--every", type=positive_int, help="probe every K optimizer steps (default: 20 probes in the run)")
+    p.add_argument("--groups", type=positive_int,
+                   help="list the best groupings into k groups (default: 2); the best of every k is always reported")
+    p.add_argument("--compare", metavar="COMPARE_JSON",
+                   help="a kmtl compare report whose per-task Δ the affinities are checked against (default: "
+                        "<output_dir>/<name>/compare/compare.json when it exists)")
+    p.add_argument("--output-dir", help="where runs go (default: the config's output_dir)")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    _add_quiet(p)
+    p.set_defaults(func=cmd_affinity)
 
     p = sub.add_parser("demo", help="train the bundled 3-task demo offline, evaluate and export it "
                                     "(a rerun resumes a crashed demo, or replaces a finished one)")

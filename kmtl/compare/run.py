@@ -40,11 +40,18 @@ def check_comparable(config) -> None:
 
 
 def machine() -> str:
-    """The machine the figures come from, in words: ``"x86_64, 2 cores, Linux"``."""
+    """The machine the figures come from, in words: ``"AMD EPYC, x86_64, 2 cores, Linux"`` (the CPU
+    model from ``/proc/cpuinfo`` where there is one: ratios move with it)."""
     import os
     import platform
 
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return ", ".join(part for part in (model, platform.machine(), f"{os.cpu_count()} cores", platform.system()) if part)
 
 
 def recipe(config) -> dict:

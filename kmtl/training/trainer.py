@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 
@@ -180,7 +180,8 @@ def _fit_from_backup(model, train_ds, backup: StepBackup, steps: int, epochs: in
     return history
 
 
-def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print, rerun: str = "auto") -> RunResult:
+def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print, rerun: str = "auto",
+          callbacks: Sequence = ()) -> RunResult:
     """Train, evaluate and export the multi-task model a validated `kmtl.config.Config` describes.
 
     Re-running the same config after a crash (even ``kill -9``) resumes at the last backup
@@ -203,6 +204,9 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         rerun: ``auto`` (default: resume a backup of this config, replace a finished run),
             ``resume`` (the CLI's default: as auto, but a finished run stops), ``restart``
             (discard the backup) or ``overwrite`` (replace whatever is there).
+        callbacks: more Keras callbacks for ``fit`` (e.g. `kmtl.training.affinity.TaskAffinity`),
+            called after kmtl's own and before TensorBoard's, so figures they add to the epoch
+            logs reach TensorBoard and ``History``.
 
     Example:
         >>> result = kmtl.training.train(kmtl.config.load_config("configs/sst2_conll_stsb.yaml"))
@@ -259,6 +263,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     callbacks = [
         weighting,
         backup,
+        *callbacks,  # the caller's: before TensorBoard, which writes what they add to the epoch logs
         TaskTensorBoard(str(run_dir / LOGS_FOLDER)),  # one section per task (kmtl/training/tensorboard.py)
     ]
     if annealing is not None:
