@@ -452,7 +452,7 @@ def test_from_config_unknown_kind():
 def test_kinds_registry():
     assert set(kmtl.tasks.KINDS) == {
         "classification", "pair_classification", "multilabel", "regression", "pair_regression", "tagging",
-        "relation", "masked_lm",
+        "relation", "span_qa", "masked_lm",
     }
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from pydantic import Field
 
-from kmtl.data.pipeline import EXAMPLE, trim_batch
+from kmtl.data.pipeline import EXAMPLE, TASK_ID, trim_batch
 from kmtl.data.words import char_offsets, clean_text
 from kmtl.errors import DataError
 from kmtl.tasks.base import Task
@@ -462,16 +462,21 @@ class SpanQA(Task):
             >>> qa.answer(model, ["Who wrote it?"], ["It was written by Ada Lovelace."])[0]["answer"]
             'Ada Lovelace'
         """
-        from kmtl.model.raw_text import run_tasks
-
         if len(questions) != len(contexts):
             raise ValueError(f"{len(questions)} questions and {len(contexts)} contexts; give one context a question")
         cache = self.__dict__.setdefault("_answer_fns", {})
         if id(model) not in cache:  # one trace per model
             cache.clear()
-            cache[id(model)] = tf.function(lambda question, context: self.serve(
-                lambda x: run_tasks(model, trim_batch([self], x), [self])[self.name], model.preprocessor, question,
-                context))
+            runner = model.outputs_model([self.name]) if hasattr(model, "outputs_model") else model  # this head only
+            index = [t.name for t in model.tasks].index(self.name)
+
+            def run(x):  # the rows routed as this task's (per-task adapters read task_id; other modes ignore it)
+                x = {**trim_batch([self], x), TASK_ID: tf.fill(tf.shape(x["token_ids"])[:1], index)}
+                wanted = runner.input if isinstance(getattr(runner, "input", None), dict) else x
+                return runner({k: x[k] for k in wanted}, training=False)[self.name]
+
+            cache[id(model)] = tf.function(lambda question, context: self.serve(run, model.preprocessor, question,
+                                                                                 context))
         serve = cache[id(model)]
 
         rows = []
