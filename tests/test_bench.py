@@ -53,6 +53,7 @@ def test_bench_train_fixed_shapes_with_xla_prints_one_json_object_last(capsys):
     assert result["gflops"] == pytest.approx(result["peak_ratio"] * result["peak_gflops"])
 
 
+@pytest.mark.slow  # CI time: the synthetic bench train test runs the same command; real data reads whole files
 def test_bench_train_real_data_grouped_padding(capsys, shared_data):
     result = last_json(capsys, TINY_TRAIN + ["--data", "real", "--data-dir", str(shared_data),
                                              "--limit", "40", "--seq-len", "32", "--padding", "grouped"])

@@ -58,6 +58,7 @@ def test_every_other_weighting_strategy_gives_the_same_update_on_one_and_two_rep
     _same_update(names, moved=("dwa", "gradnorm", "rlw"))
 
 
+@pytest.mark.slow  # CI time (a minute a subprocess): the plain-SGD test above checks the same gradients
 def test_adamw_clipping_the_global_norm_gives_the_same_update_on_one_and_two_replicas():
     # make_optimizer's AdamW, clip norm 1.0 (the default), 3 steps; pcgrad: a step-level hook
     # that computes its own gradients before optimizer.apply_gradients

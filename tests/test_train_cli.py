@@ -234,6 +234,7 @@ class _Both:
         return Pair()
 
 
+@pytest.mark.slow  # CI time: the notebook test trains on slices of the same three real datasets
 def test_real_data_sst2_conll_stsb_slices(shared_data, tmp_path):
     text = f"""
     name: real
