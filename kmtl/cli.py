@@ -78,27 +78,21 @@ def cmd_train(args):
 
 def seeds_arg(text: str):
     """``--seeds``: a count (``3``: ``training.seed`` and the two after it) or a comma-separated
-    list of seeds (``0,1,5``); argparse prints the `argparse.ArgumentTypeError` as ``argument
-    --seeds: ...`` and exits with status 2."""
+    list of seeds (``0,1,5``), checked by `kmtl.compare.stats.resolve_seeds`; argparse prints the
+    `argparse.ArgumentTypeError` as ``argument --seeds: ...`` and exits with status 2."""
+    from kmtl.compare.stats import resolve_seeds
+
     text = text.strip()
     hint = "give a count such as 3 (training.seed and the seeds after it) or a list such as 0,1,5"
-    if "," not in text:
-        try:
-            count = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a count or a list of seeds; {hint}") from None
-        if count < 1:
-            raise argparse.ArgumentTypeError(f"a count of at least 1, got {count}; {hint}")
-        return count
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",") if part.strip()] if "," in text else int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integer seeds; {hint}") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"{text!r}: seeds are integers ≥ 0; {hint}")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise argparse.ArgumentTypeError(f"{text!r}: seed {', '.join(map(str, repeated))} given twice")
+        kind = "a list of integer seeds" if "," in text else "a count or a list of seeds"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}; {hint}") from None
+    try:
+        resolve_seeds(0, seeds)  # the same checks compare() makes: count >= 1, seeds >= 0, none twice
+    except KmtlError as err:
+        raise argparse.ArgumentTypeError(f"{err}; {hint}") from None
     return seeds
 
 

@@ -75,6 +75,16 @@ class Preprocessor:
         segment_ids = tf.concat(segs, axis=1).to_tensor(0, shape=shape)
         return self._inputs(token_ids, segment_ids, ids.row_lengths())
 
+    def word_pieces(self, words) -> tf.RaggedTensor:
+        """``[N]`` words → their word pieces, ragged ``[N, (pieces)]`` int32, each word at least one:
+        a word with no pieces (only control characters, say) becomes ``[UNK]`` so it keeps a slot."""
+        pieces = self.tokenizer(words)
+        if not isinstance(pieces, tf.RaggedTensor):
+            pieces = tf.RaggedTensor.from_tensor(pieces)
+        counts = tf.maximum(pieces.row_lengths(), tf.constant(1, pieces.row_splits.dtype))
+        dense = tf.pad(pieces.to_tensor(self.unk_id), [[0, 0], [0, 1]], constant_values=self.unk_id)
+        return tf.RaggedTensor.from_tensor(tf.cast(dense, tf.int32), lengths=counts)
+
     def _encode_words(self, words: tf.RaggedTensor, word_labels: tf.RaggedTensor = None) -> dict:
         """Ragged ``[batch, (words)]`` → model inputs plus word/piece alignment.
 
@@ -85,15 +95,8 @@ class Preprocessor:
             ``piece_labels`` (when ``word_labels`` is given): ``[batch, max_length]`` the word's
                 label on its first piece, 0 elsewhere.
         """
-        flat_words = words.flat_values
-        pieces = self.tokenizer(flat_words)
-        if not isinstance(pieces, tf.RaggedTensor):
-            pieces = tf.RaggedTensor.from_tensor(pieces)
+        pieces = self.word_pieces(words.flat_values)
         counts = pieces.row_lengths()
-        # A word with no pieces (only control characters, say) becomes [UNK] so it keeps a slot.
-        dense = tf.pad(pieces.to_tensor(self.unk_id), [[0, 0], [0, 1]], constant_values=self.unk_id)
-        counts = tf.maximum(counts, tf.constant(1, counts.dtype))
-        pieces = tf.RaggedTensor.from_tensor(tf.cast(dense, tf.int32), lengths=counts)
 
         word_rows = tf.cast(words.row_lengths(), counts.dtype)
         seq = tf.RaggedTensor.from_row_lengths(pieces, word_rows).merge_dims(1, 2)

@@ -98,13 +98,8 @@ def context_pieces(preprocessor, context):
         byte offsets of their word in the context (end exclusive).
     """
     words, starts, ends = tokenizer_words(preprocessor.tokenizer, context)
-    pieces = preprocessor.tokenizer(words.flat_values)
-    if not isinstance(pieces, tf.RaggedTensor):
-        pieces = tf.RaggedTensor.from_tensor(pieces)
-    counts = pieces.row_lengths()
-    dense = tf.pad(pieces.to_tensor(preprocessor.unk_id), [[0, 0], [0, 1]], constant_values=preprocessor.unk_id)
-    counts = tf.maximum(counts, tf.constant(1, counts.dtype))
-    flat = tf.RaggedTensor.from_tensor(tf.cast(dense, tf.int32), lengths=counts).flat_values
+    pieces = preprocessor.word_pieces(words.flat_values)
+    counts, flat = pieces.row_lengths(), pieces.flat_values
     word_rows = words.row_lengths()
     per_example = tf.reduce_sum(tf.RaggedTensor.from_row_lengths(counts, word_rows), axis=1)  # pieces per example
 
