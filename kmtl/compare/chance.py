@@ -130,12 +130,12 @@ def constant_predictor(task_config) -> dict:
     """``{"how", "metrics"}``: the constant prediction of ``task_config``'s kind (see the
     module's table), fitted on its training split and scored by the task's own `evaluate` on
     its dev split."""
-    from kmtl.config import build_source
     from kmtl.tasks import Classification, MultiLabelClassification, Regression, Tagging
     from kmtl.training import make_tasks
+    from kmtl.training.data import read_split
 
-    train = _examples(build_source, task_config.train, task_config.limit)
-    dev = [ex for ex in _examples(build_source, task_config.dev, task_config.dev_cap) if ex.label is not None]
+    train = read_split(task_config.train, task_config.limit)
+    dev = [ex for ex in read_split(task_config.dev, task_config.dev_cap) if ex.label is not None]
     labelled = [ex for ex in train if ex.label is not None]
     task = make_tasks(SimpleNamespace(tasks=[task_config]), {task_config.name: labelled}, echo=lambda *a: None)[0]
     if isinstance(task, Classification):
@@ -161,12 +161,6 @@ def constant_predictor(task_config) -> dict:
     # finite numbers only (a constant's Pearson is NaN, read as 0 by `level_of`): as the cache stores them
     return {"how": how, "metrics": {k: float(v) for k, v in metrics.items()
                                     if isinstance(v, (int, float)) and math.isfinite(float(v))}}
-
-
-def _examples(build_source, source_cfg, limit):
-    """The split as `kmtl.training.data.read_task_examples` reads it."""
-    examples = build_source(source_cfg, limit=limit).read()
-    return examples[:limit] if limit else examples
 
 
 def _read(path) -> Optional[dict]:

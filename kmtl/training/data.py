@@ -15,11 +15,12 @@ def read_task_examples(config) -> Tuple[Dict[str, List], Dict[str, List]]:
     """
     train, dev = {}, {}
     for task in config.tasks:
-        train[task.name] = _read(task.train, task.limit)
-        dev[task.name] = _read(task.dev, task.dev_cap) if task.dev is not None else []
+        train[task.name] = read_split(task.train, task.limit)
+        dev[task.name] = read_split(task.dev, task.dev_cap) if task.dev is not None else []
     return train, dev
 
 
-def _read(source_cfg, limit):
+def read_split(source_cfg, limit):
+    """One split's examples from its validated source section, the first ``limit`` (all: ``None``)."""
     examples = build_source(source_cfg, limit=limit).read()
     return examples[:limit] if limit else examples
