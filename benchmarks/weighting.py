@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,13 @@ VARIANTS = {
     "frozen": ({"strategy": "static"}, {"mode": "frozen"}),
     "lora": ({"strategy": "static"}, {"mode": "lora"}),
     "adapters": ({"strategy": "static"}, {"mode": "adapters"}),
+    # issue 13's modes, each at its defaults except where named
+    "soft": ({"strategy": "static"}, {"mode": "soft", "soft_top_layers": 2}),
+    "soft_relation": ({"strategy": "static"}, {"mode": "soft", "soft_top_layers": 2, "task_relation": "learned"}),
+    "scalar_mix": ({"strategy": "static"}, {"mode": "scalar_mix"}),
+    "mmoe": ({"strategy": "static"}, {"mode": "mmoe"}),
+    "prefix": ({"strategy": "static"}, {"mode": "prefix"}),
+    "progressive": ({"strategy": "static"}, {"mode": "progressive"}),
 }
 METRICS = {"sst2": "accuracy", "conll": "entity_f1", "stsb": "pearson", "agnews": "accuracy"}
 
@@ -46,7 +52,9 @@ def run_variant(name: str, limit: int, epochs: int, learning_rate: float) -> dic
     import keras
     import yaml
 
+    from kmtl.compare.run import machine
     from kmtl.config import config_from_dict
+    from kmtl.sharing import served_model
     from kmtl.training import train
 
     data = yaml.safe_load((HERE / "four_tasks.yaml").read_text())
@@ -73,24 +81,27 @@ def run_variant(name: str, limit: int, epochs: int, learning_rate: float) -> dic
         "train_seconds": round(result.seconds, 1),
         "trainable_params": trainable,
         "total_params": model.count_params(),
+        "served_params": served_model(model).count_params(),  # prefix: the MLP folded away
         "final_loss_weights": model.loss_weights_now,
         "date": datetime.date.today().isoformat(),
+        "machine": machine(),
         "loadavg_after": os.getloadavg()[0],
     }
 
 
 def table(rows) -> str:
     head = ("| variant | weighting | sharing | lr | SST-2 acc | CoNLL F1 | STS-B Pearson | AG News acc | mean | "
-            "train s | trainable params |")
-    lines = [head, "|" + "---|" * 11]
+            "train s | trainable params | served params |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         m = r["metrics"]
         mean = sum(m.values()) / len(m)
         w = r["weighting"]["strategy"] + "".join(f" {k}={v}" for k, v in r["weighting"].items() if k != "strategy")
-        lines.append(f"| {r['variant']} | {w} | {r['sharing']['mode']} | {r.get('learning_rate', 1e-4):g} | "
+        s = r["sharing"]["mode"] + "".join(f" {k}={v}" for k, v in r["sharing"].items() if k != "mode")
+        lines.append(f"| {r['variant']} | {w} | {s} | {r.get('learning_rate', 1e-4):g} | "
                      f"{m['sst2']:.3f} | {m['conll']:.3f} | "
                      f"{m['stsb']:.3f} | {m['agnews']:.3f} | {mean:.3f} | {r['train_seconds']:.0f} | "
-                     f"{r['trainable_params']:,} |")
+                     f"{r['trainable_params']:,} | {r.get('served_params', r['total_params']):,} |")
     return "\n".join(lines)
 
 
@@ -124,9 +135,10 @@ def main(argv=None):
             f"MiniLM-L6 (offline package), {args.limit} train examples per task (eval: the first {args.limit} of "
             f"sst2/test.tsv, conll2003/test.txt, stsb/dev.tsv, ag_news/test.tsv), {args.epochs} epochs, "
             f"max length 64, batch 32, seed 0, learning rate per row (default 1e-4). "
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores.\n\n"
+            f"Machine of each row: the `machine`, `date` and `loadavg_after` fields in weighting.json "
+            f"(rows of 2026-11-23 did not record the CPU model: x86_64, 2 cores).\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}` "
-            f"(and `--only frozen lora adapters --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
+            f"(and `--only frozen lora adapters prefix progressive --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
             + table(rows) + "\n")
     (RESULTS / "weighting.md").write_text(text)
     print(text)

@@ -46,6 +46,39 @@ def head_layers(model, name: str) -> list:
     return layers_feeding(head, name)
 
 
+def task_specific_variables(model, heads: bool = True) -> list:
+    """The variables of ``model`` that are not shared by every task: the task heads
+    (`head_layers`) and the sharing modes' per-task weights — every weight of a layer with
+    ``task_specific = True`` (adapters, soft-sharing copies, scalar mixes, prefixes, progressive
+    columns, a task-relation matrix), and what a layer's ``task_specific_weights()`` names
+    (MMoE: the gates, not the experts). Per-task weights are stacked ``[tasks, ...]`` and
+    routed by ``task_id``, so each task's gradient reaches only its own slice.
+    ``heads=False`` leaves the heads out (only the sharing modes' weights).
+    """
+    found = {}
+    for task in getattr(model, "tasks", []) if heads else []:
+        for layer in head_layers(model, task.name):
+            found.update((id(v), v) for v in layer.weights)
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "task_specific", False):
+            found.update((id(v), v) for v in layer.weights)
+        elif hasattr(layer, "task_specific_weights"):
+            found.update((id(v), v) for v in layer.task_specific_weights())
+    return list(found.values())
+
+
+def shared_variables(model) -> list:
+    """The trainable variables every task's loss reaches: what gradient surgery (PCGrad) and
+    GradNorm's measured layer work on. Everything trainable except `task_specific_variables`.
+
+    Example:
+        >>> [v.path for v in shared_variables(model)][:2]   # sharing="adapters": only what is not frozen
+        []
+    """
+    own = {id(v) for v in task_specific_variables(model)}
+    return [v for v in model.trainable_weights if id(v) not in own]
+
+
 def layers_feeding(head, name: str) -> list:
     """``head`` and the ``<name>_...`` layers that feed it (a relation head's hidden dense),
     found by walking the graph back from ``head`` (Keras' ``_inbound_nodes``), so a backbone

@@ -100,6 +100,10 @@ class MultiGateExperts(keras.layers.Layer):
             name="gate_means", shape=(self.num_tasks, self.num_experts), trainable=False, autocast=False,
             initializer=keras.initializers.Constant(1.0 / self.num_experts), aggregation="mean")
 
+    def task_specific_weights(self) -> list:
+        """The per-task gates (the experts are shared): `kmtl.sharing.counts.shared_variables`."""
+        return [self.gate_kernel, self.gate_bias, self.gate_means]
+
     def initialize_from(self, layers: Sequence[keras.layers.Layer]) -> None:
         """Give every expert the weights of ``layers`` (the backbone's top layers, bottom first):
         with identical experts the mixture returns exactly what those layers return."""

@@ -96,6 +96,7 @@ class ProgressiveColumns(keras.layers.Layer):
     """
 
     parameter_part = "sharing"  # kmtl.sharing.trainable_parameter_counts
+    task_specific = True  # per-task weights: left out of kmtl.sharing.counts.shared_variables
 
     def __init__(self, num_tasks: int, size: int = DEFAULT_SIZE, column_tasks: Optional[Sequence[str]] = None,
                  task_names: Optional[Sequence[str]] = None, **kwargs):

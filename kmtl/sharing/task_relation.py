@@ -69,6 +69,7 @@ class TaskRelation(keras.layers.Layer):
     """
 
     parameter_part = "sharing"  # kmtl.sharing.trainable_parameter_counts
+    task_specific = True  # no task's loss reaches R: left out of kmtl.sharing.counts.shared_variables
 
     def __init__(self, num_tasks: int, matrix: Optional[Given] = None, weight: float = 1e-2,
                  task_names: Optional[Sequence[str]] = None, **kwargs):

@@ -7,13 +7,18 @@ from typing import Optional
 import tensorflow as tf
 from pydantic import NonNegativeFloat, PositiveFloat
 
+from kmtl.sharing.counts import task_specific_variables
 from kmtl.weighting.step import StepWeighting, dense, global_losses, present_mask, shared_variables, sum_over_replicas
 
 
 def last_shared_kernel(model, layer: str = None):
     """The variable GradNorm measures gradients on: the last shared matrix of the encoder.
 
-    ``layer`` picks instead the last shared variable whose path contains it.
+    ``layer`` picks instead the last shared variable whose path contains it. When no trainable
+    matrix is shared by every task (sharing modes that freeze the encoder: adapters, prefix,
+    progressive), the last matrix of the mode's per-task weights: each task's gradient norm is
+    then taken on its own slice of it (its adapter, prefix or column), the nearest each task has
+    to a common layer.
     """
     shared = shared_variables(model)
     if layer is not None:
@@ -23,9 +28,12 @@ def last_shared_kernel(model, layer: str = None):
                              f"{[v.path for v in shared][-6:]} (last six)")
         return found[-1]
     matrices = [v for v in shared if len(v.shape) == 2]
+    if not matrices:  # per-task stacked matrices: [tasks, in, out]
+        trainable = {id(v) for v in model.trainable_weights}
+        matrices = [v for v in task_specific_variables(model, heads=False) if id(v) in trainable and len(v.shape) >= 3]
     if not matrices:
-        raise ValueError("GradNorm needs a trainable shared layer; with sharing 'frozen' there is none: "
-                         "use sharing full/lora or another weighting strategy")
+        raise ValueError("GradNorm needs a trainable layer before the heads; with sharing 'frozen' there is none: "
+                         "use another sharing mode or another weighting strategy")
     return matrices[-1]
 
 

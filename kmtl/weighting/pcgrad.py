@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import tensorflow as tf
 
@@ -45,8 +46,11 @@ class PCGrad(StepWeighting):
 
     Implements Yu et al., "Gradient Surgery for Multi-Task Learning" (NeurIPS 2020): for
     each task ``i`` and each other task ``j`` (in random order), if ``g_i . g_j < 0`` then
-    ``g_i -= (g_i . g_j) / |g_j|^2 * g_j``. Applied to the shared encoder's parameters; heads
-    and per-task adapters get their own task's gradient as usual. Task gradients are of the
+    ``g_i -= (g_i . g_j) / |g_j|^2 * g_j``. Applied to the parameters every task shares
+    (`kmtl.sharing.counts.shared_variables`); heads and the sharing modes' per-task weights
+    (adapters, copies, gates, prefixes, columns) get their own task's gradient as usual, and
+    the layers' added losses (soft sharing's pull, the task-relation regulariser) add theirs
+    unprojected. Task gradients are of the
     *weighted* task losses, so static ``loss_weights`` still apply. Per-task gradients are
     summed over replicas before the surgery. Costs one backward pass per task.
 
@@ -71,7 +75,9 @@ class PCGrad(StepWeighting):
     def build(self, model):
         shared = shared_variables(model)
         if not shared:
-            raise ValueError("PCGrad needs trainable shared parameters; with sharing 'frozen' there are none")
+            warnings.warn(f"PCGrad: no trainable parameter is shared by every task (sharing {model.sharing!r}: "
+                          "each task trains only its own weights), so no gradients can conflict and PCGrad "
+                          "trains as the plain weighted sum", stacklevel=2)
         self.shared_ids = {id(v) for v in shared}
         self.trackers = {}
         self.add_tracker("pcgrad_conflicts")
@@ -85,6 +91,10 @@ class PCGrad(StepWeighting):
 
     def gradients(self, model, tape, total, losses, weighted, variables):
         shared = [v for v in variables if id(v) in self.shared_ids]
+        if not shared:
+            self.trackers["pcgrad_conflicts"].update_state(0.0)
+            self.trackers["pcgrad_conflict_rate"].update_state(0.0)
+            return tape.gradient(total, variables)
         own = [v for v in variables if id(v) not in self.shared_ids]
         names = list(losses)
         flat = []
@@ -98,11 +108,16 @@ class PCGrad(StepWeighting):
         self.trackers["pcgrad_conflicts"].update_state(conflicts)
         self.trackers["pcgrad_conflict_rate"].update_state(conflicts / pairs)
 
+        # The layers' added losses (soft sharing's pull, the task-relation regulariser) are not a
+        # task's: their gradient on the shared variables is added unprojected, this replica's share.
+        extra = tape.gradient(list(model.losses), shared) if model.losses else [None] * len(shared)
         by_id = {}
         offset = 0
-        for v in shared:
+        for v, g in zip(shared, extra):
             size = math.prod(v.shape)
             by_id[id(v)] = tf.reshape(summed[offset:offset + size], v.shape)
+            if g is not None:
+                by_id[id(v)] += tf.convert_to_tensor(g) / replicas_in_sync()
             offset += size
         own_grads = tape.gradient(total, own) if own else []
         by_id.update({id(v): g for v, g in zip(own, own_grads)})

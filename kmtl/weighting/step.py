@@ -13,12 +13,13 @@ are seeded by the optimizer's step counter, so every replica takes the same deci
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict
 
 import keras
 import tensorflow as tf
 
 from kmtl.model.step_hook import replicas_in_sync
+from kmtl.sharing.counts import shared_variables
 from kmtl.weighting.base import TaskWeighting
 
 __all__ = ["StepWeighting", "replicas_in_sync", "sum_over_replicas", "global_losses", "present_mask",
@@ -41,12 +42,6 @@ def global_losses(losses) -> tf.Tensor:
 def present_mask(losses) -> tf.Tensor:
     """``[tasks]`` 1.0 where the task owns examples in the global batch, else 0.0."""
     return tf.cast(tf.stack([loss.count for loss in losses.values()]) > 0, tf.float32)
-
-
-def shared_variables(model) -> List:
-    """Trainable variables shared by all tasks: not in a task's head, not a per-task adapter."""
-    own = {id(v) for task in model.tasks for v in model.get_layer(task.name).trainable_weights}
-    return [v for v in model.trainable_weights if id(v) not in own and "adapter" not in v.path]
 
 
 def dense(gradient, variable):
