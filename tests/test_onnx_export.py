@@ -1,7 +1,6 @@
 """ONNX export (ids → outputs) with the tiny backbone: parity with Keras, layout, CLI, bench."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -91,56 +90,6 @@ def test_version_folders_hold_model_and_metadata_and_nothing_else(exported):
     with pytest.raises(ExportError, match="already exists"):
         export_onnx(model, base, "tiny", version=1)
     assert sorted(p.name for p in (base / "tiny").iterdir()) == ["1", "2"]
-
-
-def tiny_config(tmp_path):
-    text = f"""
-    name: small
-    backbone: tiny
-    max_length: 32
-    tasks:
-      - name: sentiment
-        kind: classification
-        limit: 24
-        train: {{format: tsv, path: {CORPUS}/sentiment/train.tsv, text: sentence, label: label}}
-        dev: {{format: tsv, path: {CORPUS}/sentiment/dev.tsv, text: sentence, label: label}}
-      - name: entities
-        kind: tagging
-        limit: 24
-        train: {{format: conll, path: {CORPUS}/entities/train.conll}}
-        dev: {{format: conll, path: {CORPUS}/entities/dev.conll}}
-    mixture: {{batch_size: 8}}
-    training: {{epochs: 1, learning_rate: 1.0e-3}}
-    output_dir: {tmp_path}/runs
-    export: {{dir: {tmp_path}/saved_models}}
-    """
-    path = tmp_path / "config.yaml"
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def test_cli_exports_a_finished_run_as_onnx(tmp_path, capsys):
-    import onnxruntime as ort
-
-    from kmtl.training import load_run
-
-    assert main(["train", str(tiny_config(tmp_path)), "--verbose", "0", "--no-export"]) == 0
-    run = tmp_path / "runs" / "small"
-    capsys.readouterr()
-    assert main(["export", str(run), "--format", "onnx", "--dir", str(tmp_path / "onnx")]) == 0
-    path = tmp_path / "onnx" / "small" / "1"
-    assert capsys.readouterr().out.strip().splitlines()[-1] == str(path)
-    assert json.loads((path / "kmtl.json").read_text())["max_length"] == 32
-
-    model, pre, _ = load_run(run)
-    feed = encode(pre, dev_texts(4))
-    session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(["sentiment"], feed)[0]
-    np.testing.assert_allclose(got, model(feed, training=False)["sentiment"].numpy(), atol=1e-4, rtol=0)
-
-    # an existing version is a user error: one message, exit status 2
-    assert main(["export", str(run), "--format", "onnx", "--dir", str(tmp_path / "onnx"), "--version", "1"]) == 2
-    assert "already exists" in capsys.readouterr().err
 
 
 def test_bench_serve_tiny_prints_one_json_object_last(capsys):

@@ -157,6 +157,33 @@ def test_export_and_predict_commands(trained, capsys):
     assert "first<TAB>second" in capsys.readouterr().err
 
 
+def test_cli_exports_a_finished_run_as_onnx(trained, tmp_path, capsys):
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from kmtl.training import load_run
+
+    run = trained / "runs" / "small"
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "onnx", "--dir", str(tmp_path / "onnx")]) == 0
+    path = tmp_path / "onnx" / "small" / "1"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(path)
+    assert json.loads((path / "kmtl.json").read_text())["max_length"] == 48
+
+    model, pre, _ = load_run(run)
+    texts = [line.split("\t")[0] for line in (CORPUS / "sentiment" / "dev.tsv").read_text().splitlines()[1:5]]
+    enc = pre.encode_text(tf.constant(texts))
+    length = int(enc["padding_mask"].numpy().sum(axis=1).max())
+    feed = {k: enc[k].numpy()[:, :length] for k in ("token_ids", "segment_ids", "padding_mask")}
+    session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["sentiment"], feed)[0]
+    np.testing.assert_allclose(got, model(feed, training=False)["sentiment"].numpy(), atol=1e-4, rtol=0)
+
+    # an existing version is a user error: one message, exit status 2
+    assert main(["export", str(run), "--format", "onnx", "--dir", str(tmp_path / "onnx"), "--version", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
 def test_predict_reads_json_lines_from_stdin(trained, capsys, monkeypatch):
     import io
 
