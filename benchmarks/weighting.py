@@ -40,6 +40,7 @@ VARIANTS = {
     # issue 13's modes, each at its defaults except where named
     "soft": ({"strategy": "static"}, {"mode": "soft", "soft_top_layers": 2}),
     "soft_relation": ({"strategy": "static"}, {"mode": "soft", "soft_top_layers": 2, "task_relation": "learned"}),
+    "adapters_relation": ({"strategy": "static"}, {"mode": "adapters", "task_relation": "learned"}),
     "scalar_mix": ({"strategy": "static"}, {"mode": "scalar_mix"}),
     "mmoe": ({"strategy": "static"}, {"mode": "mmoe"}),
     "prefix": ({"strategy": "static"}, {"mode": "prefix"}),
@@ -138,7 +139,7 @@ def main(argv=None):
             f"Machine of each row: the `machine`, `date` and `loadavg_after` fields in weighting.json "
             f"(rows of 2026-11-23 did not record the CPU model: x86_64, 2 cores).\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}` "
-            f"(and `--only frozen lora adapters prefix progressive --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
+            f"(and `--only frozen lora adapters adapters_relation prefix progressive --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
             + table(rows) + "\n")
     (RESULTS / "weighting.md").write_text(text)
     print(text)

@@ -292,8 +292,8 @@ def test_config_reads_the_options(tmp_path):
     ({"mode": "soft", "task_relation": "sometimes"}, "sharing.task_relation", "not one of: none, given, learned"),
     ({"mode": "soft", "relation_matrix": "a,b"}, "sharing.relation_matrix", "valid list"),
     # under hard sharing every task's features are the same: a relation has nothing to act on
-    ({"mode": "full", "task_relation": "learned"}, "sharing.task_relation", "only used when mode is soft"),
-    ({"mode": "lora", "relation_matrix": [[0, 1], [1, 0]]}, "sharing.relation_matrix", "only used when mode is soft"),
+    ({"mode": "full", "task_relation": "learned"}, "sharing.task_relation", "only used when mode is adapters or soft"),
+    ({"mode": "lora", "relation_matrix": [[0, 1], [1, 0]]}, "sharing.relation_matrix", "only used when mode is adapters or soft"),
 ])
 def test_config_errors_name_the_key(tmp_path, sharing, where, message):
     from kmtl.errors import ConfigError

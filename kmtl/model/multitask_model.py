@@ -62,6 +62,9 @@ def _json_able(value) -> bool:
     return True
 
 
+KERAS_MODEL_ARGUMENTS = {"name", "trainable", "dtype"}
+"""`keras.Model` keywords a `MultiTaskModel` passes on (other keywords are sharing options or errors)."""
+
 @keras.saving.register_keras_serializable(package="kmtl")
 class MultiTaskModel(keras.Model):
     """A shared keras-hub encoder behind one named output per task.
@@ -113,6 +116,10 @@ class MultiTaskModel(keras.Model):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         options = {key: kwargs.pop(key) for key in SHARING_OPTION_KEYS if key in kwargs}
+        unknown = sorted(set(kwargs) - KERAS_MODEL_ARGUMENTS)  # keras' Functional drops unknown keywords silently
+        if unknown:
+            raise TypeError(f"unknown argument {', '.join(map(repr, unknown))}: sharing options are "
+                            f"{', '.join(sorted(SHARING_OPTION_KEYS))} (keyed as in the YAML sharing section)")
         strategy = make_sharing(sharing, **options)
         names = [t.name for t in tasks]
         if not names or len(set(names)) != len(names):
@@ -238,7 +245,7 @@ class MultiTaskModel(keras.Model):
                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self", "encoder", "tasks", "sharing"}
         # keras.Model's own keyword arguments; sharing options of files written before
         # sharing_options existed (``lora_rank``: the rebuilt `sharing` object wins)
-        accepted = named | {"name", "trainable"} | set(SHARING_OPTION_KEYS)
+        accepted = named | KERAS_MODEL_ARGUMENTS | set(SHARING_OPTION_KEYS)
         unknown = sorted(set(config) - accepted)
         if unknown:
             warnings.warn(f"{cls.__name__}.from_config: ignoring config keys {unknown} that this kmtl version's "

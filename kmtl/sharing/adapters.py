@@ -12,13 +12,14 @@ Three pieces:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Dict, List, Literal, Optional, Union
 
 import keras
 from keras import ops
 from pydantic import Field
 
 from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
+from kmtl.sharing.task_relation import DEFAULT_RELATION_WEIGHT, TaskRelation, check_relation_options, related_outputs
 
 DEFAULT_SIZE = 64
 
@@ -111,13 +112,20 @@ class AdaptedTransformerLayer(keras.layers.Layer):
     every adapter at the identity (zero up-projection) it returns exactly what the wrapped
     layer returns.
 
+    With a ``relation`` (`kmtl.sharing.TaskRelation`; `Adapters` gives the top layer one),
+    training runs the batch through every task's adapters, and the relation's penalty pulls
+    the tasks' mean-pooled outputs together (`kmtl.sharing.task_relation.related_outputs`);
+    each example still gets its own task's output. Inference is unchanged.
+
     Args:
         encoder: a built ``keras_hub.layers.TransformerEncoder``.
         num_tasks: number of tasks.
         size: adapter bottleneck width.
+        relation: an optional `TaskRelation` over this layer's per-task outputs.
     """
 
-    def __init__(self, encoder, num_tasks: int, size: int = DEFAULT_SIZE, **kwargs):
+    def __init__(self, encoder, num_tasks: int, size: int = DEFAULT_SIZE, relation: Optional[TaskRelation] = None,
+                 **kwargs):
         kwargs.setdefault("name", f"{encoder.name}_adapted")
         kwargs.setdefault("dtype", encoder.dtype_policy)
         super().__init__(**kwargs)
@@ -125,16 +133,40 @@ class AdaptedTransformerLayer(keras.layers.Layer):
         self.num_tasks, self.size = int(num_tasks), int(size)
         self.attention_adapter = TaskAdapters(num_tasks, size, dtype=self.dtype_policy, name="attention_adapter")
         self.feedforward_adapter = TaskAdapters(num_tasks, size, dtype=self.dtype_policy, name="feedforward_adapter")
+        self.relation = relation
+
+    @property
+    def logged_values(self):
+        """The relation's ``R`` entries (`TaskRelation.logged_values`); ``None`` without one, so
+        `kmtl.MultiTaskModel` logs only the layer that has a relation."""
+        return None if self.relation is None else self.relation.logged_values
+
+    @property
+    def task_names(self):
+        """The tasks' names (the relation's log names); `kmtl.MultiTaskModel` sets them."""
+        return None if self.relation is None else self.relation.task_names
+
+    @task_names.setter
+    def task_names(self, names):
+        if self.relation is not None:
+            self.relation.task_names = names
 
     def build(self, input_shape):
         self.attention_adapter.build(input_shape)
         self.feedforward_adapter.build(input_shape)
 
     def call(self, inputs, padding_mask=None, attention_mask=None, task_id=None, training=None):
-        from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
-
         if task_id is None:
             raise ValueError(f"{self.name} routes examples through per-task adapters: pass task_id")
+        if not (training and self.relation is not None and padding_mask is not None):
+            return self._run(inputs, padding_mask, attention_mask, task_id, training)
+        return related_outputs(
+            lambda t: self._run(inputs, padding_mask, attention_mask, ops.full_like(task_id, t), training),
+            self.num_tasks, padding_mask, task_id, self.relation, training)
+
+    def _run(self, inputs, padding_mask, attention_mask, task_id, training):
+        from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
+
         enc = self.encoder
         mask = merge_padding_and_attention_mask(inputs, padding_mask, attention_mask)
         x = inputs
@@ -170,13 +202,16 @@ class AdaptedTransformerLayer(keras.layers.Layer):
         (`Adapters.encode`), so the sharing holds after ``keras.saving.load_model``."""
         config = super().get_config()
         config.update({"encoder": keras.saving.serialize_keras_object(self.encoder),
-                       "num_tasks": self.num_tasks, "size": self.size})
+                       "num_tasks": self.num_tasks, "size": self.size,
+                       "relation": None if self.relation is None else keras.saving.serialize_keras_object(self.relation)})
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        if config.get("relation") is not None:
+            config["relation"] = keras.saving.deserialize_keras_object(config["relation"])
         return cls(**config)
 
 
@@ -200,8 +235,21 @@ class Adapters(Sharing):
     (BERT and its relatives); its functional graph is run again with each transformer layer
     replaced by an `AdaptedTransformerLayer` that shares its weights.
 
+    Optionally, the task-relation regulariser (`TaskRelation`, as in `SoftSharing`:
+    ``relation_weight * sum_ij R_ij |f_i - f_j|^2``) on the top transformer layer: in training
+    it runs the batch through that layer with every task's adapters, ``f_t`` being the
+    mean-pooled output with task ``t``'s, and pulls related tasks' adapters towards each other;
+    ``R`` is ``given`` (``relation_matrix``) or ``learned`` (Zhang & Yeung, UAI 2010). The top
+    layer then costs ``tasks`` times as much per training step; the layers below, the heads and
+    inference do not change. (Features through every task's adapters in *every* layer would
+    cost ``tasks`` whole encoder passes a step.)
+
     Args:
         size: adapter bottleneck width ``m`` (the paper tries 8, 64 and 256).
+        relation: ``none``, ``given`` or ``learned`` (YAML ``task_relation``).
+        relation_matrix: ``R`` for ``task_relation: given``: ``{task: {task: weight}}`` or a
+            list of lists in the tasks' order.
+        relation_weight: the relation penalty's factor.
 
     Example:
         >>> model = kmtl.build_model(encoder, tasks, sharing="adapters", adapter_size=64)
@@ -212,17 +260,24 @@ class Adapters(Sharing):
 
     name = "adapters"
     choice_order = 3  # position in lists of choices (`kmtl.registry`)
-    config_keys = {"size": "adapter_size"}  # YAML key
+    config_keys = {"size": "adapter_size", "relation": "task_relation"}  # YAML keys
     routes_by_task = True
 
-    def __init__(self, size: Annotated[int, Field(ge=1)] = DEFAULT_SIZE):
+    def __init__(self, size: Annotated[int, Field(ge=1)] = DEFAULT_SIZE,
+                 relation: Literal["none", "given", "learned"] = "none",
+                 relation_matrix: Optional[Union[Dict[str, Dict[str, float]], List[List[float]]]] = None,
+                 relation_weight: Annotated[float, Field(ge=0)] = DEFAULT_RELATION_WEIGHT):
         if int(size) < 1:
             raise ValueError(f"adapter size must be a positive integer, got {size!r}")
+        check_relation_options(relation, relation_matrix, relation_weight)
         self.size = int(size)
+        self.relation, self.relation_matrix, self.relation_weight = relation, relation_matrix, float(relation_weight)
         self._num_tasks = None
 
     def prepare(self, backbone, num_tasks: int) -> None:
         transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers
+        if self.relation != "none" and num_tasks < 2:
+            raise ValueError(f"task_relation: {self.relation} relates tasks to each other: it needs at least two tasks")
         backbone.trainable = False
         for layer in backbone._flatten_layers(include_self=False):
             if isinstance(layer, keras.layers.LayerNormalization):
@@ -233,8 +288,14 @@ class Adapters(Sharing):
         if self._num_tasks is None:
             raise RuntimeError("call prepare(backbone, num_tasks) before encode")
         task_id = inputs[TASK_ID]
-        adapted = {id(layer): AdaptedTransformerLayer(layer, self._num_tasks, self.size)
-                   for layer in transformer_layers(backbone, self.name)}
+        layers = transformer_layers(backbone, self.name)
+        relation = None
+        if self.relation != "none":  # a {task: {task: weight}} matrix is read when the model names the tasks
+            matrix = self.relation_matrix if self.relation == "given" else None
+            relation = TaskRelation(self._num_tasks, matrix, self.relation_weight, name="task_relation")
+        adapted = {id(layer): AdaptedTransformerLayer(layer, self._num_tasks, self.size,
+                                                      relation=relation if layer is layers[-1] else None)
+                   for layer in layers}
 
         def operation_fn(operation):
             layer = adapted.get(id(operation))
@@ -247,7 +308,10 @@ class Adapters(Sharing):
         return run_backbone_graph(backbone, inputs, operation_fn)
 
     def get_config(self):
-        return {"size": self.size}
+        if self.relation == "none":  # as before the relation existed: run.json and kmtl.json stay as they were
+            return {"size": self.size}
+        return {"size": self.size, "relation": self.relation, "relation_matrix": self.relation_matrix,
+                "relation_weight": self.relation_weight}
 
 
 def _activation(name: str):

@@ -18,11 +18,10 @@ from keras import ops
 from pydantic import Field
 
 from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
-from kmtl.sharing.task_relation import RELATION_CHOICES, TaskRelation
+from kmtl.sharing.task_relation import DEFAULT_RELATION_WEIGHT, TaskRelation, check_relation_options, related_outputs
 
 DEFAULT_TOP_LAYERS = 2
 DEFAULT_PENALTY = 1e-3
-DEFAULT_RELATION_WEIGHT = 1e-2
 TARGETS = ("mean", "pairwise")
 
 # the stacked weights of one layer: name -> (shape from d hidden, n heads, h head size, f
@@ -280,12 +279,8 @@ class TaskLayerCopies(keras.layers.Layer):
             self.add_loss(self.pull())
         if not (training and self.relation is not None):
             return self.run(inputs, padding_mask, task_id, training)
-        outputs = ops.stack([self.run(inputs, padding_mask, t, training) for t in range(self.num_tasks)])  # [T, B, L, d]
-        mask = ops.cast(ops.expand_dims(padding_mask, -1), outputs.dtype)  # [B, L, 1]
-        pooled = ops.sum(outputs * mask, axis=2) / ops.maximum(ops.sum(mask, axis=1), 1.0)  # [T, B, d]
-        self.relation(pooled, training=training)
-        route = ops.one_hot(ops.cast(task_id, "int32"), self.num_tasks, dtype=outputs.dtype)  # [B, T]
-        return ops.einsum("tbld,bt->bld", outputs, route)
+        return related_outputs(lambda t: self.run(inputs, padding_mask, t, training), self.num_tasks, padding_mask,
+                               task_id, self.relation, training)
 
     def logged_values(self) -> Dict[str, object]:
         """Per-task copy distances and, with a relation, its entries."""
@@ -375,18 +370,13 @@ class SoftSharing(Sharing):
         if top_layers is not None and (isinstance(top_layers, bool) or int(top_layers) != top_layers
                                        or int(top_layers) < 1):
             raise ValueError(f"soft_top_layers must be a positive integer, got {top_layers!r}")
-        for key, value in (("soft_penalty", penalty), ("relation_weight", relation_weight)):
-            if not float(value) >= 0:
-                raise ValueError(f"{key} must be >= 0, got {value!r}")
+        if not float(penalty) >= 0:
+            raise ValueError(f"soft_penalty must be >= 0, got {penalty!r}")
+        check_relation_options(relation, relation_matrix, relation_weight)
         self.top_layers = None if top_layers is None else int(top_layers)
         self.penalty, self.relation_weight = float(penalty), float(relation_weight)
         self.target = _choice(target, TARGETS, "soft_target")
-        self.relation = _choice(relation, RELATION_CHOICES, "task_relation")
-        if self.relation == "given" and relation_matrix is None:
-            raise ValueError("task_relation: given needs relation_matrix ({task: {task: weight}} or a list of lists)")
-        if self.relation != "given" and relation_matrix is not None:
-            raise ValueError(f"relation_matrix is only read with task_relation: given (task_relation is "
-                             f"{self.relation}); remove it or set task_relation: given")
+        self.relation = relation
         self.relation_matrix = relation_matrix
         self._num_tasks = None
 

@@ -1,9 +1,10 @@
 """`TaskRelation`: a penalty that pulls related tasks' representations together.
 
 A layer that a sharing mode with per-task private parameters attaches (`kmtl.sharing.soft`
-does): the mode runs the batch through every task's private path, pools each, and calls the
-layer on the stacked features; the layer adds ``weight * sum_ij R_ij |f_i - f_j|^2`` with
-``add_loss`` and reports ``R`` through ``logged_values()``.
+and `kmtl.sharing.adapters` do): the mode runs the batch through every task's private path,
+pools each, and calls the layer on the stacked features (`related_outputs`); the layer adds
+``weight * sum_ij R_ij |f_i - f_j|^2`` with ``add_loss`` and reports ``R`` through
+``logged_values()``. `check_relation_options` checks a mode's three relation options.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ RELATION_MOMENTUM = 0.99
 """How slowly a learned relation follows the batches: the running mean of the pair distances
 keeps this share of its value at each training step (about a 100-step window)."""
 RELATION_CHOICES = ("none", "given", "learned")
+DEFAULT_RELATION_WEIGHT = 1e-2
 Given = Union[Mapping[str, Mapping[str, float]], Sequence[Sequence[float]]]
 """A given relation: ``{task: {task: weight}}`` or a list of lists in the tasks' order."""
 
@@ -151,6 +153,37 @@ class TaskRelation(keras.layers.Layer):
                        "weight": self.weight,
                        "task_names": list(self.task_names)})
         return config
+
+
+def check_relation_options(relation: str, matrix, weight: float) -> None:
+    """The checks of a sharing mode's ``task_relation`` / ``relation_matrix`` / ``relation_weight``
+    (YAML keys), with messages naming them."""
+    if relation not in RELATION_CHOICES:
+        raise ValueError(f"task_relation must be one of: {', '.join(RELATION_CHOICES)}; got {relation!r}")
+    if not float(weight) >= 0:
+        raise ValueError(f"relation_weight must be >= 0, got {weight!r}")
+    if relation == "given" and matrix is None:
+        raise ValueError("task_relation: given needs relation_matrix ({task: {task: weight}} or a list of lists)")
+    if relation != "given" and matrix is not None:
+        raise ValueError(f"relation_matrix is only read with task_relation: given (task_relation is "
+                         f"{relation}); remove it or set task_relation: given")
+
+
+def related_outputs(run, num_tasks: int, padding_mask, task_id, relation, training=None):
+    """Each example's output of its own task's path, with the relation penalty on the way.
+
+    ``run(t)`` gives the whole batch's output ``[batch, length, d]`` through task ``t``'s
+    private parameters; every task's is computed, mean-pooled over the tokens of
+    ``padding_mask`` into ``f_t`` ``[batch, d]`` and handed to ``relation`` (`TaskRelation`,
+    which adds its loss); the result picks row ``b`` of task ``task_id[b]``'s output, which
+    is what the routed path gives. Costs ``num_tasks`` runs: call it in training only.
+    """
+    outputs = ops.stack([run(t) for t in range(num_tasks)])  # [T, B, L, d]
+    mask = ops.cast(ops.expand_dims(padding_mask, -1), outputs.dtype)  # [B, L, 1]
+    pooled = ops.sum(outputs * mask, axis=2) / ops.maximum(ops.sum(mask, axis=1), 1.0)  # [T, B, d]
+    relation(pooled, training=training)
+    route = ops.one_hot(ops.cast(task_id, "int32"), num_tasks, dtype=outputs.dtype)  # [B, T]
+    return ops.einsum("tbld,bt->bld", outputs, route)
 
 
 def relation_matrix(given: Given, task_names: Sequence[str], key: str = "relation_matrix") -> List[List[float]]:
