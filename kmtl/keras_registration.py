@@ -96,11 +96,35 @@ class _AfterKerasImport:
 _FINDER = _AfterKerasImport()
 
 
+_pending = False  # Keras arrived while a registering module was half-imported: see `register_pending`
+
+
+def _initializing(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def _register_when_ready() -> None:
+    global _pending
     if _executing or "keras" not in sys.modules:
         return
     _uninstall()
+    if any(_initializing(name) for name in REGISTERING_MODULES):
+        # e.g. `from kmtl.sharing import Adapters` imports keras half-way through kmtl.sharing,
+        # and kmtl.model (imported by `register`) needs kmtl.sharing whole: wait for its end
+        _pending = True
+        return
     register()
+
+
+def register_pending(caller: str) -> None:
+    """Register now if Keras was imported while a `REGISTERING_MODULES` module was half-imported;
+    each of them calls this as its last line, with its ``__name__`` (every name it defines
+    exists by then, so importing the others can take them from it)."""
+    global _pending
+    if _pending and not any(_initializing(name) for name in REGISTERING_MODULES if name != caller):
+        _pending = False
+        register()
 
 
 def _uninstall() -> None:

@@ -242,3 +242,18 @@ def test_adapted_transformer_layer_round_trips_its_config(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         keras.saving.serialize_keras_object(TaskAdapters(3, 4, name="t"))
+
+
+def test_importing_a_registering_package_first_still_registers_everything():
+    """`from kmtl.sharing import ...` imports Keras half-way through kmtl.sharing; registering then
+    (kmtl.model needs kmtl.sharing whole) once failed with a circular-import warning."""
+    script = ("import warnings; warnings.simplefilter('error')\n"
+              "import kmtl\nfrom {module} import {name}\nimport keras\n"
+              "assert keras.saving.get_registered_object('kmtl>MultiTaskModel') is not None\n"
+              "assert keras.saving.get_registered_object('kmtl>TaskAdapters') is not None\n")
+    runs = [subprocess.Popen([sys.executable, "-c", script.format(module=module, name=name)], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for module, name in (("kmtl.sharing", "Adapters"), ("kmtl.metrics", "EntityF1"))]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-3000:]

@@ -19,6 +19,7 @@ Example:
     ...     keras.callbacks.EarlyStopping(monitor="val_ner_entity_f1", patience=2)])
 """
 
+from kmtl.keras_registration import register_pending
 from kmtl.metrics.entity_f1 import EntityF1
 from kmtl.metrics.macro_f1 import MacroF1
 from kmtl.metrics.multilabel_f1 import MultiLabelF1
@@ -29,3 +30,5 @@ from kmtl.metrics.task_metrics import TaskMetrics
 
 __all__ = ["EntityF1", "MacroF1", "MultiLabelF1", "PearsonR", "LossMean", "TaskLossTrackers", "TaskMetric",
            "TaskMetrics"]
+
+register_pending(__name__)  # kmtl.keras_registration: Keras may have arrived while this package was importing

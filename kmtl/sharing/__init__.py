@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+from kmtl.keras_registration import register_pending
 from kmtl.registry import SHARING
 from kmtl.sharing.adapters import AdaptedTransformerLayer, Adapters, TaskAdapters
 from kmtl.sharing.base import INPUT_NAMES, TASK_ID, Sharing
@@ -117,3 +118,5 @@ __all__ = [
     "TASK_ID", "TaskAdapters", "apply_sharing", "format_parameter_counts", "make_sharing",
     "served_model", "sharing_from_config", "trainable_parameter_counts", "uses_task_id",
 ]
+
+register_pending(__name__)  # kmtl.keras_registration: Keras may have arrived while this package was importing
