@@ -45,3 +45,20 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def without_none(value):
+    """``value`` (JSON-like data) with every ``None``-valued mapping entry left out, at any depth.
+
+    Settings hashes (a run's config hash, the baseline cache's keys) hash this, so that a new
+    optional setting, ``None`` by default, leaves the hashes of configs that do not set it alone.
+
+    Example:
+        >>> without_none({"a": 1, "b": None, "c": {"d": None}, "e": [None, {"f": None}]})
+        {'a': 1, 'c': {}, 'e': [None, {}]}
+    """
+    if isinstance(value, dict):
+        return {k: without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_none(v) for v in value]
+    return value

@@ -176,6 +176,13 @@ def test_config_is_frozen(base):
      "tasks[0].weight: weighting strategy uncertainty sets the loss weights itself"),
     ({"training": {"early_stopping": {"monitor": "sentimnt_accuracy"}}},
      "training.early_stopping.monitor: 'sentimnt_accuracy' is not 'loss', 'val_loss'"),
+    ({"tasks": [{**minimal()["tasks"][0], "batch_size": 8}]},
+     "tasks[0].batch_size: a task's own batch size needs mixture.granularity: alternating (it is joint"),
+    ({"tasks": [{**minimal()["tasks"][0], "batch_share": 1.5}]}, "tasks[0].batch_share: Input should be less than 1"),
+    ({"tasks": [{**minimal()["tasks"][0], "batch_share": 0.6}, {**minimal()["tasks"][0], "name": "b",
+                                                                  "batch_share": 0.5}, {**minimal()["tasks"][0],
+                                                                                        "name": "c"}]},
+     "tasks[1].batch_share: the batch shares add up to 1.1 (tasks[0] 0.6, tasks[1] 0.5): leave room"),
 ])
 def test_bad_values(base, change, expected):
     data = {**minimal(), **change}

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from kmtl.data import Example, default_steps_per_epoch, mixture, validation_dataset
+from kmtl.data.mixture import with_shares
 from kmtl.data.sampling import (
     AnnealedSampler,
     ProportionalSampler,
@@ -354,6 +355,30 @@ def test_alternating_proportional_share(two_tasks, sized_examples, pre):
     owned_by_a = [bool(w["a"].all()) for _, _, w in got]
     assert all(bool(w["a"].all()) or bool(w["b"].all()) for _, _, w in got)
     assert abs(np.mean(owned_by_a) - 0.75) <= tolerance(0.75, 120)  # batches are the draws: +-0.14
+
+
+def test_a_tasks_batch_share_is_fixed_and_the_others_split_the_rest(two_tasks, sized_examples, pre):
+    got = batches(mixture(two_tasks, sized_examples, pre, batch_size=16, steps_per_epoch=40, seed=7,
+                          shares={"b": 0.6}))  # proportional would give b 0.25
+    assert abs(share_of_a(got) - 0.4) <= tolerance(0.4, 640)
+    np.testing.assert_allclose(with_shares([0.5, 0.3, 0.2], [None, 0.5, None]), [0.5 * 5 / 7, 0.5, 0.5 * 2 / 7])
+    np.testing.assert_allclose(with_shares([0.9, 0.1], [0.2, 0.6]), [0.25, 0.75])  # all given: relative weights
+    with pytest.raises(ValueError, match="add up to 1: leave room"):
+        with_shares([0.5, 0.3, 0.2], [0.5, 0.5, None])
+
+
+def test_alternating_batches_of_a_tasks_own_size(two_tasks, sized_examples, pre):
+    got = batches(mixture(two_tasks, sized_examples, pre, batch_size=16, granularity="alternating",
+                          batch_sizes={"b": 4}, seed=7))
+    sizes = {(bool(w["a"].all()), len(w["a"])) for _, _, w in got}
+    assert sizes == {(True, 16), (False, 4)}
+    # the sampler counts tasks in batches (300/16 vs 100/4): each example about once an epoch
+    assert len(got) == default_steps_per_epoch([300, 100], 16, [None, 4]) == math.ceil(300 / 16 + 100 / 4)
+    owned_by_a = np.mean([bool(w["a"].all()) for _, _, w in got])
+    expected = (300 / 16) / (300 / 16 + 100 / 4)
+    assert abs(owned_by_a - expected) <= tolerance(expected, len(got))
+    with pytest.raises(ValueError, match="need granularity='alternating'"):
+        mixture(two_tasks, sized_examples, pre, batch_sizes={"b": 4})
 
 
 # --------------------------------------------------------------------------- (g) cardinality

@@ -27,6 +27,7 @@ def demo_config(tmp_path, epochs=2, extra="", limit=48, backbone="tiny"):
         dev: {{format: tsv, path: {CORPUS}/sentiment/dev.tsv, text: sentence, label: label}}
       - name: paraphrase
         kind: pair_classification
+        batch_share: 0.4           # the rest split by temperature sampling
         limit: {limit}
         train: {{format: tsv, path: {CORPUS}/paraphrase/train.tsv, text: sentence1, text_pair: sentence2, label: label}}
         dev: {{format: tsv, path: {CORPUS}/paraphrase/dev.tsv, text: sentence1, text_pair: sentence2, label: label}}

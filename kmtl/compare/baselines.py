@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from kmtl.files import json_safe, write_atomic
+from kmtl.files import json_safe, without_none, write_atomic
 
 CACHE_FOLDER = "baselines"
 RECORD_FILE = "baseline.json"
@@ -97,8 +97,9 @@ def baseline_settings(config, task_name: str) -> dict:
 
 
 def settings_key(settings: dict) -> str:
-    """A short stable hash (16 hex digits) of JSON ``settings``."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    """A short stable hash (16 hex digits) of JSON ``settings`` (``None`` entries left out:
+    a new optional setting left unset keeps the cache's keys)."""
+    text = json.dumps(without_none(settings), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -192,6 +192,27 @@ def _locate(loc) -> Tuple[list, Optional[type]]:
     return parts, holder
 
 
+def _mixture_share_problems(data: dict) -> List[Problem]:
+    """``tasks[i].batch_share`` / ``tasks[i].batch_size`` against each other and the mixture."""
+    problems: List[Problem] = []
+    tasks = [t if isinstance(t, dict) else {} for t in (data.get("tasks") if isinstance(data.get("tasks"), list) else [])]
+    granularity = _section(data, "mixture").get("granularity", "joint")
+    for i, task in enumerate(tasks):
+        if task.get("batch_size") is not None and granularity != "alternating":
+            problems.append((f"tasks[{i}].batch_size",
+                             f"a task's own batch size needs mixture.granularity: alternating (it is {granularity}: "
+                             "a joint batch mixes the tasks); use tasks[i].batch_share for its share of a joint batch"))
+    shares = [(i, t.get("batch_share")) for i, t in enumerate(tasks)]
+    given = [(i, s) for i, s in shares if isinstance(s, (int, float)) and not isinstance(s, bool)]
+    if given and len(given) < len(tasks) and sum(s for _, s in given) >= 1:
+        i = given[-1][0]
+        listed = ", ".join(f"tasks[{j}] {s:g}" for j, s in given)
+        problems.append((f"tasks[{i}].batch_share",
+                         f"the batch shares add up to {sum(s for _, s in given):g} ({listed}): leave room (< 1) for "
+                         "the tasks without one, or give every task a share (then they are relative weights)"))
+    return problems
+
+
 def _models_in(annotation) -> List[type]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
@@ -248,6 +269,8 @@ def _cross_problems(data: dict) -> List[Problem]:
                 problems.append((f"tasks[{i}].weight",
                                  f"weighting strategy {strategy} sets the loss weights itself; remove the task "
                                  f"weight or use strategy {_or(keepers)}"))
+
+    problems += _mixture_share_problems(data)
 
     listed = _section(data, "sharing").get("progressive_tasks")
     for i, task in enumerate(listed if isinstance(listed, list) else []):

@@ -288,6 +288,10 @@ class _TaskSection(_Model):
     weight: NonNegativeFloat = 1.0
     head_learning_rate: Optional[float] = Field(None, gt=0, description="this task's head's peak rate "
                                                 "(default: training.head_learning_rate)")
+    batch_share: Optional[float] = Field(None, gt=0, lt=1, description="this task's fixed share of the "
+                                         "examples (joint) or batches (alternating); default: mixture.sampling's")
+    batch_size: Optional[int] = Field(None, ge=1, description="alternating batches: this task's batch size "
+                                      "(default: mixture.batch_size)")
     train: SourceConfig
     dev: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, ge=1)

@@ -17,9 +17,43 @@ from kmtl.data.sampling import get_sampler
 GRANULARITIES = ("joint", "alternating")
 
 
-def default_steps_per_epoch(sizes: Sequence[int], batch_size: int) -> int:
-    """Default epoch length: as many batches as it takes to see every example once on average."""
-    return max(1, math.ceil(sum(sizes) / batch_size))
+def default_steps_per_epoch(sizes: Sequence[int], batch_size: int,
+                            batch_sizes: Optional[Sequence[Optional[int]]] = None) -> int:
+    """Default epoch length: as many batches as it takes to see every example once on average.
+
+    ``batch_sizes`` (alternating batches): each task's own batch size, aligned with ``sizes``
+    (``None``: ``batch_size``)."""
+    if batch_sizes is None:
+        return max(1, math.ceil(sum(sizes) / batch_size))
+    return max(1, math.ceil(sum(n / (b or batch_size) for n, b in zip(sizes, batch_sizes))))
+
+
+def with_shares(weights: Sequence[float], shares: Sequence[Optional[float]]) -> np.ndarray:
+    """Task probabilities ``weights`` with some tasks' share fixed.
+
+    A task with a share ``s`` gets exactly ``s``; the tasks without one split what is left in
+    proportion to ``weights``. When every task has a share, the shares are relative weights
+    (divided by their sum): a single-task baseline of a task with a share trains on it alone.
+
+    Example:
+        >>> with_shares([0.5, 0.25, 0.25], [0.5, None, None])   # the rest split 1:1
+        array([0.5 , 0.25, 0.25])
+        >>> with_shares([0.8, 0.1, 0.1], [None, 0.4, None])
+        array([0.53333333, 0.4       , 0.06666667])
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    fixed = np.array([s is not None for s in shares])
+    given = np.array([s or 0.0 for s in shares], dtype=np.float64)
+    if fixed.all():
+        return given / given.sum()
+    left = 1.0 - given.sum()
+    if not left > 0:
+        raise ValueError(f"the tasks' batch shares add up to {given.sum():g}: leave room (< 1) for the tasks "
+                         "without one")
+    free = np.where(fixed, 0.0, weights)
+    if not free.sum() > 0:
+        free = np.where(fixed, 0.0, 1.0)
+    return np.where(fixed, given, left * free / free.sum())
 
 
 def mixture(
@@ -37,6 +71,8 @@ def mixture(
     length_buckets: Optional[Sequence[int]] = None,
     group_by_length: bool = False,
     reshuffle_each_iteration: bool = True,
+    shares: Optional[Dict[str, float]] = None,
+    batch_sizes: Optional[Dict[str, int]] = None,
 ) -> tf.data.Dataset:
     """The multi-task training dataset: ``epochs × steps_per_epoch`` batches of ``(x, y, w)``.
 
@@ -72,6 +108,13 @@ def mixture(
             can ``skip`` to where a crashed run stopped (`kmtl.training.train` uses this, with
             ``epochs`` and ``fit(steps_per_epoch=...)``); every iterator then yields the same
             batches, so pass the real ``epochs``.
+        shares: ``{task: share}``: a task's fixed share of the examples (joint batches) or of the
+            batches (alternating), ``0 < share < 1``; the other tasks split the rest as
+            ``sampling`` says (`with_shares`). YAML: ``tasks[i].batch_share``.
+        batch_sizes: ``{task: size}``, alternating batches only: that task's batches hold
+            ``size`` examples (the others ``batch_size``); the sampler then counts each task's
+            size in batches, so proportional sampling still sees every example once an epoch.
+            YAML: ``tasks[i].batch_size``.
 
     Example:
         >>> train = kmtl.data.mixture(tasks, {"sentiment": sst, "ner": conll}, pre,
@@ -90,11 +133,18 @@ def mixture(
         raise ValueError("group_by_length needs length_buckets (e.g. kmtl.data.buckets.default_boundaries(max_length))")
     if group_by_length and granularity != "joint":
         raise ValueError("group_by_length works with granularity='joint' only")
+    if batch_sizes and granularity != "alternating":
+        raise ValueError("per-task batch sizes need granularity='alternating' (a joint batch mixes the tasks: "
+                         "give a task a share of it instead)")
     sampler = get_sampler(sampling, temperature)
     by_name = {t.name: t for t in tasks}
     names = tasks_with_examples(by_name, examples_by_task)
+    unknown = sorted((set(shares or {}) | set(batch_sizes or {})) - set(by_name))
+    if unknown:
+        raise ValueError(f"shares or batch sizes given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
     sizes = [len(examples_by_task[name]) for name in names]
-    steps = steps_per_epoch or default_steps_per_epoch(sizes, batch_size)
+    own_sizes = [(batch_sizes or {}).get(name) for name in names]
+    steps = steps_per_epoch or default_steps_per_epoch(sizes, batch_size, own_sizes if batch_sizes else None)
 
     parts = [
         task_dataset(by_name[name], tasks, examples_by_task[name], preprocessor, seed=seed + i,
@@ -107,10 +157,14 @@ def mixture(
     else:
         trim = lambda x, y, w: trim_batch(tasks, x, y, w)  # noqa: E731
     if granularity == "alternating":
-        parts = [p.batch(batch_size, drop_remainder=True).map(trim) for p in parts]
+        parts = [p.batch(own or batch_size, drop_remainder=True).map(trim) for p, own in zip(parts, own_sizes)]
     per_epoch = steps if granularity == "alternating" else steps * batch_size
 
-    table = np.stack([sampler.weights(sizes, e, epochs) for e in range(epochs)]).astype(np.float32)
+    counted = [n / (own or batch_size) for n, own in zip(sizes, own_sizes)] if batch_sizes else sizes
+    table = np.stack([sampler.weights(counted, e, epochs) for e in range(epochs)])
+    if shares:
+        table = np.stack([with_shares(row, [shares.get(name) for name in names]) for row in table])
+    table = table.astype(np.float32)
     extra = batch_size * len(bounds) if group_by_length else 0
     choices = _task_choices if reshuffle_each_iteration else _fixed_task_choices
     ds = parts[0] if len(parts) == 1 else tf.data.Dataset.choose_from_datasets(

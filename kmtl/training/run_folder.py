@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from kmtl.errors import KmtlError
-from kmtl.files import write_atomic
+from kmtl.files import without_none, write_atomic
 from kmtl.run_files import CONFIG_FILE, METRICS_FILE, RUN_FILE, WEIGHTS_FILE
 from kmtl.training.backup import BACKUP_FOLDER, read_backup_state
 
@@ -56,7 +56,7 @@ def config_hash(config) -> str:
         >>> config_hash(load_config("configs/sst2_conll_stsb.yaml"))
         '3f1c0a9b5e2d7c41'
     """
-    data = config.to_yaml_dict()
+    data = without_none(config.to_yaml_dict())  # a new optional key left unset changes no hash
     data.pop("output_dir", None)
     data.pop("export", None)
     text = json.dumps(data, sort_keys=True, default=str)

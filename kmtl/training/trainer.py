@@ -223,7 +223,9 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     strategy = choose_strategy(config.training.strategy)
     tr = config.training
     batch_size = config.mixture.batch_size
-    steps = tr.steps_per_epoch or default_steps_per_epoch(list(sizes.values()), batch_size)
+    own_sizes = {t.name: t.batch_size for t in config.tasks if t.batch_size is not None}
+    steps = tr.steps_per_epoch or default_steps_per_epoch(
+        list(sizes.values()), batch_size, [own_sizes.get(name) for name in sizes] if own_sizes else None)
     # the encoder is built under the config's dtype policy (heads stay float32); the policy is
     # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
     with strategy.scope(), precision_scope(tr.precision):
@@ -244,6 +246,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         sampling=config.mixture.sampling, temperature=config.mixture.temperature,
         granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
         reshuffle_each_iteration=False, **_length_options(config),
+        shares={t.name: t.batch_share for t in config.tasks if t.batch_share is not None},
+        batch_sizes={name: size * strategy.num_replicas_in_sync for name, size in own_sizes.items()},
     )
     if annealing is not None:  # BAM!: teacher targets ride along as y[task]["teacher"]
         train_ds = with_teachers(train_ds, tasks, load_teacher_tables(config.teachers, tasks, train_ex,
