@@ -176,6 +176,8 @@ def test_config_is_frozen(base):
      "tasks[0].weight: weighting strategy uncertainty sets the loss weights itself"),
     ({"training": {"early_stopping": {"monitor": "sentimnt_accuracy"}}},
      "training.early_stopping.monitor: 'sentimnt_accuracy' is not 'loss', 'val_loss'"),
+    ({"training": {"log_affinity_every": 5}}, "training.log_affinity_every: the affinity figures relate tasks to "
+                                              "each other: it needs at least two tasks"),
     ({"tasks": [{**minimal()["tasks"][0], "batch_size": 8}]},
      "tasks[0].batch_size: a task's own batch size needs mixture.granularity: alternating (it is joint"),
     ({"tasks": [{**minimal()["tasks"][0], "batch_share": 1.5}]}, "tasks[0].batch_share: Input should be less than 1"),

@@ -14,7 +14,7 @@ from kmtl.demo import DEMO_CONFIG
 CORPUS = DEMO_CONFIG.parent / "corpus"
 
 
-def demo_config(tmp_path, epochs=2, extra="", limit=48, backbone="tiny"):
+def demo_config(tmp_path, epochs=2, extra="", limit=48, backbone="tiny", training=""):
     text = f"""
     name: small
     backbone: {backbone}
@@ -37,7 +37,7 @@ def demo_config(tmp_path, epochs=2, extra="", limit=48, backbone="tiny"):
         train: {{format: conll, path: {CORPUS}/entities/train.conll}}
         dev: {{format: conll, path: {CORPUS}/entities/dev.conll}}
     mixture: {{batch_size: 16, sampling: temperature}}
-    training: {{epochs: {epochs}, learning_rate: 1.0e-3}}
+    training: {{epochs: {epochs}, learning_rate: 1.0e-3{training}}}
     output_dir: {tmp_path}/runs
     export: {{dir: {tmp_path}/saved_models}}
     """
@@ -49,7 +49,7 @@ def demo_config(tmp_path, epochs=2, extra="", limit=48, backbone="tiny"):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    assert main(["train", str(demo_config(tmp)), "--verbose", "0"]) == 0
+    assert main(["train", str(demo_config(tmp, training=", log_affinity_every: 4")), "--verbose", "0"]) == 0
     return tmp
 
 
@@ -86,6 +86,9 @@ def test_tensorboard_has_per_task_scalars_weights_and_learning_rate(trained):
         assert f"train/loss_weights/{task}" in tags
     assert "train/run/learning_rate" in tags
     assert "validation/sentiment/accuracy" in tags
+    # training.log_affinity_every: the negative-transfer figures of every pair
+    assert {"train/run/grad_cosine/sentiment__paraphrase", "train/run/affinity/entities_to_sentiment"} <= tags, \
+        sorted(t for t in tags if "run/" in t)
 
 
 RELOAD = """

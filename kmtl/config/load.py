@@ -271,6 +271,9 @@ def _cross_problems(data: dict) -> List[Problem]:
                                  f"weight or use strategy {_or(keepers)}"))
 
     problems += _mixture_share_problems(data)
+    if _section(data, "training").get("log_affinity_every") is not None and len(names) < 2:
+        problems.append(("training.log_affinity_every", "the affinity figures relate tasks to each other: it needs "
+                                                        "at least two tasks; remove it"))
 
     listed = _section(data, "sharing").get("progressive_tasks")
     for i, task in enumerate(listed if isinstance(listed, list) else []):

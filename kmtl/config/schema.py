@@ -571,6 +571,9 @@ class TrainingConfig(_Model):
     early_stopping: Optional[EarlyStoppingConfig] = None
     backup_every: int = Field(100, ge=1, description="steps between the backups a rerun resumes from "
                                                      "(and one at every epoch end)")
+    log_affinity_every: Optional[int] = Field(None, ge=1, description="probe every pair of tasks' gradient cosine "
+                                              "and lookahead affinity every N steps (kmtl.callbacks.TaskAffinity; "
+                                              "TensorBoard grad_cosine/ and affinity/); null: off")
 
     @field_validator("strategy")
     @classmethod

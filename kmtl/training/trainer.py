@@ -264,6 +264,10 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     start_run(plan, config)  # everything is validated: clear a replaced run, write config.json
     if describe(plan):
         echo(describe(plan))
+    if tr.log_affinity_every is not None:  # the negative-transfer figures, in TensorBoard (2+ tasks: config check)
+        from kmtl.training.affinity import TaskAffinity
+
+        callbacks = [TaskAffinity(train_ex, every=tr.log_affinity_every, seed=tr.seed), *callbacks]
     callbacks = [
         weighting,
         backup,
