@@ -260,8 +260,6 @@ def write_figures(report: dict, folder) -> dict:
     notes = {t: _chance_note(report, t) for t in deltas}  # a task at chance says so under its bar
     deltas = {(f"{t}\n({notes[t].split(':')[0]})" if notes[t] else t): d for t, d in deltas.items()}
     title = f"{report.get('name', 'compare')}: multi-task vs single-task"
-    if several_seeds(report):  # plot_deltas adds " (mean ± sd over n seeds)": on a line of its own, it fits
-        title += "\n"
     paths = {"deltas": plot_deltas(deltas, folder / DELTAS_FIGURE, delta_m=delta_m, title=title)}
     runs = report.get("runs") or {}
     first = _first_seed  # with several seeds, the curves are those of the first seed's runs

@@ -4,6 +4,7 @@ each task's single-task baseline, with Δm beside it."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -58,9 +59,14 @@ def plot_deltas(deltas: Mapping[str, dict], path, delta_m: Optional[float] = Non
         values.append(seed_values(delta_m))
         colours.append(DELTA_M)
     seeds = max([len(v) for v in values] + [1])
-    fig = new_figure(max(4.5, 1.1 * len(names) + 1.5), 4.2)
+    width = max(4.5, 1.1 * len(names) + 1.5)
+    fig = new_figure(width, 4.2)
     ax = fig.subplots()
-    ax.set_title(title + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else ""), fontsize=11)
+    title = title + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else "")
+    # wrapped to the figure's width (about 9 characters an inch at 11 points), so that a long
+    # name on a narrow figure (few tasks) is not cut off at the edges
+    ax.set_title("\n".join(textwrap.fill(line, int(width * 9), break_on_hyphens=False) for line in title.split("\n")),
+                 fontsize=11)
     x = np.arange(len(names))
     means = [float(np.mean(v)) if v else 0.0 for v in values]
     errors = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
