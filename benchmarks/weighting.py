@@ -139,7 +139,8 @@ def main(argv=None):
             f"Machine of each row: the `machine`, `date` and `loadavg_after` fields in weighting.json "
             f"(rows of 2026-11-23 did not record the CPU model: x86_64, 2 cores).\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}` "
-            f"(and `--only frozen lora adapters adapters_relation prefix progressive --learning-rate 1e-3` for the rows at lr 0.001)\n\n"
+            f"(and `--only frozen lora adapters adapters_relation prefix progressive --learning-rate 1e-3` "
+            f"for the rows at lr 0.001)\n\n"
             + table(rows) + "\n")
     (RESULTS / "weighting.md").write_text(text)
     print(text)
