@@ -100,14 +100,14 @@ def cmd_compare(args):
     config = _config_with_outputs(args.config, args.output_dir, None, args.epochs)
     from kmtl.compare import compare
 
-    flags = [f for f, on in (("--retrain", args.retrain), ("--teachers", args.teachers), ("--restart", args.restart))
-             if on]
+    flags = [f for f, on in (("--retrain", args.retrain), ("--teachers", args.teachers), ("--restart", args.restart),
+                             ("--finetune", args.finetune)) if on]
     if args.epochs is not None:
         flags.append(f"--epochs {args.epochs}")
     if args.seeds is not None:
         flags.append(f"--seeds {args.seeds if isinstance(args.seeds, int) else ','.join(map(str, args.seeds))}")
     compare(config, retrain=args.retrain, teachers=args.teachers, restart=args.restart, verbose=_keras_verbose(args),
-            seeds=args.seeds, command=" ".join(["kmtl compare", str(args.config), *flags]))
+            seeds=args.seeds, finetune=args.finetune, command=" ".join(["kmtl compare", str(args.config), *flags]))
 
 
 def positive_int(text: str) -> int:
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "by default a crashed run resumes from its backup")
     p.add_argument("--teachers", action="store_true",
                    help="distil the multi-task model from the single-task baselines (BAM! teacher annealing)")
+    p.add_argument("--finetune", action="store_true",
+                   help="add MT-DNN's second stage: each task fine-tuned alone from the multi-task model (its "
+                        "baseline's data and schedule), reported as a second table")
     p.add_argument("--output-dir", help="where runs and the baseline cache go (default: the config's output_dir)")
     p.add_argument("--epochs", type=int, help="override training.epochs (baselines and multi-task model)")
     p.add_argument("--seeds", type=seeds_arg, metavar="N|S1,S2,...",

@@ -191,6 +191,52 @@ def test_compare_caches_baselines_and_writes_reports(tmp_path, stand_in_model):
     assert len(reruns) == len(calls) >= 2 and set(reruns) == {"overwrite"}
 
 
+def test_finetune_adds_mt_dnns_second_stage_and_caches_it(tmp_path, stand_in_model):
+    """`--finetune`: each task trained alone from the multi-task run (init_from), reported in a
+    second table against the baselines, cached like the other runs, per seed with --seeds."""
+    from kmtl.compare import compare
+    from kmtl.config import load_config
+
+    write_data(tmp_path)
+    calls = []
+    plain = stand_in_trainer(calls, stand_in_model)
+
+    def trainer(config, **kwargs):  # a fine-tuned task scores 0.05 above its baseline
+        result = plain(config, **kwargs)
+        if config.init_from is not None:
+            for metrics in result.metrics.values():
+                for key in ("accuracy", "entity_f1"):
+                    if key in metrics:
+                        metrics[key] += 0.05
+        return result
+
+    lines = []
+    report = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append, finetune=True)
+    assert [(c.task_names, c.init_from is not None) for c in calls] == [
+        (("sentiment",), False), (("ner",), False), (("sentiment", "ner"), False),
+        (("sentiment",), True), (("ner",), True)]
+    multi_dir = tmp_path / "runs" / "small"
+    assert all(c.init_from == multi_dir for c in calls[3:])
+    assert calls[3].run_dir == multi_dir / "compare" / "finetune" / "sentiment"
+    stage = report["finetuned"]
+    assert stage["tasks"]["ner"]["finetuned"] == pytest.approx(0.55)
+    assert stage["tasks"]["sentiment"]["difference"] == pytest.approx(0.05)
+    assert stage["delta_m"] == pytest.approx(100 * (0.05 / 0.8 + 0.05 / 0.5) / 2)
+    text = "\n".join(lines)
+    assert "Second stage (MT-DNN" in text and "Δm after fine-tuning = +8.13 % (multi-task alone: +6.25 %)" in text
+    md = (multi_dir / "compare" / "compare.md").read_text()
+    assert "| sentiment | accuracy ↑ | 0.8000 | 0.9000 | 0.8500 | +5.00 | +6.25 % |" in md
+
+    calls.clear()  # again: everything from the cache
+    assert compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append,
+                   finetune=True)["finetuned"]["delta_m"] == pytest.approx(stage["delta_m"])
+    assert calls == []
+    two = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append, finetune=True, seeds=2)
+    assert len(calls) == 5  # the second seed's baselines, multi-task model and two fine-tuned runs
+    assert two["finetuned"]["delta_m_per_seed"] == pytest.approx([stage["delta_m"]] * 2)
+    assert two["finetuned"]["tasks"]["ner"]["per_seed"]["finetuned"] == pytest.approx([0.55, 0.55])
+
+
 def test_compare_cli_user_errors_exit_2_without_traceback(tmp_path, capsys):
     write_data(tmp_path)
     one_task = write_config(tmp_path, name="one", tasks=SENTIMENT.format(limit=8))

@@ -164,18 +164,48 @@ def _summary_lines(report: dict):
     return lines + _chance_lines(report)
 
 
-def format_text(report: dict) -> str:
-    """A plain-text table for the terminal, then Δm, training time, parameters served and the
-    tasks at chance; with several seeds, each figure's mean ± standard deviation and the Δ's
-    95 % interval and verdict."""
-    header = _header(report)
-    rows = [header] + list(_rows(report))
+FINETUNE_HEADER = ["task", "metric", "single-task", "multi-task", "multi-task + fine-tune", "Δ (points)",
+                   "Δ (relative)"]
+FINETUNE_TITLE = ("Second stage (MT-DNN, Liu et al., ACL 2019): each task fine-tuned alone from the multi-task "
+                  "model, with its baseline's data and schedule; Δ against the single-task baseline")
+
+
+def _finetune_rows(report: dict):
+    stage = report["finetuned"]
+    for task, d in stage["tasks"].items():
+        arrow = "↓" if d["lower_is_better"] else "↑"
+        yield [task, f"{d['metric']} {arrow}", _num(d["single_task"]), _num(report["tasks"][task]["multi_task"]),
+               _num(d["finetuned"]), _signed(None if d["difference"] is None else 100 * d["difference"]),
+               _signed(d["relative_percent"], unit=" %")]
+
+
+def _finetune_summary(report: dict) -> str:
+    stage = report["finetuned"]
+    over = f" (mean over {len(_seeds(report))} seeds)" if several_seeds(report) else ""
+    return (f"Δm after fine-tuning = {_signed(stage['delta_m'], unit=' %')}{over} (multi-task alone: "
+            f"{_signed(report['delta_m'], unit=' %')}); fine-tuning time {sum(stage['seconds'].values()):.1f} s in all; "
+            f"serving it takes {len(stage['tasks'])} models again")
+
+
+def _table_text(header: list, rows: list) -> list:
+    rows = [header] + rows
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 2 or i == len(header) - 1 and header[-1] == "note" else c.rjust(w)
                        for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
     lines.insert(1, "-" * max(len(line) for line in lines))
-    return "\n".join(lines + [""] + _summary_lines(report))
+    return lines
+
+
+def format_text(report: dict) -> str:
+    """A plain-text table for the terminal, then Δm, training time, parameters served and the
+    tasks at chance; with several seeds, each figure's mean ± standard deviation and the Δ's
+    95 % interval and verdict."""
+    lines = _table_text(_header(report), list(_rows(report))) + [""] + _summary_lines(report)
+    if report.get("finetuned"):
+        lines += ["", FINETUNE_TITLE, ""] + _table_text(FINETUNE_HEADER, list(_finetune_rows(report)))
+        lines += ["", _finetune_summary(report)]
+    return "\n".join(lines)
 
 
 def _cached_names(report: dict) -> list:
@@ -208,6 +238,11 @@ def format_markdown(report: dict, figures: dict = None) -> str:
     cached = _cached_names(report)
     if cached:
         out.append(f"- from the cache (not retrained this time): {', '.join(cached)}")
+    if report.get("finetuned"):
+        out += ["", f"## {FINETUNE_TITLE}", "", "| " + " | ".join(FINETUNE_HEADER) + " |",
+                "|---|---|" + "---:|" * (len(FINETUNE_HEADER) - 2)]
+        out += ["| " + " | ".join(r) + " |" for r in _finetune_rows(report)]
+        out += ["", f"- {_finetune_summary(report)}"]
     for caption, name in (figures or {}).items():
         out += ["", f"![{caption}]({name})"]
     return "\n".join(out) + "\n"
@@ -285,8 +320,9 @@ def _first_seed(value):
 def write_tensorboard(report: dict, logdir, markdown: str = None) -> None:
     """Scalars ``compare/<task>/{single_task,multi_task,difference,relative_percent}``,
     ``compare/delta_m`` (with several seeds the means, and ``*_sd``, ``*_ci95_{low,high}`` beside
-    them), ``compare/seconds/*`` and ``compare/parameters/*`` (step 0), and the
-    Markdown report as text."""
+    them), ``compare/seconds/*`` and ``compare/parameters/*`` (step 0), with ``--finetune``
+    ``compare/<task>/finetuned``, ``.../finetuned_difference``, ``.../finetuned_relative_percent``
+    and ``compare/delta_m_finetuned``; and the Markdown report as text."""
     import tensorflow as tf
 
     def scalar(name, value):
@@ -311,6 +347,12 @@ def write_tensorboard(report: dict, logdir, markdown: str = None) -> None:
         scalar("seconds/multi_task", report["seconds"]["multi_task"])
         scalar("parameters/single_task_total", report["parameters"]["single_task_total"])
         scalar("parameters/multi_task", report["parameters"]["multi_task"])
+        stage = report.get("finetuned") or {}
+        for task, d in stage.get("tasks", {}).items():  # --finetune: the second stage beside them
+            for key in ("finetuned", "difference", "relative_percent"):
+                scalar(f"{task}/finetuned_{key}" if key != "finetuned" else f"{task}/finetuned", d[key])
+        if stage:
+            scalar("delta_m_finetuned", stage["delta_m"])
         if markdown is not None:
             tf.summary.text("compare/report", markdown, step=0)
     writer.flush()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from kmtl.compare import stats
-from kmtl.compare.baselines import BaselineCache, file_stamps, settings_key
+from kmtl.compare.baselines import BaselineCache, baseline_config, baseline_settings, file_stamps, settings_key
 from kmtl.compare.chance import at_chance, chance_levels, describe_margin, level_of
 from kmtl.compare.report import format_text, write_reports
 from kmtl.errors import KmtlError
@@ -19,6 +19,9 @@ from kmtl.progress import default_mode
 
 COMPARE_FOLDER = "compare"
 MULTITASK_RECORD = "multitask.json"
+FINETUNE_FOLDER = "finetune"
+"""Second-stage runs (``kmtl compare --finetune``): ``<run_dir>/compare/finetune/<task>/``."""
+FINETUNE_RECORD = "finetune.json"
 
 
 def served_parameters(model) -> int:
@@ -108,7 +111,8 @@ def seed_config(config, seed: int):
 
 def _train_seed(config, cache, *, retrain, teachers, verbose, say, trainer, rerun, step, total, label, started):
     """The baselines and the multi-task record of one seed, trained or from the cache:
-    ``(baselines, multi, cached, config)`` (``config`` with its teachers when ``teachers``)."""
+    ``(baselines, multi, cached, config)`` (``config`` with its teachers when ``teachers``).
+    ``total`` counts the runs of every seed, and ``step`` those of the seeds before this one."""
     baselines, cached = {}, {}
     for n, task in enumerate(config.task_names, step + 1):
         record = None if retrain else cache.get(config, task)
@@ -158,9 +162,46 @@ def _train_seed(config, cache, *, retrain, teachers, verbose, say, trainer, reru
     return baselines, multi, cached, config
 
 
+def _finetune_seed(config, multi, *, retrain, verbose, say, trainer, rerun, step, total, label, started) -> dict:
+    """MT-DNN's second stage for one seed: each task's single-task run started from the
+    multi-task model (``init_from``), trained or from its record: ``{task: record}``.
+
+    A record is kept beside each run (``<run_dir>/compare/finetune/<task>/finetune.json``) and
+    reused while the multi-task model and the task's baseline settings are the same."""
+    tuned = {}
+    folder = Path(config.run_dir) / COMPARE_FOLDER / FINETUNE_FOLDER
+    for n, task in enumerate(config.task_names, step + 1):
+        base = baseline_config(config, task, output_dir=folder, name=task)
+        base = base.model_copy(update={"init_from": Path(multi["run_dir"])})
+        key = settings_key({"multi_task": multi["key"], "baseline": baseline_settings(config, task)})
+        path = base.run_dir / FINETUNE_RECORD
+        record = None
+        if not retrain and path.is_file():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                record = None
+            if record is not None and record.get("key") != key:
+                record = None
+        if record is None:
+            say(f"\n== [{n}/{total}] {label}second stage: {task} fine-tuned from the multi-task model "
+                f"({_since(started)}) ==")
+            result = trainer(base, verbose=verbose, export=False, echo=say, **rerun)
+            record = {"key": key, "run_dir": str(result.run_dir), "metrics": result.metrics,
+                      "seconds": result.seconds, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            del result
+            gc.collect()
+            base.run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
+        else:
+            say(f"[{n}/{total}] {label}second stage {task}: cached in {record['run_dir']}")
+        tuned[task] = record
+    return tuned
+
+
 def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: int = 0, echo=print,
             primary: Optional[Dict[str, str]] = None, command: str = "", trainer: Optional[Callable] = None,
-            restart: bool = False, seeds: Union[None, int, Sequence[int]] = None) -> dict:
+            restart: bool = False, seeds: Union[None, int, Sequence[int]] = None, finetune: bool = False) -> dict:
     """Train (or take from the cache) every task's single-task baseline and the multi-task model,
     then report per-task metrics, per-task Δ, Δm, training time and parameters served; with
     several seeds, each figure's mean, spread and 95 % interval.
@@ -203,6 +244,11 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
         trainer: the training function (default `kmtl.training.train`; tests count calls).
         seeds: ``None`` (the config's ``training.seed`` alone), a count ``n`` (``training.seed``
             and the ``n - 1`` seeds after it) or a list of seeds (`stats.resolve_seeds`).
+        finetune: add MT-DNN's second stage (Liu et al., "Multi-Task Deep Neural Networks for
+            Natural Language Understanding", ACL 2019): each task fine-tuned alone from the
+            multi-task model, with its baseline's data and schedule (``kmtl compare
+            --finetune``); the report gets ``finetuned`` (each task's score, its Δ against
+            the single-task baseline, Δm) and a second table.
 
     Returns:
         the report (the content of ``compare.json``) with ``"paths"`` added. With ``n ≥ 2``
@@ -222,16 +268,19 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
     cache = BaselineCache(config.output_dir)
     config = config.model_copy(update={"export": config.export.model_copy(update={"enabled": False})})
     say = echo if default_mode() != "off" else _silent  # progress lines; the report is always echoed
-    runs = len(config.task_names) + 1
+    runs = len(config.task_names) * (2 if finetune else 1) + 1
     started = time.perf_counter()
 
     per_seed = []
     for k, seed in enumerate(chosen):
         label = f"seed {seed}: " if len(chosen) > 1 else ""
-        baselines, multi, cached, seeded = _train_seed(
-            seed_config(config, seed), cache, retrain=retrain, teachers=teachers, verbose=verbose, say=say,
-            trainer=trainer, rerun=rerun, step=k * runs, total=runs * len(chosen), label=label, started=started)
-        per_seed.append(_seed_report(config.task_names, baselines, multi, cached, primary))
+        options = dict(retrain=retrain, verbose=verbose, say=say, trainer=trainer, rerun=rerun,
+                       total=runs * len(chosen), label=label, started=started)
+        baselines, multi, cached, seeded = _train_seed(seed_config(config, seed), cache, teachers=teachers,
+                                                       step=k * runs, **options)
+        tuned = (_finetune_seed(seed_config(config, seed), multi, step=k * runs + len(config.task_names) + 1,
+                                **options) if finetune else None)
+        per_seed.append(_seed_report(config.task_names, baselines, multi, cached, primary, tuned))
     teacher_names = sorted(getattr(seeded, "teachers", {}) or {})  # the same tasks at every seed
 
     report = per_seed[0] if len(chosen) == 1 else aggregate_seeds(per_seed)  # one seed: the report as it always was
@@ -251,10 +300,22 @@ def compare(config, *, retrain: bool = False, teachers: bool = False, verbose: i
     return {**report, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def _seed_report(names, baselines, multi, cached, primary) -> dict:
-    """One seed's figures: the body of a one-seed report."""
+def _seed_report(names, baselines, multi, cached, primary, tuned=None) -> dict:
+    """One seed's figures: the body of a one-seed report (with ``finetuned`` given ``tuned``)."""
     single_metrics = {t: baselines[t]["metrics"][t] for t in names}
     deltas = task_deltas(multi["metrics"], single_metrics, primary)
+    extra = {}
+    if tuned is not None:
+        tuned_metrics = {t: tuned[t]["metrics"][t] for t in names}
+        tuned_deltas = task_deltas(tuned_metrics, single_metrics, primary)
+        extra["finetuned"] = {
+            "tasks": {t: {**{k: v for k, v in d.items() if k != "multi_task"}, "finetuned": d["multi_task"]}
+                      for t, d in tuned_deltas.items()},
+            "delta_m": delta_m_of(tuned_deltas),
+            "metrics": tuned_metrics,
+            "seconds": {t: tuned[t]["seconds"] for t in names},
+            "runs": {t: tuned[t]["run_dir"] for t in names},
+        }
     return {
         "tasks": deltas,
         "delta_m": delta_m_of(deltas),
@@ -267,6 +328,7 @@ def _seed_report(names, baselines, multi, cached, primary) -> dict:
                        "multi_task": multi["parameters"]},
         "cached": cached,
         "runs": {"single_task": {t: baselines[t]["run_dir"] for t in names}, "multi_task": multi["run_dir"]},
+        **extra,
     }
 
 
@@ -302,6 +364,22 @@ def aggregate_seeds(per_seed: List[dict]) -> dict:
             "per_seed": values,
         }
     dm = stats.summary([s["delta_m"] for s in per_seed])
+    extra = {}
+    if "finetuned" in first:  # the second stage: means over the seeds, each seed's figures beside them
+        stages = [s["finetuned"] for s in per_seed]
+        extra["finetuned"] = {
+            "tasks": {t: {"metric": stages[0]["tasks"][t]["metric"],
+                          "lower_is_better": stages[0]["tasks"][t]["lower_is_better"],
+                          **{key: stats.summary([st["tasks"][t][key] for st in stages])["mean"]
+                             for key in ("single_task", "finetuned", "difference", "relative_percent")},
+                          "per_seed": {key: [st["tasks"][t][key] for st in stages]
+                                       for key in ("finetuned", "difference", "relative_percent")}}
+                      for t in names},
+            "delta_m": stats.summary([st["delta_m"] for st in stages])["mean"],
+            "delta_m_per_seed": [st["delta_m"] for st in stages],
+            "seconds": {t: sum(st["seconds"][t] for st in stages) for t in names},
+            "runs": {t: [st["runs"][t] for st in stages] for t in names},
+        }
     seconds = {"single_task": {t: sum(s["seconds"]["single_task"][t] for s in per_seed) for t in names},
                "single_task_total": sum(s["seconds"]["single_task_total"] for s in per_seed),
                "multi_task": sum(s["seconds"]["multi_task"] for s in per_seed),
@@ -321,6 +399,7 @@ def aggregate_seeds(per_seed: List[dict]) -> dict:
         "cached": {key: [s["cached"][key] for s in per_seed] for key in first["cached"]},
         "runs": {"single_task": {t: [s["runs"]["single_task"][t] for s in per_seed] for t in names},
                  "multi_task": [s["runs"]["multi_task"] for s in per_seed]},
+        **extra,
     }
 
 
