@@ -72,7 +72,8 @@ def shared_variables(model) -> list:
     GradNorm's measured layer work on. Everything trainable except `task_specific_variables`.
 
     Example:
-        >>> [v.path for v in shared_variables(model)][:2]   # sharing="adapters": only what is not frozen
+        >>> model = kmtl.build_model(encoder, tasks, sharing="progressive")   # every task its own column
+        >>> shared_variables(model)                                          # the encoder is frozen
         []
     """
     own = {id(v) for v in task_specific_variables(model)}
