@@ -301,3 +301,39 @@ def test_warm_start_refuses_what_would_change_the_old_answers(runs):
                              column_size=2)
     with pytest.raises(KmtlError, match="trained with sharing 'adapters'"):
         warm_start(model, adapted)
+
+
+def test_tasks_without_a_column_stay_out_of_the_training_mixture(tmp_path):
+    """Their encoder and heads are frozen: their batches would cost steps and teach nothing. The
+    trainer leaves them out of the mixture (steps count the column tasks only) and evaluates them."""
+    from kmtl.config import load_config
+    from kmtl.sharing import make_sharing
+    from kmtl.training import train
+
+    assert make_sharing("progressive", progressive_tasks=[NEW]).frozen_tasks(["sentiment", NEW]) == ["sentiment"]
+    assert make_sharing("progressive").frozen_tasks(["sentiment", NEW]) == []
+    assert make_sharing("adapters").frozen_tasks(["sentiment", NEW]) == []
+
+    (tmp_path / "s.tsv").write_text("s\tl\n" + "".join(f"good film {i}\tpositive\nbad film {i}\tnegative\n"
+                                                        for i in range(20)))
+    (tmp_path / "n.tsv").write_text("s\tl\n" + "".join(f"the match {i}\tsports\na vote {i}\tpolitics\n"
+                                                        for i in range(4)))
+    (tmp_path / "c.yaml").write_text(f"""
+name: p
+backbone: tiny
+max_length: 16
+tasks:
+  - {{name: sentiment, kind: classification, train: {{format: tsv, path: s.tsv, text: s, label: l}},
+     dev: {{format: tsv, path: s.tsv, text: s, label: l}}}}
+  - {{name: {NEW}, kind: classification, train: {{format: tsv, path: n.tsv, text: s, label: l}}}}
+sharing: {{mode: progressive, progressive_tasks: [{NEW}], column_size: 4}}
+mixture: {{batch_size: 4}}
+training: {{epochs: 1}}
+export: {{enabled: false}}
+""")
+    lines = []
+    result = train(load_config(tmp_path / "c.yaml"), verbose=0, echo=lines.append)
+    text = "\n".join(lines)
+    assert "not trained (sharing progressive trains nothing of theirs), evaluated: sentiment" in text
+    assert "1 epochs x 2 steps" in text  # the new task's 8 examples in batches of 4; not 48 / 4
+    assert "accuracy" in result.metrics["sentiment"]

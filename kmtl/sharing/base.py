@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Sequence
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 TASK_ID = "task_id"
@@ -39,6 +39,11 @@ class Sharing:
     def encode(self, backbone, inputs: dict) -> dict:
         """The backbone's outputs for the model's symbolic ``inputs``."""
         return backbone({name: inputs[name] for name in INPUT_NAMES})
+
+    def frozen_tasks(self, task_names: Sequence[str]) -> List[str]:
+        """The tasks this mode trains nothing for (their loss reaches no trainable weight): a
+        training mixture leaves them out, evaluation keeps them. Default: none."""
+        return []
 
     @classmethod
     def for_export(cls, model):

@@ -289,6 +289,11 @@ class ProgressiveNetworks(Sharing):
         self.size = int(size)
         self._num_tasks = None
 
+    def frozen_tasks(self, task_names: Sequence[str]) -> List[str]:
+        """The tasks without a column: encoder and heads frozen, nothing of theirs trains (their
+        batches would cost steps and teach nothing, so the training mixture leaves them out)."""
+        return [] if self.tasks is None else [t for t in task_names if t not in self.tasks]
+
     def prepare(self, backbone, num_tasks: int) -> None:
         transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers
         if self.tasks is not None and len(self.tasks) > num_tasks:

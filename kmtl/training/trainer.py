@@ -22,7 +22,7 @@ from kmtl.model.precision import precision_scope
 from kmtl.optimizer import make_optimizer
 from kmtl.plots import plot_run_curves
 from kmtl.run_files import METRICS_FILE, save_run
-from kmtl.sharing import format_parameter_counts, trainable_parameter_counts
+from kmtl.sharing import format_parameter_counts, make_sharing, trainable_parameter_counts
 from kmtl.sharing.counts import head_layers
 from kmtl.training.backup import BACKUP_FOLDER, StepBackup
 from kmtl.training.data import read_task_examples
@@ -223,9 +223,16 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     strategy = choose_strategy(config.training.strategy)
     tr = config.training
     batch_size = config.mixture.batch_size
+    # tasks the sharing mode trains nothing for (progressive: no column) stay out of the training
+    # mixture, where their batches would only cost steps; they are still evaluated
+    frozen = make_sharing(config.sharing.mode, **config.sharing.options()).frozen_tasks(config.task_names)
+    if frozen:
+        echo(f"not trained (sharing {config.sharing.mode} trains nothing of theirs), evaluated: {', '.join(frozen)}")
+    trained_ex = {name: exs for name, exs in train_ex.items() if name not in frozen}
     own_sizes = {t.name: t.batch_size for t in config.tasks if t.batch_size is not None}
     steps = tr.steps_per_epoch or default_steps_per_epoch(
-        list(sizes.values()), batch_size, [own_sizes.get(name) for name in sizes] if own_sizes else None)
+        [len(exs) for exs in trained_ex.values()], batch_size,
+        [own_sizes.get(name) for name in trained_ex] if own_sizes else None)
     # the encoder is built under the config's dtype policy (heads stay float32); the policy is
     # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
     with strategy.scope(), precision_scope(tr.precision):
@@ -242,7 +249,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     preprocessor = model.preprocessor  # the config's max_length: training, predict and export tokenize alike
 
     train_ds = mixture(  # one stream for the whole run: batch i depends on (seed, i) only, so a rerun can skip to i
-        tasks, train_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
+        tasks, trained_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
         sampling=config.mixture.sampling, temperature=config.mixture.temperature,
         granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
         reshuffle_each_iteration=False, **_length_options(config),
