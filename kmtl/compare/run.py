@@ -138,14 +138,7 @@ def _train_seed(config, cache, *, retrain, teachers, verbose, say, trainer, reru
     folder = config.run_dir / COMPARE_FOLDER
     key = settings_key(multitask_settings(config))
     record_path = folder / MULTITASK_RECORD
-    multi = None
-    if not retrain and record_path.is_file():
-        try:
-            multi = json.loads(record_path.read_text(encoding="utf-8"))
-        except ValueError:
-            multi = None
-        if multi is not None and multi.get("key") != key:
-            multi = None
+    multi = None if retrain else _read_record(record_path, key)
     cached["multi_task"] = multi is not None
     if multi is None:
         say(f"\n== [{n}/{total}] {label}multi-task model: {', '.join(config.task_names)} ({_since(started)}) ==")
@@ -155,11 +148,24 @@ def _train_seed(config, cache, *, retrain, teachers, verbose, say, trainer, reru
                  "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         del result
         gc.collect()
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(record_path, json.dumps(json_safe(multi), indent=2, sort_keys=True) + "\n")
+        _write_record(record_path, multi)
     else:
         say(f"[{n}/{total}] {label}multi-task model: cached in {multi['run_dir']}")
     return baselines, multi, cached, config
+
+
+def _read_record(path: Path, key: str) -> Optional[dict]:
+    """The JSON record at ``path`` when it exists, reads, and was made with settings ``key``; else ``None``."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("key") == key else None
+
+
+def _write_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
 
 
 def _finetune_seed(config, multi, *, retrain, verbose, say, trainer, rerun, step, total, label, started) -> dict:
@@ -175,14 +181,7 @@ def _finetune_seed(config, multi, *, retrain, verbose, say, trainer, rerun, step
         base = base.model_copy(update={"init_from": Path(multi["run_dir"])})
         key = settings_key({"multi_task": multi["key"], "baseline": baseline_settings(config, task)})
         path = base.run_dir / FINETUNE_RECORD
-        record = None
-        if not retrain and path.is_file():
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                record = None
-            if record is not None and record.get("key") != key:
-                record = None
+        record = None if retrain else _read_record(path, key)
         if record is None:
             say(f"\n== [{n}/{total}] {label}second stage: {task} fine-tuned from the multi-task model "
                 f"({_since(started)}) ==")
@@ -191,8 +190,7 @@ def _finetune_seed(config, multi, *, retrain, verbose, say, trainer, rerun, step
                       "seconds": result.seconds, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
             del result
             gc.collect()
-            base.run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
+            _write_record(path, record)
         else:
             say(f"[{n}/{total}] {label}second stage {task}: cached in {record['run_dir']}")
         tuned[task] = record
