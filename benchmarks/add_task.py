@@ -105,6 +105,12 @@ def table(rows: dict, limit: int) -> str:
     return "\n".join(lines)
 
 
+def measured_on(rows: dict) -> str:
+    """Where and under what load each row was measured (a time holds for that CPU and load only)."""
+    return "Measured on: " + "; ".join(f"{k.split('@')[0]} {r['date']}, {r['machine']}, 1-min load "
+                                       f"{r['loadavg_after']:.1f}" for k, r in rows.items())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=500, help="training and eval examples per task")
@@ -128,7 +134,7 @@ def main(argv=None):
             f"{args.limit} of sst2/test.tsv, conll2003/test.txt, wnut17/test.conll. Machine, date and load of each "
             "run: `benchmarks/results/add-task.json`.\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/add_task.py --limit {args.limit}`\n\n"
-            + table(rows, args.limit) + "\n")
+            + table(rows, args.limit) + "\n\n" + measured_on(rows) + "\n")
     (RESULTS / "add-task.md").write_text(text)
     print(text)
 

@@ -141,7 +141,9 @@ def main(argv=None):
             f"Reproduce: `.venv/bin/python benchmarks/weighting.py --limit {args.limit} --epochs {args.epochs}` "
             f"(and `--only frozen lora adapters adapters_relation prefix progressive --learning-rate 1e-3` "
             f"for the rows at lr 0.001)\n\n"
-            + table(rows) + "\n")
+            + table(rows) + "\n\nMeasured on: " + "; ".join(
+                f"{r['variant']} (lr {r.get('learning_rate', 1e-4):g}) {r['date']}, {r.get('machine', 'CPU not recorded')}"
+                f", 1-min load {r['loadavg_after']:.1f}" for r in rows if "loadavg_after" in r) + "\n")
     (RESULTS / "weighting.md").write_text(text)
     print(text)
 
