@@ -1,6 +1,7 @@
 """Keras callbacks that kmtl provides (re-exported for ``kmtl.callbacks.X``)."""
 
 from kmtl.training.affinity import TaskAffinity
+from kmtl.training.early_stopping import RunEarlyStopping, TaskEarlyStopping
 from kmtl.training.tensorboard import TaskTensorBoard
 from kmtl.weighting import (
     DynamicWeightAverage,
@@ -14,5 +15,6 @@ from kmtl.weighting import (
     UncertaintyWeighting,
 )
 
-__all__ = ["TaskAffinity", "TaskTensorBoard", "TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting",
+__all__ = ["TaskAffinity", "TaskEarlyStopping", "RunEarlyStopping", "TaskTensorBoard",
+           "TaskWeighting", "StepWeighting", "StaticWeighting", "LinearWeighting",
            "DynamicWeightAverage", "UncertaintyWeighting", "GradNorm", "PCGrad", "RandomLossWeighting"]

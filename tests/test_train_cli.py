@@ -218,6 +218,9 @@ def test_evaluate_command_reproduces_metrics(trained, capsys):
     assert "paraphrase" in capsys.readouterr().out
 
 
+# CI time: tests/test_task_early_stopping.py crashes at an epoch's end and resumes exactly (and
+# test_resume.py mid-epoch and with kill -9); this one does it through the demo-like config
+@pytest.mark.slow
 def test_rerun_after_a_crash_resumes_from_the_last_epoch(tmp_path, monkeypatch):
     import keras
 

@@ -279,6 +279,21 @@ def _or(items) -> str:
 # --- tasks --------------------------------------------------------------------------------
 
 
+class TaskEarlyStoppingConfig(_Model):
+    """``tasks[i].early_stopping``: the task leaves training when its own figure stops improving
+    (`kmtl.training.early_stopping.TaskEarlyStopping`).
+
+    ``monitor``: one of the figures the task's kind logs (``accuracy``, ``entity_f1``...) or
+    ``loss``, measured on the task's dev split when it has one (default: the kind's main metric
+    where it is logged during training, else the first it logs).
+    """
+
+    monitor: Optional[str] = None
+    patience: int = Field(2, ge=1)
+    min_delta: NonNegativeFloat = 0.0
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
 class _TaskSection(_Model):
     """The keys of a task that every kind has; `TaskConfig` adds the kinds' own options."""
 
@@ -292,6 +307,7 @@ class _TaskSection(_Model):
                                          "examples (joint) or batches (alternating); default: mixture.sampling's")
     batch_size: Optional[int] = Field(None, ge=1, description="alternating batches: this task's batch size "
                                       "(default: mixture.batch_size)")
+    early_stopping: Optional[TaskEarlyStoppingConfig] = None
     train: SourceConfig
     dev: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, ge=1)
@@ -340,6 +356,24 @@ class _TaskSection(_Model):
         if repeated:
             raise problem(f"labels must be unique; repeated: {', '.join(repeated)}")
         return value
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _own_figure(cls, value, info):
+        kind = info.data.get("kind")
+        if value is None or kind not in LOGGED_METRICS:
+            return value
+        logged = LOGGED_METRICS[kind]
+        if value.monitor is None:
+            primary = _KINDS[kind].attributes.get("primary_metric")
+            return value.model_copy(update={"monitor": primary if primary in logged else logged[0]})
+        name = info.data.get("name") or "task"
+        bare = value.monitor.removeprefix("val_").removeprefix(f"{name}_")
+        if bare not in ("loss",) + logged:
+            raise problem(f"{value.monitor!r} is not a figure a {kind} task logs; monitor one of: "
+                          f"{', '.join(('loss',) + logged)} (this task's own, on its dev split when it has one)",
+                          "monitor")
+        return value.model_copy(update={"monitor": bare})
 
     def kind_options(self) -> dict:
         """The options set for this task's kind (validated above), as keyword arguments of

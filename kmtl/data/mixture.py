@@ -73,6 +73,7 @@ def mixture(
     reshuffle_each_iteration: bool = True,
     shares: Optional[Dict[str, float]] = None,
     batch_sizes: Optional[Dict[str, int]] = None,
+    stopped: Optional[Dict[str, int]] = None,
 ) -> tf.data.Dataset:
     """The multi-task training dataset: ``epochs × steps_per_epoch`` batches of ``(x, y, w)``.
 
@@ -115,6 +116,10 @@ def mixture(
             ``size`` examples (the others ``batch_size``); the sampler then counts each task's
             size in batches, so proportional sampling still sees every example once an epoch.
             YAML: ``tasks[i].batch_size``.
+        stopped: ``{task: epoch}``: the task draws no examples from that (0-based) epoch on; the
+            others fill its share. The batches of the epochs before are the same as without it,
+            so a run can go on from there (per-task early stopping,
+            `kmtl.training.early_stopping.TaskEarlyStopping`).
 
     Example:
         >>> train = kmtl.data.mixture(tasks, {"sentiment": sst, "ner": conll}, pre,
@@ -139,9 +144,10 @@ def mixture(
     sampler = get_sampler(sampling, temperature)
     by_name = {t.name: t for t in tasks}
     names = tasks_with_examples(by_name, examples_by_task)
-    unknown = sorted((set(shares or {}) | set(batch_sizes or {})) - set(by_name))
+    unknown = sorted((set(shares or {}) | set(batch_sizes or {}) | set(stopped or {})) - set(by_name))
     if unknown:
-        raise ValueError(f"shares or batch sizes given for unknown tasks {unknown}; the model's tasks are {sorted(by_name)}")
+        raise ValueError(f"shares, batch sizes or stop epochs given for unknown tasks {unknown}; the model's tasks are "
+                         f"{sorted(by_name)}")
     sizes = [len(examples_by_task[name]) for name in names]
     own_sizes = [(batch_sizes or {}).get(name) for name in names]
     steps = steps_per_epoch or default_steps_per_epoch(sizes, batch_size, own_sizes if batch_sizes else None)
@@ -164,6 +170,8 @@ def mixture(
     table = np.stack([sampler.weights(counted, e, epochs) for e in range(epochs)])
     if shares:
         table = np.stack([with_shares(row, [shares.get(name) for name in names]) for row in table])
+    if stopped:
+        table = _without_stopped(table, names, stopped)
     table = table.astype(np.float32)
     extra = batch_size * len(bounds) if group_by_length else 0
     choices = _task_choices if reshuffle_each_iteration else _fixed_task_choices
@@ -175,6 +183,19 @@ def mixture(
         ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE).map(trim)
     ds = ds.take(steps * epochs)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _without_stopped(table: np.ndarray, names: Sequence[str], stopped: Dict[str, int]) -> np.ndarray:
+    """``table`` (epochs × tasks probabilities) with each stopped task's column zeroed from its stop
+    epoch on, the rows renormalised; an epoch where every task has stopped is an error."""
+    table = table.copy()
+    for i, name in enumerate(names):
+        if name in stopped:
+            table[max(0, int(stopped[name])):, i] = 0.0
+    sums = table.sum(axis=1)
+    if not (sums > 0).all():
+        raise ValueError(f"every task has stopped by epoch {int(np.argmin(sums > 0))} ({stopped}): nothing to train")
+    return table / sums[:, None]
 
 
 def _task_choices(table: np.ndarray, per_epoch: int, seed: int, extra: int = 0) -> tf.data.Dataset:

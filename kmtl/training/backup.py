@@ -87,6 +87,8 @@ class StepBackup(keras.callbacks.Callback):
         save_every: back up every this many steps (and at every epoch's end).
         config_hash: stored in ``state.json``; a backup with another hash is refused
             (``None``: no check).
+        extra: called at each backup for more JSON-able state (``state.json``'s ``"extra"``,
+            read back with `read_backup_state`): the per-task early stopping's counts.
 
     Example:
         >>> backup = StepBackup("runs/demo/backup", steps_per_epoch=339)
@@ -96,7 +98,7 @@ class StepBackup(keras.callbacks.Callback):
     """
 
     def __init__(self, backup_dir, steps_per_epoch: int, save_every: int = DEFAULT_SAVE_EVERY,
-                 config_hash=None):
+                 config_hash=None, extra=None):
         super().__init__()
         if steps_per_epoch < 1 or save_every < 1:
             raise ValueError(f"steps_per_epoch and save_every must be >= 1, got {steps_per_epoch}, {save_every}")
@@ -104,6 +106,7 @@ class StepBackup(keras.callbacks.Callback):
         self.steps_per_epoch = int(steps_per_epoch)
         self.save_every = int(save_every)
         self.config_hash = config_hash
+        self.extra = extra
         self._loaded = False
         self._offset = 0  # steps of the first epoch done before this fit (a resumed epoch)
         self._epoch = 0
@@ -184,7 +187,8 @@ class StepBackup(keras.callbacks.Callback):
         np.savez(self.backup_dir / rng, **{str(i): np.asarray(v.numpy()) for i, v in enumerate(self._rng_states())})
         write_atomic(self.backup_dir / STATE_FILE, json.dumps(
             {"epoch": epoch, "step": step, "global_step": global_step, "steps_per_epoch": self.steps_per_epoch,
-             "weights": name, "rng": rng, "config_hash": self.config_hash}) + "\n")
+             "weights": name, "rng": rng, "config_hash": self.config_hash,
+             **({"extra": self.extra()} if self.extra is not None else {})}) + "\n")
         for old in self.backup_dir.glob("step-*"):
             if old.name not in (name, rng):
                 old.unlink(missing_ok=True)

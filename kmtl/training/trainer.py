@@ -24,8 +24,9 @@ from kmtl.plots import plot_run_curves
 from kmtl.run_files import METRICS_FILE, save_run
 from kmtl.sharing import format_parameter_counts, make_sharing, trainable_parameter_counts
 from kmtl.sharing.counts import head_layers
-from kmtl.training.backup import BACKUP_FOLDER, StepBackup
+from kmtl.training.backup import BACKUP_FOLDER, StepBackup, read_backup_state
 from kmtl.training.data import read_task_examples
+from kmtl.training.early_stopping import RunEarlyStopping, TaskEarlyStopping, freeze_heads
 from kmtl.training.run_folder import LOGS_FOLDER, describe, plan_run, start_run
 from kmtl.training.strategy import choose_strategy
 from kmtl.training.tensorboard import TaskTensorBoard
@@ -146,37 +147,69 @@ def _early_stopping(config, has_dev, tasks=None):
         if monitor.removeprefix("val_") not in logged:
             raise ConfigError([("training.early_stopping.monitor",
                                 f"{es.monitor!r} is not in the training logs; monitor one of: {', '.join(logged)}")])
-    return keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, mode=es.mode,
-                                         restore_best_weights=True, verbose=1)
+    return RunEarlyStopping(monitor=monitor, patience=es.patience, mode=es.mode, restore_best_weights=True, verbose=1)
 
 
-def _fit_from_backup(model, train_ds, backup: StepBackup, steps: int, epochs: int, **fit_args) -> dict:
-    """``fit`` from where ``backup`` stands; returns the merged ``History.history``.
+def _task_early_stopping(config, dev_ex, frozen, echo):
+    """`TaskEarlyStopping` for the tasks with ``early_stopping`` (and something to train), or ``None``.
 
-    ``train_ds`` is the run's whole stream (``epochs × steps`` batches, the same for every
-    iterator). Keras' ``fit`` has no initial step, so an epoch interrupted after ``k`` steps is
-    finished by a ``fit`` of its own (``steps - k`` steps, after ``skip``-ping the stream to
-    the backup's step); the remaining epochs follow in a second ``fit``. The same callback
-    objects serve both (their ``on_train_begin`` / ``on_train_end`` run twice). Without a
-    backup, or at an epoch boundary, this is one ``fit``.
+    A task with dev examples is judged by its ``val_`` figure, one without by its training figure."""
+    rules = {}
+    for task in config.tasks:
+        es = task.early_stopping
+        if es is None or task.name in frozen:
+            continue
+        prefix = "val_" if dev_ex.get(task.name) else ""
+        rules[task.name] = {"monitor": f"{prefix}{task.name}_{es.monitor}", "patience": es.patience,
+                            "min_delta": es.min_delta, "mode": es.mode}
+    trained = [t.name for t in config.tasks if t.name not in frozen]
+    return TaskEarlyStopping(rules, trained=trained, echo=echo) if rules else None
+
+
+def _fit_from_backup(model, stream, backup: StepBackup, steps: int, epochs: int, stopper=None, task_stopper=None,
+                     **fit_args) -> dict:
+    """``fit`` from where ``backup`` stands to the run's end; returns the merged ``History.history``.
+
+    ``stream(stopped)`` is the run's whole input (``epochs × steps`` batches, the same for every
+    iterator) for the tasks stopped so far (``{task: first epoch without it}``). Keras' ``fit``
+    has no initial step, so an epoch interrupted after ``k`` steps is finished by a ``fit`` of
+    its own (``steps - k`` steps, after ``skip``-ping the stream to the backup's step); the
+    remaining epochs follow in a second ``fit``. When ``task_stopper``
+    (`kmtl.training.early_stopping.TaskEarlyStopping`) stops a task, its ``fit`` ends at that
+    epoch and the next one trains on a stream without the task (its first epochs are the
+    same batches), with the task's head frozen. The same callback objects serve every ``fit``
+    (their ``on_train_begin`` / ``on_train_end`` run each time). ``stopper`` (the run's
+    `RunEarlyStopping`) ends the run.
     """
     start = backup.resume_point()
-    segments = []  # (first epoch, end epoch, steps per epoch)
-    if start.step:
-        segments.append((start.epoch, start.epoch + 1, steps - start.step))
-    first = start.epoch + (1 if start.step else 0)
-    if first < epochs or not segments:  # a run that had finished still loads its backup
-        segments.append((min(first, epochs), epochs, steps))
     backup.starting_at(start)
-    done, history = start.global_step(steps), {}
-    for initial, end, n in segments:
-        data = train_ds.skip(done).take((end - initial) * n) if end > initial else train_ds.take(1)
+    epoch, offset, history = start.epoch, start.step, {}
+    stopped = dict(task_stopper.stopped) if task_stopper is not None else {}
+    while True:
+        if offset:  # the rest of an interrupted epoch
+            initial, end, n = epoch, epoch + 1, steps - offset
+        else:
+            initial, end, n = min(epoch, epochs), epochs, steps
+        data = stream(stopped)
+        done = initial * steps + offset
+        # a run that had finished still loads its backup (a fit of no epoch)
+        data = data.skip(done).take((end - initial) * n) if end > initial else data.take(1)
         fitted = model.fit(data, initial_epoch=initial, epochs=end, steps_per_epoch=n, shuffle=False, **fit_args)
         for key, values in fitted.history.items():
             history.setdefault(key, []).extend(values)
-        done += (end - initial) * n
-        if model.stop_training:  # early stopping
+        if end <= initial:
             break
+        epoch, offset = initial + len(fitted.history.get("loss", [])), 0
+        new_stops = task_stopper is not None and task_stopper.stopped != stopped
+        if epoch >= epochs or (stopper is not None and stopper.stopped_epoch > 0):
+            break
+        if epoch < end and not new_stops:  # another callback stopped training (TerminateOnNaN...)
+            break
+        if new_stops:
+            if task_stopper.all_stopped:
+                break
+            freeze_heads(model, [t for t in task_stopper.stopped if t not in stopped])
+            stopped = dict(task_stopper.stopped)
     return history
 
 
@@ -248,24 +281,40 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
                       jit_compile=tr.jit_compile)
     preprocessor = model.preprocessor  # the config's max_length: training, predict and export tokenize alike
 
-    train_ds = mixture(  # one stream for the whole run: batch i depends on (seed, i) only, so a rerun can skip to i
-        tasks, trained_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
-        sampling=config.mixture.sampling, temperature=config.mixture.temperature,
-        granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
-        reshuffle_each_iteration=False, **_length_options(config),
-        shares={t.name: t.batch_share for t in config.tasks if t.batch_share is not None},
-        batch_sizes={name: size * strategy.num_replicas_in_sync for name, size in own_sizes.items()},
-    )
-    if annealing is not None:  # BAM!: teacher targets ride along as y[task]["teacher"]
-        train_ds = with_teachers(train_ds, tasks, load_teacher_tables(config.teachers, tasks, train_ex,
-                                                                      preprocessor, echo))
+    tables = load_teacher_tables(config.teachers, tasks, train_ex, preprocessor, echo) if annealing is not None else None
+
+    def stream(stopped=None):
+        """The run's one stream: batch i depends on (seed, i, the tasks stopped before it) only,
+        so a rerun can skip to i."""
+        train_ds = mixture(
+            tasks, trained_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
+            sampling=config.mixture.sampling, temperature=config.mixture.temperature,
+            granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
+            reshuffle_each_iteration=False, **_length_options(config),
+            shares={t.name: t.batch_share for t in config.tasks if t.batch_share is not None},
+            batch_sizes={name: size * strategy.num_replicas_in_sync for name, size in own_sizes.items()},
+            stopped=stopped or None,
+        )
+        # BAM!: teacher targets ride along as y[task]["teacher"]
+        return train_ds if tables is None else with_teachers(train_ds, tasks, tables)
+
+    stream()  # builds (and so checks) the input before anything is written
     before = start_from_run(config, model, dev_ex, echo) if config.init_from is not None else None
     has_dev = any(dev_ex.values())
     val_ds = validation_dataset(tasks, dev_ex, preprocessor) if has_dev else None
 
-    backup = StepBackup(run_dir / BACKUP_FOLDER, steps, save_every=tr.backup_every, config_hash=plan.config_hash)
+    task_stopper = _task_early_stopping(config, dev_ex, frozen, echo)
+    backup = StepBackup(run_dir / BACKUP_FOLDER, steps, save_every=tr.backup_every, config_hash=plan.config_hash,
+                        extra=None if task_stopper is None else lambda: {"task_early_stopping": task_stopper.get_state()})
     if plan.resume:
         backup.resume_point()  # a backup with other steps per epoch stops here, before anything is written
+        if task_stopper is not None:  # tasks stopped before the backup: frozen, out of the stream
+            task_stopper.set_state((read_backup_state(backup.backup_dir) or {}).get("extra", {}).get(
+                "task_early_stopping"))
+            if task_stopper.stopped:
+                with strategy.scope():  # the optimizer's slots as the backup has them: every head's
+                    model.optimizer.build(model.trainable_variables)
+                freeze_heads(model, task_stopper.stopped)
     stopper = _early_stopping(config, has_dev, tasks)
     weighting = weighting_callback(config)
     start_run(plan, config)  # everything is validated: clear a replaced run, write config.json
@@ -277,6 +326,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         callbacks = [TaskAffinity(train_ex, every=tr.log_affinity_every, seed=tr.seed), *callbacks]
     callbacks = [
         weighting,
+        *([task_stopper] if task_stopper is not None else []),  # before the backup, which records its stops
         backup,
         *callbacks,  # the caller's: before TensorBoard, which writes what they add to the epoch logs
         TaskTensorBoard(str(run_dir / LOGS_FOLDER)),  # one section per task (kmtl/training/tensorboard.py)
@@ -291,10 +341,18 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
          f"[sharing: {model.sharing}{precision}] on {strategy.num_replicas_in_sync} replica(s): "
          f"{tr.epochs} epochs x {steps} steps")
     start = time.perf_counter()
-    history = _fit_from_backup(model, train_ds, backup, steps, tr.epochs,
+    history = _fit_from_backup(model, stream, backup, steps, tr.epochs, stopper=stopper, task_stopper=task_stopper,
                                validation_data=val_ds, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
-    save_run(run_dir, model, config.max_length, {"name": config.name})
+    if stopper is not None:
+        stopper.finish()  # the best epoch's weights (Keras' on_train_end, once for the run's fits)
+    extra = {"name": config.name}
+    if task_stopper is not None and task_stopper.stopped:
+        freeze_heads(model, task_stopper.stopped, trainable=True)  # the saved model trains as any other
+        extra["tasks_stopped"] = {task: epoch for task, epoch in task_stopper.stopped.items() if epoch < tr.epochs}
+        if extra["tasks_stopped"]:
+            echo("stopped early (epochs trained): " + ", ".join(f"{t} {e}" for t, e in extra["tasks_stopped"].items()))
+    save_run(run_dir, model, config.max_length, extra)
     backup.clear()  # only now: a crash before save_run still resumes from the backup
 
     metrics = {}
