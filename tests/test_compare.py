@@ -411,3 +411,32 @@ def test_init_from_and_teachers_end_to_end(tmp_path, eager):
     old_sentiment = retention["old_tasks"]["sentiment"]
     assert 0 <= old_sentiment["before"] <= 1 and old_sentiment["after"] == result.metrics["sentiment"]["accuracy"]
     assert "| score (new) | pearson |" in (result.run_dir / "retention.md").read_text()
+
+
+# ------------------------------------------------------------------------ baselines of modes
+@pytest.mark.parametrize("sharing, expected", [
+    ("{mode: progressive, progressive_tasks: [ner], column_size: 8}",
+     {"sentiment": ("full", None), "ner": ("progressive", ["ner"])}),
+    ("{mode: adapters, adapter_size: 8, task_relation: learned}",
+     {"sentiment": ("adapters", "none"), "ner": ("adapters", "none")}),
+    ("{mode: soft, task_relation: given, relation_matrix: {sentiment: {ner: 1.0}}}",
+     {"sentiment": ("soft", "none"), "ner": ("soft", "none")}),
+])
+def test_a_baseline_keeps_only_what_its_sharing_mode_means_for_one_task(tmp_path, sharing, expected):
+    """A baseline of a progressive config trains (a column for a listed task, plain fine-tuning for
+    another; before, it had an empty mixture), and one of a task-relation config builds (one task
+    relates to nothing; before, 'needs at least 2 tasks')."""
+    from kmtl.compare.baselines import baseline_config
+    from kmtl.config import load_config
+    from kmtl.sharing import make_sharing
+
+    write_data(tmp_path)
+    config = load_config(write_config(tmp_path, extra=f"sharing: {sharing}\n"))
+    for task, (mode, option) in expected.items():
+        base = baseline_config(config, task)
+        built = make_sharing(base.sharing.mode, **base.sharing.options())
+        assert built.name == mode
+        if mode == "progressive":
+            assert built.tasks == option and built.frozen_tasks([task]) == []
+        elif option is not None:
+            assert built.relation == option and getattr(built, "relation_matrix", None) is None

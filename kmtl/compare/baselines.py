@@ -37,7 +37,9 @@ def _monitor_fits(monitor: str, task: str) -> bool:
 def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, name: Optional[str] = None):
     """The single-task `kmtl.config.Config` of ``task_name``, derived from the multi-task ``config``.
 
-    The task keeps its data, ``limit`` and labels, with loss weight 1; ``weighting`` goes back
+    The task keeps its data, ``limit`` and labels, with loss weight 1; the sharing mode drops
+    what is about other tasks (`kmtl.sharing.Sharing.for_one_task`: no task relation; under
+    ``progressive``, a column of its own, or ``full`` for a task without one); ``weighting`` goes back
     to static (one task has nothing to weigh), early stopping is kept only when it monitors
     the total loss or this task, and export, teachers and ``init_from`` are off.
 
@@ -48,8 +50,12 @@ def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, n
             config's ``output_dir`` and the task's name.
     """
     from kmtl.config import ExportConfig, WeightingConfig
+    from kmtl.config.schema import SharingConfig
+    from kmtl.sharing import make_sharing
 
     task = config.task(task_name).model_copy(update={"weight": 1.0})
+    mode, changes = make_sharing(config.sharing.mode, **config.sharing.options()).for_one_task(task_name)
+    sharing = config.sharing.model_copy(update=changes) if mode == config.sharing.mode else SharingConfig(mode=mode)
     training = config.training
     es = training.early_stopping
     if es is not None and not _monitor_fits(es.monitor, task_name):
@@ -57,6 +63,7 @@ def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, n
     update = {
         "name": name or task_name,
         "tasks": (task,),
+        "sharing": sharing,
         "training": training,
         "weighting": WeightingConfig(),
         "output_dir": Path(output_dir) if output_dir is not None else config.output_dir,

@@ -19,7 +19,13 @@ from keras import ops
 from pydantic import Field
 
 from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
-from kmtl.sharing.task_relation import DEFAULT_RELATION_WEIGHT, TaskRelation, check_relation_options, related_outputs
+from kmtl.sharing.task_relation import (
+    DEFAULT_RELATION_WEIGHT,
+    ONE_TASK,
+    TaskRelation,
+    check_relation_options,
+    related_outputs,
+)
 
 DEFAULT_SIZE = 64
 
@@ -273,6 +279,10 @@ class Adapters(Sharing):
         self.size = int(size)
         self.relation, self.relation_matrix, self.relation_weight = relation, relation_matrix, float(relation_weight)
         self._num_tasks = None
+
+    def for_one_task(self, task: str):
+        """A single-task baseline relates to no other task: ``task_relation: none``."""
+        return self.name, (dict(ONE_TASK) if self.relation != "none" else {})
 
     def prepare(self, backbone, num_tasks: int) -> None:
         transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 TASK_ID = "task_id"
@@ -44,6 +44,12 @@ class Sharing:
         """The tasks this mode trains nothing for (their loss reaches no trainable weight): a
         training mixture leaves them out, evaluation keeps them. Default: none."""
         return []
+
+    def for_one_task(self, task: str) -> Tuple[str, Dict]:
+        """The mode and the option changes (YAML keys) of a single-task baseline of ``task``
+        (`kmtl.compare.baselines.baseline_config`): options about other tasks have no meaning
+        with one task. Default: this mode, unchanged."""
+        return self.name, {}
 
     @classmethod
     def for_export(cls, model):

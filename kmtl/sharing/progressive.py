@@ -294,6 +294,13 @@ class ProgressiveNetworks(Sharing):
         batches would cost steps and teach nothing, so the training mixture leaves them out)."""
         return [] if self.tasks is None else [t for t in task_names if t not in self.tasks]
 
+    def for_one_task(self, task: str):
+        """A listed task's baseline: a column of its own on the frozen encoder; an unlisted one's
+        (the multi-task run leaves it as ``init_from`` trained it): plain fine-tuning, ``full``."""
+        if self.tasks is None:
+            return self.name, {}
+        return (self.name, {"progressive_tasks": [task]}) if task in self.tasks else ("full", {})
+
     def prepare(self, backbone, num_tasks: int) -> None:
         transformer_layers(backbone, self.name)  # fail early on backbones without keras-hub transformer layers
         if self.tasks is not None and len(self.tasks) > num_tasks:

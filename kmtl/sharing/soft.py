@@ -18,7 +18,13 @@ from keras import ops
 from pydantic import Field
 
 from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
-from kmtl.sharing.task_relation import DEFAULT_RELATION_WEIGHT, TaskRelation, check_relation_options, related_outputs
+from kmtl.sharing.task_relation import (
+    DEFAULT_RELATION_WEIGHT,
+    ONE_TASK,
+    TaskRelation,
+    check_relation_options,
+    related_outputs,
+)
 
 DEFAULT_TOP_LAYERS = 2
 DEFAULT_PENALTY = 1e-3
@@ -379,6 +385,10 @@ class SoftSharing(Sharing):
         self.relation = relation
         self.relation_matrix = relation_matrix
         self._num_tasks = None
+
+    def for_one_task(self, task: str):
+        """A single-task baseline relates to no other task: ``task_relation: none``."""
+        return self.name, (dict(ONE_TASK) if self.relation != "none" else {})
 
     def prepare(self, backbone, num_tasks: int) -> None:
         found = _transformer_layers(backbone)

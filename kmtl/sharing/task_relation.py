@@ -169,6 +169,11 @@ def check_relation_options(relation: str, matrix, weight: float) -> None:
                          f"{relation}); remove it or set task_relation: given")
 
 
+ONE_TASK = {"task_relation": "none", "relation_matrix": None}
+"""The relation options (YAML keys) of a single-task baseline: one task relates to nothing
+(`kmtl.sharing.Sharing.for_one_task` of the modes that have them)."""
+
+
 def related_outputs(run, num_tasks: int, padding_mask, task_id, relation, training=None):
     """Each example's output of its own task's path, with the relation penalty on the way.
 
