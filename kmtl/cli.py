@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,14 @@ def _report(result):
 
 def cmd_train(args):
     config = _config_with_outputs(args.config, args.output_dir, args.export_dir, args.epochs)
+    if args.workers is not None:  # the config is valid: start the cluster's processes
+        from kmtl.training.launcher import launch_workers, train_command
+
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        launch_workers(train_command(args), args.workers, threads=threads,
+                       echo=lambda line: print(f"kmtl train: {line}", file=sys.stderr))
+        print(f"trained with {args.workers} workers; run folder: {config.run_dir}")
+        return
     from kmtl.training import train
 
     result = train(config, verbose=_keras_verbose(args), export=False if args.no_export else None, rerun=args.rerun)
@@ -335,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
                "clears the folder's TensorBoard logs (a resume continues them).")
     p.add_argument("config", help="YAML config file")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="train as N local worker processes of one TensorFlow cluster (MultiWorkerMirroredStrategy; "
+                        "each gets its TF_CONFIG and cores/N threads; worker 0 writes the run): to try multi-worker "
+                        "training on one machine")
     outputs(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_train)
