@@ -180,3 +180,29 @@ def test_a_stopped_task_is_frozen_leaves_the_mixture_and_a_rerun_stops_it_at_the
     worst = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(straight.model.weights,
                                                                             resumed.model.weights))
     assert worst <= 1e-5, f"the resumed run's weights differ from the uninterrupted run's by {worst}"
+
+
+def test_a_stopped_tasks_rows_of_the_per_task_weights_are_held_still(tiny):
+    """AdamW's momentum and decay move weights that get no gradient: the stopped task's adapter rows
+    are put back after every step, the other task's move on."""
+    import kmtl
+    from kmtl.sharing.counts import task_rows
+    from kmtl.tasks import Classification
+    from kmtl.training.early_stopping import TaskEarlyStopping
+
+    model = kmtl.build_model(tiny, [Classification("a", labels=["x", "y"]), Classification("b", labels=["x", "y"])],
+                             sharing="adapters", adapter_size=4, max_length=16)
+    rows = task_rows(model)
+    assert rows and all(int(v.shape[0]) == 2 for v in rows)  # every adapter weight, stacked by task
+    stopper = TaskEarlyStopping({"a": {"monitor": "val_a_accuracy"}}, trained=["a", "b"])
+    stopper.set_model(model)
+    stopper.freeze(model, ["a"])
+    assert not model.get_layer("a").trainable and model.get_layer("b").trainable
+    before = [v.numpy().copy() for v in rows]
+    stopper.on_train_batch_begin(0)
+    for v in rows:  # what an optimizer step with momentum would do to every row
+        v.assign(v.value + 0.5)
+    stopper.on_train_batch_end(0)
+    for v, old in zip(rows, before):
+        np.testing.assert_array_equal(v.numpy()[0], old[0])  # task a: held
+        np.testing.assert_allclose(v.numpy()[1], old[1] + 0.5)  # task b: moved

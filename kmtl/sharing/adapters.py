@@ -61,6 +61,7 @@ class TaskAdapters(keras.layers.Layer):
 
     parameter_part = "adapters"  # kmtl.sharing.trainable_parameter_counts
     task_specific = True  # per-task weights: left out of kmtl.sharing.counts.shared_variables
+    rows_by_task = True  # every weight is [tasks, ...] in model.tasks' order (kmtl.sharing.counts.task_rows)
 
     def __init__(self, num_tasks: int, size: int = DEFAULT_SIZE, activation: str = "gelu_approximate",
                  init_stddev: float = 1e-2, **kwargs):

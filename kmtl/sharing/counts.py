@@ -67,6 +67,21 @@ def task_specific_variables(model, heads: bool = True) -> list:
     return list(found.values())
 
 
+def task_rows(model) -> list:
+    """The trainable per-task weights of ``model`` stacked ``[tasks, ...]`` in ``model.tasks``' order:
+    those of layers with ``rows_by_task = True`` (their ``task_specific_weights()`` where they
+    name some). Row ``t`` is task ``t``'s own (per-task early stopping holds a stopped task's
+    rows still, `kmtl.training.early_stopping.TaskEarlyStopping`). Progressive columns are
+    stacked by column, not by task, and are not among them.
+    """
+    found = {}
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "rows_by_task", False):
+            weights = layer.task_specific_weights() if hasattr(layer, "task_specific_weights") else layer.weights
+            found.update((id(v), v) for v in weights if v.trainable)
+    return list(found.values())
+
+
 def shared_variables(model) -> list:
     """The trainable variables every task's loss reaches: what gradient surgery (PCGrad) and
     GradNorm's measured layer work on. Everything trainable except `task_specific_variables`.

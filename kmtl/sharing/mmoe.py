@@ -100,6 +100,8 @@ class MultiGateExperts(keras.layers.Layer):
             name="gate_means", shape=(self.num_tasks, self.num_experts), trainable=False, autocast=False,
             initializer=keras.initializers.Constant(1.0 / self.num_experts), aggregation="mean")
 
+    rows_by_task = True  # its task_specific_weights are [tasks, ...] in model.tasks' order (counts.task_rows)
+
     def task_specific_weights(self) -> list:
         """The per-task gates (the experts are shared): `kmtl.sharing.counts.shared_variables`."""
         return [self.gate_kernel, self.gate_bias, self.gate_means]

@@ -67,6 +67,7 @@ class TaskPrefixes(keras.layers.Layer):
 
     parameter_part = "sharing"  # kmtl.sharing.trainable_parameter_counts
     task_specific = True  # per-task weights: left out of kmtl.sharing.counts.shared_variables
+    rows_by_task = True  # every weight is [tasks, ...] in model.tasks' order (kmtl.sharing.counts.task_rows)
 
     def __init__(self, num_tasks: int, length: int, num_layers: int, num_heads: int, key_dim: int,
                  value_dim: int = None, hidden: int = DEFAULT_HIDDEN, embedding_dim: int = None, **kwargs):

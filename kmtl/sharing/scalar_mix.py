@@ -57,6 +57,7 @@ class TaskScalarMix(keras.layers.Layer):
 
     parameter_part = "sharing"  # kmtl.sharing.trainable_parameter_counts
     task_specific = True  # per-task weights: left out of kmtl.sharing.counts.shared_variables
+    rows_by_task = True  # every weight is [tasks, ...] in model.tasks' order (kmtl.sharing.counts.task_rows)
 
     def __init__(self, num_tasks: int, num_states: int, layer_dropout: float = 0.0,
                  task_names: Optional[Sequence[str]] = None, seed: Optional[int] = None, **kwargs):

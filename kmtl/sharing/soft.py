@@ -99,6 +99,7 @@ class TaskTransformerLayer(keras.layers.Layer):
 
     parameter_part = "sharing"  # kmtl.sharing.trainable_parameter_counts
     task_specific = True  # per-task copies: left out of kmtl.sharing.counts.shared_variables
+    rows_by_task = True  # every weight is [tasks, ...] in model.tasks' order (kmtl.sharing.counts.task_rows)
 
     def __init__(self, num_tasks: int, num_heads: int, intermediate_dim: int, activation="gelu",
                  dropout: float = 0.0, layer_norm_epsilon: float = 1e-12, normalize_first: bool = False, **kwargs):

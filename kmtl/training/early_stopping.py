@@ -68,9 +68,12 @@ class TaskEarlyStopping(keras.callbacks.Callback):
     split —, ``patience``, ``min_delta``, ``mode``; ``auto`` reads the metric's direction). A
     task that ran out of patience is *stopped from the next epoch on*: `stopped` records
     ``{task: first epoch without it}`` and the callback ends this ``fit`` (not on the last
-    epoch), so that the trainer (`kmtl.training.train`) can go on with the task's head frozen
-    (`freeze_heads`) and a training mixture without its batches
-    (``kmtl.data.mixture(stopped=...)``); the run ends when every task has stopped. The other
+    epoch), so that the trainer (`kmtl.training.train`) can go on with the task frozen
+    (`freeze`: its head no longer trains, and its rows of the sharing mode's per-task weights —
+    adapters, prefixes, soft copies, scalar mixes, gates — are put back after every step, since
+    AdamW's momentum and decay would move them without a gradient) and a training mixture
+    without its batches (``kmtl.data.mixture(stopped=...)``); the run ends when every task has
+    stopped. The other
     tasks fill its share of the batches; the steps per epoch (and so the learning-rate
     schedule) stay as planned.
 
@@ -78,8 +81,9 @@ class TaskEarlyStopping(keras.callbacks.Callback):
     the same tasks at the same epochs. YAML: ``tasks[i].early_stopping``.
 
     Not a paper's method: the per-task settings users ask for in multi-task tools' trackers
-    (one task converges epochs before another). Its own-weights caveat: the task's head does
-    not move once frozen, but the shared encoder does, so its dev figure may still drift.
+    (one task converges epochs before another). A stopped task's own weights do not move, but
+    the shared encoder does (the progressive mode's columns, stacked by column, are not held
+    either), so its dev figure may still drift.
 
     Args:
         rules: ``{task: {"monitor": log key, "patience": n, "min_delta": x, "mode": m}}``.
@@ -102,6 +106,7 @@ class TaskEarlyStopping(keras.callbacks.Callback):
         self.trained = list(trained) if trained is not None else list(self.rules)
         self.verbose, self.echo = verbose, echo
         self.stopped: Dict[str, int] = {}
+        self._held, self._to_hold = [], []  # (variable, rows, values) held still; tasks whose rows to take
         self.stoppers = {
             task: keras.callbacks.EarlyStopping(monitor=rule["monitor"], patience=rule.get("patience", 2),
                                                 min_delta=rule.get("min_delta", 0.0), mode=_mode(rule))
@@ -142,6 +147,33 @@ class TaskEarlyStopping(keras.callbacks.Callback):
                           f"it leaves the training mixture from epoch {epoch + 2}")
         if last is None or epoch + 1 < last:
             self.model.stop_training = True  # the trainer goes on without it (a new stream)
+
+    def freeze(self, model, tasks) -> None:
+        """Freeze ``tasks``: their heads (`freeze_heads`), and their rows of the per-task weights
+        (`kmtl.sharing.counts.task_rows`), held at their values of the next step's start (after a
+        backup was loaded) and put back after every step."""
+        freeze_heads(model, tasks)
+        self._to_hold += [task for task in tasks if task not in self._to_hold]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self._to_hold:
+            return
+        import numpy as np
+
+        from kmtl.sharing.counts import task_rows
+
+        names = [t.name for t in getattr(self.model, "tasks", [])]
+        rows = np.array(sorted(names.index(t) for t in self._to_hold if t in names), dtype=np.int64)
+        self._to_hold = []
+        if rows.size:
+            self._held += [(v, rows[:, None], np.asarray(v.numpy())[rows]) for v in task_rows(self.model)]
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._held:
+            import tensorflow as tf
+
+            for variable, rows, values in self._held:
+                variable.assign(tf.tensor_scatter_nd_update(variable.value, rows, tf.cast(values, variable.dtype)))
 
     def _drop_training_figures(self, task: str, logs: dict) -> None:
         """Leave a stopped task's training figures (a loss and metrics over no example: 0) out of
