@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
+from kmtl.model.multi_worker_fit import is_multi_worker, local_batch, rank1_logs
 from kmtl.model.pooling import MaskedMeanPooling
 from kmtl.model.precision import float32_layers, is_loss_scaled
 from kmtl.model.raw_text import is_raw_text, run_tasks, text_inputs
@@ -548,7 +549,29 @@ class MultiTaskModel(keras.Model):
             logs["teacher_lambda"] = tf.identity(self.teacher_lambda)
         for layer in self._value_loggers:
             logs.update(layer.logged_values())
-        return logs
+        return self._for_multi_worker_reduce(logs)
+
+    def test_step(self, data):
+        """Keras' test step (its logs shaped for the multi-worker reduce: `_for_multi_worker_reduce`)."""
+        return self._for_multi_worker_reduce(super().test_step(data))
+
+    # Workarounds for Keras 3.15's fit under MultiWorkerMirroredStrategy (keras-team/keras#20329,
+    # #20585): kmtl.model.multi_worker_fit says why, and how to remove them once Keras is fixed.
+    def _for_multi_worker_reduce(self, logs):
+        """The step's ``logs``, scalars reshaped to ``[1]`` under a multi-worker strategy (Keras
+        reduces them with ``axis=0``); unchanged otherwise."""
+        return rank1_logs(logs) if is_multi_worker(self.distribute_strategy) else logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # private Keras hook (TensorFlowTrainer, keras 3.15): under a multi-worker strategy it
+        # would reduce the first batch across workers, which fails for dict inputs; build from
+        # this worker's part of it instead
+        if iterator is not None and self._distribute_strategy is not None and is_multi_worker(self._distribute_strategy):
+            for _, _, batches in iterator:
+                data_batch = local_batch(self._distribute_strategy, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
 def _raw_text_batches(x, batch_size: int):

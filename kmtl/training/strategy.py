@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kmtl.config.schema import TPU_UNSUPPORTED
 from kmtl.errors import ConfigError, KmtlError
+from kmtl.model.multi_worker_fit import is_multi_worker
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
@@ -41,8 +42,8 @@ def choose_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "tpu":
         raise ConfigError([("training.strategy", TPU_UNSUPPORTED)])
     if name == "multi_worker":
-        # Keras 3.15's model.fit does not yet run under this strategy (keras issue 20329).
-        log.warning("multi-worker training with model.fit is experimental in Keras 3.15")
+        # Keras 3.15's own fit fails under this strategy (keras-team/keras#20329, #20585);
+        # MultiTaskModel works around it: kmtl.model.multi_worker_fit
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=_replica_devices())
@@ -65,3 +66,22 @@ def _detect() -> str:
     if len(_replica_devices()) > 1:
         return "mirrored"
     return "default"
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files: always, except in a multi-worker cluster,
+    where only the chief does (the ``chief`` task, or worker 0 of a cluster without one, as
+    in TensorFlow's multi-worker guide); the other workers write into a scratch folder
+    (`kmtl.training.multi_worker.worker_config`).
+
+    Example:
+        >>> # TF_CONFIG={"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 1}}
+        >>> is_chief(choose_strategy())
+        False
+    """
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()

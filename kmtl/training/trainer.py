@@ -27,8 +27,9 @@ from kmtl.sharing.counts import head_layers
 from kmtl.training.backup import BACKUP_FOLDER, StepBackup, read_backup_state
 from kmtl.training.data import read_task_examples
 from kmtl.training.early_stopping import RunEarlyStopping, TaskEarlyStopping, freeze_heads
+from kmtl.training.multi_worker import by_example, check_same_start, remove_worker_folder, worker_config
 from kmtl.training.run_folder import LOGS_FOLDER, describe, plan_run, start_run
-from kmtl.training.strategy import choose_strategy
+from kmtl.training.strategy import choose_strategy, is_chief
 from kmtl.training.tensorboard import TaskTensorBoard
 from kmtl.training.warm_start import start_from_run
 from kmtl.weighting import LinearWeighting, StaticWeighting, get_weighting
@@ -208,7 +209,7 @@ def _fit_from_backup(model, stream, backup: StepBackup, steps: int, epochs: int,
         if new_stops:
             if task_stopper.all_stopped:
                 break
-            freeze_heads(model, [t for t in task_stopper.stopped if t not in stopped])
+            task_stopper.freeze(model, [t for t in task_stopper.stopped if t not in stopped])
             stopped = dict(task_stopper.stopped)
     return history
 
@@ -228,6 +229,11 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     config, or a finished run under ``resume`` / ``restart``, stops with a `KmtlError` naming
     the fix; a start from step 0 clears the old ``logs/``, so TensorBoard never appends one
     run's curves to another's.
+
+    Under a multi-worker strategy (``TF_CONFIG`` naming several workers, each running this with
+    the same config) the workers train one model on their parts of each global batch, and only
+    the chief writes the run folder and the export; the others write into a scratch folder of
+    their own, deleted at the end (`kmtl.training.multi_worker`).
 
     Args:
         config: from `kmtl.config.load_config`.
@@ -254,6 +260,11 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     echo("examples: " + ", ".join(f"{n} train={sizes[n]} dev={len(dev_ex[n])}" for n in sizes))
 
     strategy = choose_strategy(config.training.strategy)
+    chief, chief_run_dir = is_chief(strategy), run_dir
+    if not chief:  # multi-worker: only the chief writes the run folder; this worker, a scratch folder
+        config = worker_config(config, strategy)  # kmtl.training.multi_worker
+        plan = plan_run(config, rerun if plan.resume else "overwrite")  # resumes when the chief does
+        run_dir = Path(config.run_dir)
     tr = config.training
     batch_size = config.mixture.batch_size
     # tasks the sharing mode trains nothing for (progressive: no column) stay out of the training
@@ -296,12 +307,13 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
             stopped=stopped or None,
         )
         # BAM!: teacher targets ride along as y[task]["teacher"]
-        return train_ds if tables is None else with_teachers(train_ds, tasks, tables)
+        train_ds = train_ds if tables is None else with_teachers(train_ds, tasks, tables)
+        return by_example(train_ds, strategy)  # multi-worker: each worker its part of each batch
 
     stream()  # builds (and so checks) the input before anything is written
     before = start_from_run(config, model, dev_ex, echo) if config.init_from is not None else None
     has_dev = any(dev_ex.values())
-    val_ds = validation_dataset(tasks, dev_ex, preprocessor) if has_dev else None
+    val_ds = by_example(validation_dataset(tasks, dev_ex, preprocessor), strategy) if has_dev else None
 
     task_stopper = _task_early_stopping(config, dev_ex, frozen, echo)
     backup = StepBackup(run_dir / BACKUP_FOLDER, steps, save_every=tr.backup_every, config_hash=plan.config_hash,
@@ -314,9 +326,10 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
             if task_stopper.stopped:
                 with strategy.scope():  # the optimizer's slots as the backup has them: every head's
                     model.optimizer.build(model.trainable_variables)
-                freeze_heads(model, task_stopper.stopped)
+                task_stopper.freeze(model, list(task_stopper.stopped))
     stopper = _early_stopping(config, has_dev, tasks)
     weighting = weighting_callback(config)
+    check_same_start(strategy, backup.resume_point().global_step(steps) if plan.resume else 0)  # multi-worker
     start_run(plan, config)  # everything is validated: clear a replaced run, write config.json
     if describe(plan):
         echo(describe(plan))
@@ -375,4 +388,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         from kmtl.export import export_saved_model
 
         export_path = export_saved_model(model, preprocessor, config.export.dir, config.name)
+    if not chief:  # its copies of the chief's files
+        remove_worker_folder(config)
+        run_dir, export_path = chief_run_dir, None
     return RunResult(run_dir, metrics, history, export_path, seconds, model, preprocessor)
