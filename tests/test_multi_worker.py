@@ -6,7 +6,9 @@ picks `MultiWorkerMirroredStrategy`), CPU only, tiny backbone. Checked: both exi
 same weights; the chief (worker 0) wrote the run folder and the other worker nothing in it
 (its TensorBoard files would carry its process id) and left no scratch folder; the chief's
 ``model.weights.h5`` (weights and optimizer state) equals, within 1e-5, that of one process
-with one replica and the global batch (2 × 8). `kmtl.training.multi_worker` says what Keras
+with one replica and the global batch (2 × 8), which also shows that each worker trained on its own
+half of every global batch (one epoch: each of the 48 examples once across the two workers, 3
+steps). `kmtl.model.multi_worker_fit` says what Keras
 3.15 needs for this (keras-team/keras#20329, #20585).
 """
 
@@ -27,7 +29,7 @@ from kmtl.demo import DEMO_CONFIG
 CORPUS = DEMO_CONFIG.parent / "corpus"
 WORKERS = 2
 BATCH = 8  # per replica: the global batch is 16
-STEPS = 6  # 2 tasks x 24 examples / batch 8, as tests/test_resume.py
+STEPS = 3  # an epoch: 2 tasks x 24 examples once, in global batches of 16 (the trainer's default)
 TIMEOUT = 300  # seconds, both workers together
 
 WORKER = """
@@ -38,6 +40,7 @@ from kmtl.training import train
 
 result = train(load_config(sys.argv[1]), verbose=0, export=False)
 print(json.dumps({"run_dir": str(result.run_dir), "loss": result.history["loss"],
+                  "steps": int(result.model.optimizer.iterations.numpy()),
                   "weights": [float(np.sum(np.abs(w.numpy()))) for w in result.model.weights]}))
 """
 
@@ -59,7 +62,7 @@ def write_config(folder, batch_size, strategy):
         dropout: 0.0
         train: {{format: conll, path: {CORPUS}/entities/train.conll}}
     mixture: {{batch_size: {batch_size}, sampling: temperature, length_buckets: [32]}}
-    training: {{epochs: 2, steps_per_epoch: {STEPS}, learning_rate: 1.0e-3, seed: 3, backup_every: 2,
+    training: {{epochs: 2, learning_rate: 1.0e-3, seed: 3, backup_every: 2,
                strategy: {strategy}}}
     output_dir: {folder}/runs
     export: {{enabled: false}}
@@ -115,6 +118,7 @@ def test_two_workers_train_as_one_process_with_the_global_batch(tmp_path):
     run_dir = tmp_path / "workers" / "runs" / "workers"
     assert all(r["run_dir"] == str(run_dir) for r in reports)
     assert reports[0]["weights"] == reports[1]["weights"]  # one model on both workers
+    assert [r["steps"] for r in reports] == [2 * STEPS] * WORKERS  # an epoch: every example once, all workers
     assert (run_dir / "run.json").is_file() and (run_dir / "model.weights.h5").is_file()
     assert not (run_dir / "backup").exists()
     # TensorBoard names its files events.out.tfevents.<time>.<host>.<process id>.<n>.v2

@@ -274,9 +274,11 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         echo(f"not trained (sharing {config.sharing.mode} trains nothing of theirs), evaluated: {', '.join(frozen)}")
     trained_ex = {name: exs for name, exs in train_ex.items() if name not in frozen}
     own_sizes = {t.name: t.batch_size for t in config.tasks if t.batch_size is not None}
+    # an epoch sees each example once across all replicas and workers: steps of the global batch
+    replicas = strategy.num_replicas_in_sync
     steps = tr.steps_per_epoch or default_steps_per_epoch(
-        [len(exs) for exs in trained_ex.values()], batch_size,
-        [own_sizes.get(name) for name in trained_ex] if own_sizes else None)
+        [len(exs) for exs in trained_ex.values()], batch_size * replicas,
+        [own_sizes[name] * replicas if name in own_sizes else None for name in trained_ex] if own_sizes else None)
     # the encoder is built under the config's dtype policy (heads stay float32); the policy is
     # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
     with strategy.scope(), precision_scope(tr.precision):
