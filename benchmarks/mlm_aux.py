@@ -85,7 +85,15 @@ def table(rows: dict) -> str:
         mlm = r.get("mlm", {})
         mlm_cell = f"{mlm['accuracy']:.3f} / {mlm['perplexity']:.1f}" if mlm else ""
         label = "without MLM" if name == "no_mlm" else f"MLM λ = {r['mlm_weight']:g}"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {dm} | {mlm_cell} | {r['train_seconds']:.0f} |")
+        seconds = "—" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f}"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {dm} | {mlm_cell} | {seconds} |")
+    notes = [f"- {('without MLM' if n == 'no_mlm' else 'λ = ' + format(r['mlm_weight'], 'g'))}: {r['note']}"
+             for n, r in rows.items() if r.get("note")]
+    machines = sorted({r["machine"] for r in rows.values()})
+    lines.append("\n" + "\n".join(notes) if notes else "")
+    lines.append(f"\nMeasured on: {', '.join(machines)} (`lscpu`: AMD EPYC); "
+                 f"{', '.join(sorted({r['date'] for r in rows.values()}))}; 1-min load after each run: "
+                 + ", ".join(f"{n} {r['loadavg_after']:.1f}" for n, r in rows.items()) + ".")
     return "\n".join(lines)
 
 
