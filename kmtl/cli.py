@@ -241,6 +241,10 @@ def cmd_bench_train(args):
     from kmtl.bench.train import TrainBench, format_table
 
     seq_len = args.seq_len if args.seq_len is not None else (128 if args.data == "real" else 64)
+    if args.workers < 1:
+        raise KmtlError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1:
+        return _bench_train_workers(args, seq_len)
     if not args.peak_seconds > 0:
         raise KmtlError(f"--peak-seconds must be positive, got {args.peak_seconds}")
     bench = TrainBench(backbone=args.backbone, batch_size=args.batch_size, seq_len=seq_len, steps=args.steps,
@@ -249,6 +253,18 @@ def cmd_bench_train(args):
     from kmtl.bench.peak import matmul_peak
 
     result = bench.run(peak=matmul_peak(seconds=args.peak_seconds))
+    print(format_table(result))
+    if args.json:
+        print(json.dumps(result))
+
+
+def _bench_train_workers(args, seq_len):
+    if args.data != "fixed" or args.jit:
+        raise KmtlError("--workers measures fixed-shape data without XLA: leave out --data real and --jit")
+    from kmtl.bench.workers import bench_workers, format_table
+
+    result = bench_workers(args.workers, backbone=args.backbone, batch_size=args.batch_size, seq_len=seq_len,
+                           steps=args.steps, repeats=args.repeats, warmup=args.warmup, precision=args.precision)
     print(format_table(result))
     if args.json:
         print(json.dumps(result))
@@ -478,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of each of the 3 windows of the fp32 matmul peak measurement (default: 1)")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
                    help="the training precision (default: float32; the matmul peak share stays a float32 one)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="2 or more: weak scaling over N local worker processes (MultiWorkerMirroredStrategy, batch "
+                        "--batch-size per worker) and over N CPU devices in one process, against 1 worker run first "
+                        "(fixed data; default: 1, the plain benchmark)")
     p.set_defaults(func=cmd_bench_train)
 
     p = bench.add_parser("data", help="input pipeline throughput alone on the real-data mixture: read, tokenize, mix, pad")
