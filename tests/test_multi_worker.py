@@ -20,7 +20,6 @@ its scratch folder) and end with the weights of one uninterrupted process with t
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ import numpy as np
 import pytest
 
 from kmtl.demo import DEMO_CONFIG
+from kmtl.training.launcher import free_ports
 
 CORPUS = DEMO_CONFIG.parent / "corpus"
 WORKERS = 2
@@ -89,16 +89,6 @@ def write_config(folder, batch_size, strategy):
     path = folder / "config.yaml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def h5_arrays(path):
