@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Dict, Mapping, Optional, Sequence
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-from kmtl.sharing.counts import head_layers
+from kmtl.sharing.counts import head_layers, task_rows
 
 
 class RunEarlyStopping(keras.callbacks.EarlyStopping):
@@ -139,13 +141,15 @@ class TaskEarlyStopping(keras.callbacks.Callback):
                 newly.append(task)
         if not newly:
             return
+        going_on = last is None or epoch + 1 < last
         if self.verbose:
             for task in newly:
                 stopper = self.stoppers[task]
+                then = (f"its head is frozen and it leaves the training mixture from epoch {epoch + 2}" if going_on
+                        else "it was the last epoch")
                 self.echo(f"task {task!r}: {stopper.monitor} has not improved for {stopper.wait} epoch(s) (best "
-                          f"{float(stopper.best):.4f} after epoch {stopper.best_epoch + 1}); its head is frozen and "
-                          f"it leaves the training mixture from epoch {epoch + 2}")
-        if last is None or epoch + 1 < last:
+                          f"{float(stopper.best):.4f} after epoch {stopper.best_epoch + 1}); {then}")
+        if going_on:
             self.model.stop_training = True  # the trainer goes on without it (a new stream)
 
     def freeze(self, model, tasks) -> None:
@@ -158,10 +162,6 @@ class TaskEarlyStopping(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if not self._to_hold:
             return
-        import numpy as np
-
-        from kmtl.sharing.counts import task_rows
-
         names = [t.name for t in getattr(self.model, "tasks", [])]
         rows = np.array(sorted(names.index(t) for t in self._to_hold if t in names), dtype=np.int64)
         self._to_hold = []
@@ -170,8 +170,6 @@ class TaskEarlyStopping(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._held:
-            import tensorflow as tf
-
             for variable, rows, values in self._held:
                 variable.assign(tf.tensor_scatter_nd_update(variable.value, rows, tf.cast(values, variable.dtype)))
 
