@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -71,10 +70,9 @@ def _report(result):
 def cmd_train(args):
     config = _config_with_outputs(args.config, args.output_dir, args.export_dir, args.epochs)
     if args.workers is not None:  # the config is valid: start the cluster's processes
-        from kmtl.training.launcher import launch_workers, train_command
+        from kmtl.training.launcher import launch_workers, threads_per_worker, train_command
 
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        launch_workers(train_command(args), args.workers, threads=threads,
+        launch_workers(train_command(args), args.workers, threads=threads_per_worker(args.workers),
                        echo=lambda line: print(f"kmtl train: {line}", file=sys.stderr))
         print(f"trained with {args.workers} workers; run folder: {config.run_dir}")
         return

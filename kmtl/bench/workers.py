@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Optional
 
 from kmtl.errors import KmtlError
+from kmtl.training.launcher import free_ports, tail, threads_per_worker, worker_env
 
 CASES = ("single", "workers", "mirrored")
 ALLREDUCE_METHOD = ("all-reduce timed on its own: ReplicaContext.all_reduce(SUM) of float32 tensors the shapes of "
@@ -63,25 +64,10 @@ def _say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def threads_per_worker(workers: int, cores: Optional[int] = None) -> int:
-    """CPU threads of each of ``workers`` local processes: 1 when they match the cores, else cores // workers.
-
-    Example:
-        >>> threads_per_worker(2, cores=2), threads_per_worker(2, cores=16), threads_per_worker(4, cores=2)
-        (1, 8, 1)
-    """
-    cores = cores or os.cpu_count() or 1
-    return 1 if workers >= cores else max(1, cores // workers)
-
-
-def _env(threads: int, interop: int = 1, tf_config: Optional[str] = None) -> dict:
-    """This process's environment with the thread counts (and ``TF_CONFIG``: only when given)."""
-    from kmtl.training.launcher import worker_env
-
-    env = worker_env(["127.0.0.1:0"], 0, threads)
-    env.pop("TF_CONFIG", None)
-    if tf_config is not None:
-        env["TF_CONFIG"] = tf_config
+def _env(threads: int, interop: int = 1, addresses=None, index: int = 0) -> dict:
+    """A case process's environment: the thread counts, and the ``TF_CONFIG`` of worker ``index``
+    of ``addresses`` (none without them)."""
+    env = worker_env(addresses, index, threads)
     env["TF_NUM_INTEROP_THREADS"] = str(interop)
     env.setdefault("KERAS_BACKEND", "tensorflow")
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU scaling: a GPU would take the replica
@@ -205,8 +191,8 @@ def _watch(procs, logs, done, deadline: float, what: str) -> None:
         for index, p in enumerate(procs):
             code = p.poll()
             if code not in (None, 0):
-                tail = "\n".join(Path(logs[index]).read_text(errors="replace").splitlines()[-20:])
-                raise KmtlError(f"{what}: process {Path(logs[index]).stem} exited with status {code}:\n{tail}")
+                raise KmtlError(f"{what}: process {Path(logs[index]).stem} exited with status {code}:\n"
+                                f"{tail(Path(logs[index]))}")
         if time.monotonic() > deadline:
             raise KmtlError(f"{what}: not done in time; stopped")
         time.sleep(0.2)
@@ -214,14 +200,12 @@ def _watch(procs, logs, done, deadline: float, what: str) -> None:
 
 def _commands(cases, settings: dict, folder: Path, threads: int, workers: int):
     """``(case, command, environment)`` of every process."""
-    from kmtl.training.launcher import free_ports, tf_config
-
     out = []
     for case in cases:
         command = [sys.executable, "-m", "kmtl.bench.workers", case, json.dumps(settings), str(folder / f"{case}.json")]
         if case == "workers":
             addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
-            out += [(case, command, _env(threads, 1, tf_config(addresses, i))) for i in range(workers)]
+            out += [(case, command, _env(threads, 1, addresses, i)) for i in range(workers)]
         elif case == "mirrored":
             out.append((case, command, _env(threads * workers, workers)))
         else:

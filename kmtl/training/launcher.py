@@ -50,11 +50,24 @@ def tf_config(addresses: Sequence[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": list(addresses)}, "task": {"type": "worker", "index": int(index)}})
 
 
-def worker_env(addresses: Sequence[str], index: int, threads: Optional[int], base=None) -> dict:
-    """The environment of one local worker: its ``TF_CONFIG`` and, with ``threads``, TensorFlow's
-    and OpenMP's thread counts (so N workers on one machine do not each take every core)."""
+def threads_per_worker(workers: int, cores: Optional[int] = None) -> int:
+    """CPU threads of each of ``workers`` local processes: an equal share of the cores, at least 1.
+
+    Example:
+        >>> threads_per_worker(2, cores=2), threads_per_worker(2, cores=16), threads_per_worker(4, cores=2)
+        (1, 8, 1)
+    """
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def worker_env(addresses: Optional[Sequence[str]], index: int, threads: Optional[int], base=None) -> dict:
+    """The environment of one local worker: its ``TF_CONFIG`` (none when ``addresses`` is ``None``)
+    and, with ``threads``, TensorFlow's and OpenMP's thread counts (so N workers on one machine do
+    not each take every core)."""
     env = dict(os.environ if base is None else base)
-    env["TF_CONFIG"] = tf_config(addresses, index)
+    env.pop("TF_CONFIG", None)
+    if addresses is not None:
+        env["TF_CONFIG"] = tf_config(addresses, index)
     if threads:
         for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
             env[name] = str(threads)
@@ -76,7 +89,8 @@ def _stop(processes) -> None:
             p.wait()
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (empty when it cannot be read)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -126,7 +140,7 @@ def launch_workers(command: Sequence[str], workers: int, *, threads: Optional[in
                     index = failed[0]
                     _stop(processes)
                     where = "its output is above" if logs[index] is None else \
-                        f"the end of its output:\n{_tail(logs[index])}"
+                        f"the end of its output:\n{tail(logs[index])}"
                     raise KmtlError(f"worker {index} of {workers} exited with status {codes[index]}; the other "
                                     f"workers were stopped; {where}")
                 if all(code == 0 for code in codes):
