@@ -296,23 +296,28 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
 
     tables = load_teacher_tables(config.teachers, tasks, train_ex, preprocessor, echo) if annealing is not None else None
 
+    built = {}  # {stopped tasks: the stream}: a fit without new stops reuses its dataset
+
     def stream(stopped=None):
         """The run's one stream: batch i depends on (seed, i, the tasks stopped before it) only,
         so a rerun can skip to i."""
-        train_ds = mixture(
-            tasks, trained_ex, preprocessor, batch_size=batch_size * strategy.num_replicas_in_sync,
-            sampling=config.mixture.sampling, temperature=config.mixture.temperature,
-            granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
-            reshuffle_each_iteration=False, **_length_options(config),
-            shares={t.name: t.batch_share for t in config.tasks if t.batch_share is not None},
-            batch_sizes={name: size * strategy.num_replicas_in_sync for name, size in own_sizes.items()},
-            stopped=stopped or None,
-        )
-        # BAM!: teacher targets ride along as y[task]["teacher"]
-        train_ds = train_ds if tables is None else with_teachers(train_ds, tasks, tables)
-        return by_example(train_ds, strategy)  # multi-worker: each worker its part of each batch
+        key = tuple(sorted((stopped or {}).items()))
+        if key not in built:
+            train_ds = mixture(
+                tasks, trained_ex, preprocessor, batch_size=batch_size * replicas,
+                sampling=config.mixture.sampling, temperature=config.mixture.temperature,
+                granularity=config.mixture.granularity, epochs=tr.epochs, steps_per_epoch=steps, seed=tr.seed,
+                reshuffle_each_iteration=False, **_length_options(config),
+                shares={t.name: t.batch_share for t in config.tasks if t.batch_share is not None},
+                batch_sizes={name: size * replicas for name, size in own_sizes.items()},
+                stopped=dict(key) or None,
+            )
+            # BAM!: teacher targets ride along as y[task]["teacher"]
+            train_ds = train_ds if tables is None else with_teachers(train_ds, tasks, tables)
+            built[key] = by_example(train_ds, strategy)  # multi-worker: each worker its part of each batch
+        return built[key]
 
-    stream()  # builds (and so checks) the input before anything is written
+    stream()  # builds (and so checks) the input before anything is written; fit reuses it
     before = start_from_run(config, model, dev_ex, echo) if config.init_from is not None else None
     has_dev = any(dev_ex.values())
     val_ds = by_example(validation_dataset(tasks, dev_ex, preprocessor), strategy) if has_dev else None
