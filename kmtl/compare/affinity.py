@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -133,6 +134,14 @@ def affinity(config, *, steps: Optional[int] = None, every: Optional[int] = None
     return {**report, "paths": {k: str(v) for k, v in paths.items()}}
 
 
+def _load():
+    """The 1-minute load average now (the machine may be shared), or ``None`` where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def build_report(config, probe, *, command: str, steps: int, every: int, probe_size: int, groups: int,
                  seconds: Optional[float] = None, run_dir=None, measured: Optional[tuple] = None) -> dict:
     """The report's content from a `TaskAffinity` that has run (see `affinity`); ``measured``:
@@ -151,6 +160,7 @@ def build_report(config, probe, *, command: str, steps: int, every: int, probe_s
     rates = [row["learning_rate"] for row in probe.series]
     report = {
         "name": config.name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+        "load_average_1m_at_end": _load(),  # the seconds hold for this CPU and load only
         "backbone": config.backbone, "sharing": config.sharing.mode, "tasks": names,
         "steps": int(steps), "every": int(every), "probe_size": int(probe_size),
         "probes": len(probe.series), "lookahead_probes": probe.lookahead_probes,
@@ -316,7 +326,8 @@ def format_markdown(report: dict, figure: Optional[str] = None) -> str:
     factor = 10.0 ** -_exponent(report["affinity"])
     rate = report["learning_rate"]
     out = [f"# kmtl affinity: {report['name']}", "",
-           f"`{report['command']}` on {report['date']}; machine: {report['machine']}; backbone `{report['backbone']}`, "
+           f"`{report['command']}` on {report['date']}; machine: {report['machine']}, 1-min load at the end "
+           f"{report.get('load_average_1m_at_end')}; backbone `{report['backbone']}`, "
            f"sharing `{report['sharing']}`", "",
            f"{report['steps']} training steps; a probe of {report['probe_size']} training examples per task every "
            f"{report['every']} steps ({report['probes']} probes, {report['lookahead_probes']} with a lookahead step; "
