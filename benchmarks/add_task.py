@@ -49,6 +49,8 @@ def config(variant: str, limit: int):
     data = {"name": f"{variant}_{limit}", "backbone": "minilm-l6", "max_length": 64, "tasks": tasks,
             "mixture": {"sampling": "proportional", "batch_size": 32},
             "training": {"epochs": 2, "learning_rate": 1e-4, "warmup_ratio": 0.1},
+            # pinned to what the committed results were measured with (the defaults moved since)
+            "weighting": {"strategy": "static"},
             "output_dir": str(ROOT / "runs" / "add_task"), "export": {"enabled": False}}
     if variant != "base":
         tasks.append({"name": "wnut", "kind": "tagging", "limit": limit, "tag_scheme": "bio",
@@ -60,6 +62,7 @@ def config(variant: str, limit: int):
         data["training"]["learning_rate"] = 1e-3
     if variant == "progressive_6ep":
         data["training"]["epochs"] = 6
+    data["training"]["head_learning_rate"] = data["training"]["learning_rate"]
     return config_from_dict(data, ROOT)
 
 

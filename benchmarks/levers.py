@@ -2,6 +2,7 @@
 
     python benchmarks/levers.py xla                 # fixed 32 x 64: XLA on vs off
     python benchmarks/levers.py padding             # real data, max 128: longest / buckets / grouped, XLA on and off
+    python benchmarks/levers.py adam                # fixed 32 x 64: fused Adam update vs Keras' per-variable ops
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
 Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
@@ -27,6 +28,7 @@ PRESETS = {
     "xla": ["data=fixed,jit=1", "data=fixed,jit=0"],
     "padding": ["data=real,jit=0,padding=longest", "data=real,jit=0,padding=grouped",
                 "data=real,jit=1,padding=buckets", "data=real,jit=1,padding=grouped"],
+    "adam": ["data=fixed,fused=1", "data=fixed,fused=0"],   # one fused kernel per variable vs Keras' ops
 }
 
 
@@ -34,7 +36,8 @@ def parse_variant(text):
     out = {}
     for part in text.split(","):
         key, value = part.split("=")
-        out[key] = {"jit": lambda v: v in ("1", "true", "on")}.get(key, lambda v: v)(value)
+        flag = lambda v: v in ("1", "true", "on")  # noqa: E731
+        out[key] = {"jit": flag, "fused": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len"):
             out[key] = int(value)
     return out
@@ -43,7 +46,7 @@ def parse_variant(text):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
-    p.add_argument("--variants", nargs="+", help="key=value,... (data, jit, padding, batch_size, seq_len)")
+    p.add_argument("--variants", nargs="+", help="key=value,... (data, jit, fused, padding, batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

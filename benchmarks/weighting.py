@@ -64,6 +64,7 @@ def run_variant(name: str, limit: int, epochs: int, learning_rate: float) -> dic
     data["weighting"], data["sharing"] = weighting, sharing
     data["training"]["epochs"] = epochs
     data["training"]["learning_rate"] = learning_rate
+    data["training"]["head_learning_rate"] = learning_rate  # one rate, as the committed rows were measured
     for task in data["tasks"]:
         task["limit"] = limit
     config = config_from_dict(data, HERE)

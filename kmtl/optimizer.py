@@ -8,6 +8,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kmtl import defaults
+
 
 @keras.saving.register_keras_serializable(package="kmtl")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -103,14 +105,58 @@ class AllReducedClipping:
         )
 
 
+class FusedAdamUpdate:
+    """Mixin for `keras.optimizers.Adam` / ``AdamW``: each variable's update as TF's one fused
+    ``ResourceApplyAdam`` kernel instead of Keras' dozen element-wise ops (two moment updates,
+    square, sqrt, divide, three assigns...), each a separate pass over the variable.
+
+    The arithmetic is Keras' (``keras/src/optimizers/adam.py::update_step``):
+    ``m += (g - m)(1 - b1)``, ``v += (g² - v)(1 - b2)``,
+    ``var -= lr·sqrt(1 - b2^t)/(1 - b1^t) · m / (sqrt(v) + eps)``, so the two agree to float
+    rounding (tests/test_optimizer.py). AdamW's decoupled weight decay is applied before, by
+    Keras, unchanged. Sparse gradients, ``amsgrad`` and non-float32 variables take Keras' path.
+
+    Args:
+        fused: False: Keras' own ``update_step`` everywhere (for an A/B).
+    """
+
+    def __init__(self, *args, fused: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = bool(fused)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if (not self.fused or self.amsgrad or isinstance(gradient, tf.IndexedSlices)
+                or variable.dtype != "float32" or not isinstance(_tf_variable(variable), tf.Variable)):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1, beta_2 = tf.cast(self.beta_1, tf.float32), tf.cast(self.beta_2, tf.float32)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_tf_variable(variable).handle, m=_tf_variable(self._momentums[index]).handle,
+            v=_tf_variable(self._velocities[index]).handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.constant(self.epsilon, tf.float32), grad=tf.cast(gradient, tf.float32), use_locking=False)
+
+    def get_config(self):
+        return {**super().get_config(), "fused": self.fused}
+
+
+def _tf_variable(variable):
+    """The `tf.Variable` behind a Keras variable (itself when it is one)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
 @keras.saving.register_keras_serializable(package="kmtl")
-class AdamW(AllReducedClipping, keras.optimizers.AdamW):
+class AdamW(FusedAdamUpdate, AllReducedClipping, keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` whose ``global_clipnorm`` clips the all-reduced gradient.
 
     Under a `tf.distribute` strategy, 1 and N replicas give the same update with clipping
     (`AllReducedClipping`); without a strategy it is Keras' AdamW with ``global_clipnorm``.
+    Each variable's Adam update is one fused kernel (`FusedAdamUpdate`).
 
     Args:
+        fused: one ``ResourceApplyAdam`` kernel per variable (default) or Keras' ops.
         **kwargs: the arguments of `keras.optimizers.AdamW`; ``global_clipnorm`` is the
             largest global L2 norm of the gradient summed over replicas (BERT: 1.0).
 
@@ -166,19 +212,46 @@ class LayerRateAdamW(AdamW):
         return {**super().get_config(), "rate_multipliers": dict(self.rate_multipliers)}
 
 
-def make_optimizer(learning_rate: float = 5e-5, total_steps: int = 1000, warmup_ratio: float = 0.1,
-                   weight_decay: float = 0.01, clipnorm: float = 1.0,
-                   rate_multipliers: Optional[Dict[str, float]] = None) -> AdamW:
+def head_rate_multipliers(model, learning_rate: float, head_learning_rate: Optional[float] = None,
+                          per_task: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """``{layer name: factor}`` for `LayerRateAdamW`: every layer of each task's head
+    (`kmtl.sharing.counts.head_layers`: the output layer and the ``<task>_...`` layers feeding it,
+    such as a relation head's hidden dense) at ``per_task[task]``, else ``head_learning_rate``,
+    else `kmtl.defaults.head_rate`, divided by the encoder's ``learning_rate``.
+
+    Example:
+        >>> head_rate_multipliers(model, 5e-5, per_task={"rel": 2e-4})
+        {'sst2': 20.0, 'rel': 4.0, 'rel_hidden': 4.0, ...}
+    """
+    from kmtl.sharing.counts import head_layers  # a model-level helper; the optimizer itself needs no model
+
+    found = {}
+    for task in model.tasks:
+        rate = (per_task or {}).get(task.name) or defaults.head_rate(learning_rate, head_learning_rate)
+        found.update({layer.name: rate / learning_rate for layer in head_layers(model, task.name) if layer.weights})
+    return found
+
+
+def make_optimizer(learning_rate: float = defaults.LEARNING_RATE, total_steps: int = 1000, warmup_ratio: float = 0.1,
+                   weight_decay: float = 0.01, clipnorm: Optional[float] = 1.0,
+                   rate_multipliers: Optional[Dict[str, float]] = None, *, model=None,
+                   head_learning_rate: Optional[float] = None) -> AdamW:
     """`AdamW` with `WarmupLinearDecay`; no weight decay on biases and LayerNorm parameters.
 
     ``clipnorm`` (None: off) bounds the *global* L2 norm of the gradient summed over replicas
     (BERT's ``clip_by_global_norm``), not each variable's norm as Keras' ``clipnorm`` does.
-    ``rate_multipliers`` (``{layer name: factor}``, e.g. the task heads) gives those layers'
-    weights a peak rate of ``factor * learning_rate`` (`LayerRateAdamW`).
+    Given the ``model``, its task heads train at ``head_learning_rate`` (default
+    `kmtl.defaults.head_rate`: 1e-3, the recipe `kmtl train` uses) and the rest at
+    ``learning_rate``. ``rate_multipliers`` (``{layer name: factor}``) sets any layer's
+    weights to a peak rate of ``factor * learning_rate`` (`LayerRateAdamW`), over the heads'.
 
     Example:
-        >>> model.compile(optimizer=make_optimizer(5e-5, total_steps=steps * epochs))
+        >>> model.compile(optimizer=make_optimizer(5e-5, total_steps=steps * epochs, model=model))
     """
+    if model is not None:
+        rate_multipliers = {**head_rate_multipliers(model, learning_rate, head_learning_rate), **(rate_multipliers or {})}
+    elif head_learning_rate is not None:
+        raise ValueError("head_learning_rate needs the model whose heads it sets: make_optimizer(..., model=model)")
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(warmup_ratio * total_steps)))
     options = dict(learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=clipnorm, epsilon=1e-6)
     if rate_multipliers and any(f != 1.0 for f in rate_multipliers.values()):

@@ -107,7 +107,7 @@ def test_defaults_and_round_trip(base):
     assert config.sharing.mode == "full" and config.mixture.sampling == "proportional"
     assert config.mixture.batch_size == 32 and config.training.epochs == 3
     assert config.training.warmup_ratio == 0.1 and config.training.early_stopping is None
-    assert config.weighting.strategy == "static" and config.weighting.weights == {}
+    assert config.weighting.strategy == "static" and config.weighting.weights == {}  # one task: nothing to weigh
     task = config.task("sentiment")
     assert task.labels is None and task.weight == 1.0 and task.dev is None
     assert task.train.label == "label" and task.train.quoting is False
@@ -326,3 +326,43 @@ def test_mixture_length_options_reach_the_mixture(base):
     assert _length_options(config) == {"length_buckets": (32, 64), "group_by_length": False}
     assert "mixture.group_by_length: group_by_length works with granularity: joint only" in problems(
         {**minimal(), "mixture": {"granularity": "alternating", "group_by_length": True}}, base)
+
+
+def two_tasks(**extra):
+    """``minimal()`` with a second classification task, and ``extra`` top-level keys."""
+    data = minimal()
+    second = {**data["tasks"][0], "name": "topic"}
+    return {"tasks": [data["tasks"][0], second], **extra}
+
+
+@pytest.mark.parametrize("data, expected", [
+    (two_tasks(), "uncertainty"),                                       # the measured multi-task default
+    (two_tasks(weighting={"learning_rate": 0.1}), "uncertainty"),       # its options without naming it
+    (minimal(), "static"),                                              # one task: nothing to weigh
+    (two_tasks(weighting={"weights": {"topic": 0.5}}), "static"),       # weights of the user's own
+    (two_tasks(weighting={"strategy": "dwa"}), "dwa"),                  # a named strategy is kept
+])
+def test_default_weighting_strategy(base, data, expected):
+    assert load_config(write(base, data)).weighting.strategy == expected
+
+
+def test_a_task_weight_keeps_static_weighting(base):
+    data = two_tasks()
+    data["tasks"][1] = {**data["tasks"][1], "weight": 0.1}  # a masked-LM auxiliary's lambda, say
+    config = load_config(write(base, data))
+    assert config.weighting.strategy == "static" and config.task("topic").weight == 0.1
+
+
+def test_an_option_of_another_strategy_names_the_fix(base):
+    with pytest.raises(ConfigError, match=r"weighting.alpha.*strategy: gradnorm"):
+        load_config(write(base, two_tasks(weighting={"alpha": 1.5})))
+
+
+def test_default_learning_rates(base):
+    training = load_config(write(base, minimal())).training
+    from kmtl import defaults
+
+    assert training.learning_rate == defaults.LEARNING_RATE
+    assert training.head_rate == defaults.HEAD_LEARNING_RATE == 1e-3
+    bigger = load_config(write(base, minimal(), name="b.yaml")).training.model_copy(update={"learning_rate": 3e-3})
+    assert bigger.head_rate == 3e-3  # never below the encoder's own rate

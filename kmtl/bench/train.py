@@ -126,7 +126,8 @@ class TrainBench:
 
     def __init__(self, backbone: str = "minilm-l6", batch_size: int = 32, seq_len: int = 64, steps: int = 20,
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
-                 data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32"):
+                 data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
+                 fused: bool = True):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
         from kmtl.model.precision import PRECISIONS, precision_scope
 
@@ -148,7 +149,7 @@ class TrainBench:
         self.settings = {"backbone": backbone, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
                          "repeats": repeats, "warmup_steps": warmup, "data": data, "jit": jit,
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
-                         "precision": precision}
+                         "precision": precision, "fused_adam": fused}
         self.read_seconds = None
         keras.utils.set_random_seed(seed)
         if data == "real":
@@ -167,7 +168,9 @@ class TrainBench:
         self.dims = flops_lib.encoder_dims(self.encoder.backbone)
         self.classes = flops_lib.head_classes(tasks)
         total = warmup + repeats * steps
-        self.model.compile(optimizer=make_optimizer(5e-5, total_steps=10 * total), jit_compile=jit)
+        optimizer = make_optimizer(5e-5, total_steps=10 * total)
+        optimizer.fused = fused  # kmtl.optimizer.FusedAdamUpdate (an A/B lever: benchmarks/levers.py)
+        self.model.compile(optimizer=optimizer, jit_compile=jit)
         self.total_steps = total
 
     # ------------------------------------------------------------------ data

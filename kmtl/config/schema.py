@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from kmtl import defaults
 from kmtl.registry import (
     COMPUTED,
     REQUIRED,
@@ -587,13 +588,14 @@ class TrainingConfig(_Model):
     ``precision``: ``float32`` (default), ``mixed_bfloat16`` or ``mixed_float16`` (Keras'
     mixed-precision policies; heads and losses stay float32, float16 with loss scaling).
 
-    ``head_learning_rate``: the peak learning rate of the task heads (default: ``learning_rate``);
-    the encoder, adapters and LoRA factors train at ``learning_rate``.
+    ``head_learning_rate``: the peak learning rate of the task heads (default:
+    `kmtl.defaults.head_rate`, 1e-3 or ``learning_rate`` if that is larger); the encoder,
+    adapters and LoRA factors train at ``learning_rate``.
     """
 
     epochs: int = Field(3, ge=1)
     steps_per_epoch: Optional[int] = Field(None, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
+    learning_rate: float = Field(defaults.LEARNING_RATE, gt=0)
     head_learning_rate: Optional[float] = Field(None, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: NonNegativeFloat = 0.01
@@ -618,8 +620,8 @@ class TrainingConfig(_Model):
 
     @property
     def head_rate(self) -> float:
-        """The task heads' peak learning rate: ``head_learning_rate``, else ``learning_rate``."""
-        return self.head_learning_rate or self.learning_rate
+        """The task heads' peak learning rate (`kmtl.defaults.head_rate`)."""
+        return defaults.head_rate(self.learning_rate, self.head_learning_rate)
 
 
 _WEIGHTING_DOC = """How the per-task loss weights are set during training (`kmtl.weighting`).
@@ -635,6 +637,31 @@ _WEIGHTING_DOC = """How the per-task loss weights are set during training (`kmtl
     Strategies and their options come from `kmtl.registry.WEIGHTING` (each class's ``__init__``).
     """
 WeightingConfig = _plugin_section("WeightingConfig", WEIGHTING, "strategy", "static", _WEIGHTING_DOC)
+
+
+def default_weighting(data: Dict[str, Any]) -> str:
+    """The weighting strategy a config gets when ``weighting.strategy`` is not set:
+    `kmtl.defaults.MULTI_TASK_WEIGHTING` for two or more tasks, ``static`` when the config sets
+    loss weights itself (a task's ``weight`` other than 1, or ``weighting.weights``) or has one
+    task (nothing to weigh).
+
+    Example:
+        >>> default_weighting({"tasks": [{"name": "a"}, {"name": "b"}]})
+        'uncertainty'
+        >>> default_weighting({"tasks": [{"name": "a", "weight": 0.1}, {"name": "b"}]})
+        'static'
+    """
+    tasks = data.get("tasks")
+    tasks = list(tasks) if isinstance(tasks, (list, tuple)) else []
+    weighting = data.get("weighting")
+    weighting = weighting if isinstance(weighting, dict) else {}
+
+    def weight(task):
+        return task.get("weight", 1.0) if isinstance(task, dict) else getattr(task, "weight", 1.0)
+
+    if len(tasks) < 2 or weighting.get("weights") or any(weight(t) != 1.0 for t in tasks):
+        return "static"
+    return defaults.MULTI_TASK_WEIGHTING
 
 
 class ExportConfig(_Model):
@@ -676,6 +703,19 @@ class Config(_Model):
     """Distillation teachers: ``{task: finished run folder}`` (`kmtl.distill`, BAM! teacher annealing)."""
     init_from: Optional[ResolvedPath] = None
     """A finished run whose backbone and heads this run starts from (adding a task later)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weighting_strategy(cls, data):
+        # a weighting section without a strategy (or none at all) gets `default_weighting`'s; a
+        # WeightingConfig object (what `kmtl compare` gives its baselines) is taken as it is
+        if not isinstance(data, dict) or not isinstance(data.get("weighting", {}), dict):
+            return data
+        weighting = dict(data.get("weighting") or {})
+        if "strategy" not in weighting:
+            weighting["strategy"] = default_weighting(data)
+            data = {**data, "weighting": weighting}
+        return data
 
     @field_validator("name")
     @classmethod

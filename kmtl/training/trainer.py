@@ -19,11 +19,11 @@ from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, wi
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
 from kmtl.model import build_model
 from kmtl.model.precision import precision_scope
+from kmtl.optimizer import head_rate_multipliers as optimizer_head_rates
 from kmtl.optimizer import make_optimizer
 from kmtl.plots import plot_run_curves
 from kmtl.run_files import METRICS_FILE, save_run
 from kmtl.sharing import format_parameter_counts, make_sharing, trainable_parameter_counts
-from kmtl.sharing.counts import head_layers
 from kmtl.training.backup import BACKUP_FOLDER, StepBackup, read_backup_state
 from kmtl.training.data import read_task_examples
 from kmtl.training.early_stopping import RunEarlyStopping, TaskEarlyStopping, freeze_heads
@@ -60,21 +60,17 @@ class RunResult:
 
 
 def head_rate_multipliers(config, model) -> dict:
-    """``{layer name: factor}`` for `kmtl.optimizer.LayerRateAdamW`: every layer of each task's head
-    (`kmtl.sharing.counts.head_layers`: the output layer and the ``<task>_...`` layers feeding it,
-    such as a relation head's hidden dense) at the task's ``head_learning_rate``, else
-    ``training.head_learning_rate``, divided by the encoder's ``learning_rate``.
+    """`kmtl.optimizer.head_rate_multipliers` for the config: each task's ``head_learning_rate``,
+    else ``training.head_learning_rate`` (`TrainingConfig.head_rate`).
 
     Example:
         >>> head_rate_multipliers(config, model)   # training: 5e-5, heads 1e-3, tasks[1]: 2e-4
         {'sst2': 20.0, 'rel': 4.0, 'rel_hidden': 4.0, ...}
     """
     tr = config.training
-    found = {}
-    for task in config.tasks:
-        factor = (task.head_learning_rate or tr.head_rate) / tr.learning_rate
-        found.update({layer.name: factor for layer in head_layers(model, task.name) if layer.weights})
-    return found
+    return optimizer_head_rates(model, tr.learning_rate, tr.head_rate,
+                                {t.name: t.head_learning_rate for t in config.tasks if t.head_learning_rate})
+
 
 def make_tasks(config, train_examples, echo=print):
     """Task objects from the config, with label sets inferred where the config gives none.
@@ -358,7 +354,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
 
     precision = "" if tr.precision == "float32" else f", precision: {tr.precision}"
     echo(f"training {format_parameter_counts(trainable_parameter_counts(model))} "
-         f"[sharing: {model.sharing}{precision}] on {strategy.num_replicas_in_sync} replica(s): "
+         f"[sharing: {model.sharing}, weighting: {config.weighting.strategy}{precision}] on "
+         f"{strategy.num_replicas_in_sync} replica(s): "
          f"{tr.epochs} epochs x {steps} steps")
     start = time.perf_counter()
     history = _fit_from_backup(model, stream, backup, steps, tr.epochs, stopper=stopper, task_stopper=task_stopper,
