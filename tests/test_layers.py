@@ -10,10 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "kmtl"
 
 LAYERS = [
-    {"errors", "files", "keras_registration", "progress", "registry", "tf_startup"},  # leaves
+    {"errors", "files", "keras_registration", "progress", "registry", "tf_startup", "defaults"},  # leaves
     {"data", "config"},                                                 # examples, sources, tf.data; the YAML schema
-    {"tasks", "metrics", "optimizer"},                                  # task kinds, their metrics; AdamW
-    {"backbone", "sharing"},                                            # the encoder and how tasks share it
+    {"tasks", "metrics"},                                               # task kinds, their metrics
+    {"backbone", "sharing", "optimizer"},   # the encoder, how tasks share it; AdamW (finds the heads' layers)
     {"model"},                                                          # MultiTaskModel
     {"weighting", "distill", "run_files", "export", "evaluation", "plots"},
     {"serving", "training"},
