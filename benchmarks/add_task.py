@@ -27,11 +27,13 @@ import datetime
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
+
+from result_store import measure, publish
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
 DATA = ROOT.parent / "shared" / "data"
 
 
@@ -120,14 +122,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         sys.exit("benchmarks/add_task.py needs ../shared/data (SST-2, CoNLL-2003, WNUT-17)")
-    RESULTS.mkdir(exist_ok=True)
-    store = RESULTS / "add-task.json"
-    rows = json.loads(store.read_text()) if store.exists() else {}
-    for variant in ("base", "plain", "progressive", "progressive_6ep"):
-        key = f"{variant}@{args.limit}"
-        if key not in rows:
-            rows[key] = run(variant, args.limit)
-            store.write_text(json.dumps(rows, indent=2) + "\n")
+    rows = measure("add-task", {f"{variant}@{args.limit}": partial(run, variant, args.limit)
+                                for variant in ("base", "plain", "progressive", "progressive_6ep")})
     text = ("# Adding a task: progressive networks vs plain add-a-task\n\n"
             f"MiniLM-L6; base: SST-2 + CoNLL-2003 ({args.limit} training examples each, sharing full, 2 epochs, "
             "lr 1e-4, batch 32, max length 64, seed 0); then WNUT-17 added from the base run (`init_from`): "
@@ -138,8 +134,7 @@ def main(argv=None):
             "run: `benchmarks/results/add-task.json`.\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/add_task.py --limit {args.limit}`\n\n"
             + table(rows, args.limit) + "\n\n" + measured_on(rows) + "\n")
-    (RESULTS / "add-task.md").write_text(text)
-    print(text)
+    publish("add-task", text)
 
 
 if __name__ == "__main__":

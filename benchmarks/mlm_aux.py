@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
+
+from result_store import measure, publish
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
 DATA = ROOT.parent / "shared" / "data"
 METRICS = {"sst2": "accuracy", "conll": "entity_f1", "stsb": "pearson", "agnews": "accuracy"}
 
@@ -104,14 +105,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         sys.exit("benchmarks/mlm_aux.py needs ../shared/data (SST-2, CoNLL-2003, STS-B, AG News, WikiText-2)")
-    RESULTS.mkdir(exist_ok=True)
-    store = RESULTS / "mlm-aux.json"
-    rows = json.loads(store.read_text()) if store.exists() else {}
-    for weight in [None, *args.weights]:
-        name = "no_mlm" if weight is None else f"mlm_{weight:g}".replace(".", "_")
-        if name not in rows:
-            rows[name] = run(weight)
-            store.write_text(json.dumps(rows, indent=2) + "\n")
+    rows = measure("mlm-aux", {"no_mlm" if w is None else f"mlm_{w:g}".replace(".", "_"): partial(run, w)
+                               for w in [None, *args.weights]})
     text = ("# Masked-LM auxiliary loss on four real tasks\n\n"
             "MiniLM-L6; `configs/compare_four_tasks.yaml` with static weighting (2,000 training examples per task, "
             "2 epochs, lr 5e-5, heads 1e-3, batch 32, max length 64, seed 0); MLM on WikiText-2 (valid.txt, "
@@ -119,8 +114,7 @@ def main(argv=None):
             "eval sets and the first 2,000 of AG News test; in brackets the Δ in points against the run "
             "without MLM. Machine, date and load of each run: `benchmarks/results/mlm-aux.json`.\n\n"
             "Reproduce: `.venv/bin/python benchmarks/mlm_aux.py`\n\n" + table(rows) + "\n")
-    (RESULTS / "mlm-aux.md").write_text(text)
-    print(text)
+    publish("mlm-aux", text)
 
 
 if __name__ == "__main__":

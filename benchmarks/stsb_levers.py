@@ -20,11 +20,13 @@ import json
 import os
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
+
+from result_store import measure, publish
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
 DATA = ROOT.parent / "shared" / "data"
 
 LEVERS = {
@@ -142,22 +144,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         sys.exit("benchmarks/stsb_levers.py needs ../shared/data (STS-B)")
-    RESULTS.mkdir(exist_ok=True)
-    store = RESULTS / "stsb-levers.json"
-    rows = json.loads(store.read_text()) if store.exists() else {}
-    for name in args.only or list(LEVERS):
-        if name in rows and not args.again:
-            continue
-        rows[name] = run(name)
-        store.write_text(json.dumps(rows, indent=2) + "\n")
+    rows = measure("stsb-levers", {name: partial(run, name) for name in args.only or list(LEVERS)}, again=args.again)
     text = ("# STS-B single-task baseline: one lever at a time\n\n"
             "The STS-B baseline of `configs/compare_four_tasks.yaml` (MiniLM-L6, 2,000 training pairs, 2 epochs, "
             "batch 32, max length 64, encoder 5e-5, heads 1e-3, regression bias at the mean score, seed 0), dev "
             "`stsb/dev.tsv` (1,500 pairs); each row changes one thing against `base`. The PyTorch recipe's "
             "single-task figure on this budget (the issue's): Pearson 0.786.\n\n"
             "Reproduce: `.venv/bin/python benchmarks/stsb_levers.py`\n\n" + table(rows) + "\n")
-    (RESULTS / "stsb-levers.md").write_text(text)
-    print(text)
+    publish("stsb-levers", text)
 
 
 if __name__ == "__main__":
