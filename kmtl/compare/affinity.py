@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from kmtl.bench.train import load_average
 from kmtl.compare.grouping import MAX_TASKS, rank_groupings, suggest_groupings
 from kmtl.errors import KmtlError
 from kmtl.files import json_safe, write_atomic
@@ -134,14 +134,6 @@ def affinity(config, *, steps: Optional[int] = None, every: Optional[int] = None
     return {**report, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def _load():
-    """The 1-minute load average now (the machine may be shared), or ``None`` where unknown."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
 def build_report(config, probe, *, command: str, steps: int, every: int, probe_size: int, groups: int,
                  seconds: Optional[float] = None, run_dir=None, measured: Optional[tuple] = None) -> dict:
     """The report's content from a `TaskAffinity` that has run (see `affinity`); ``measured``:
@@ -160,7 +152,7 @@ def build_report(config, probe, *, command: str, steps: int, every: int, probe_s
     rates = [row["learning_rate"] for row in probe.series]
     report = {
         "name": config.name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
-        "load_average_1m_at_end": _load(),  # the seconds hold for this CPU and load only
+        "load_average_1m_at_end": load_average(),  # the seconds hold for this CPU and load only
         "backbone": config.backbone, "sharing": config.sharing.mode, "tasks": names,
         "steps": int(steps), "every": int(every), "probe_size": int(probe_size),
         "probes": len(probe.series), "lookahead_probes": probe.lookahead_probes,
