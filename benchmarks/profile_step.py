@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py                  # MiniLM, batch 32 x 64, XLA off (op-level view)
     python benchmarks/profile_step.py --jit            # XLA on: one cluster op, see the HLO-level lines
+    python benchmarks/profile_step.py --precision mixed_bfloat16   # bf16 compute (matmuls alone in bf16 too)
 
 1. Trains a few warm-up steps, then records ``--steps`` steps with the TensorFlow profiler
    (`tf.profiler.experimental`) and sums the host events of the resulting XSpace (the
@@ -56,7 +57,7 @@ def op_table(logdir, top=12):
     return [(k, v, calls[k]) for k, v in totals.most_common(top)], sum(totals.values())
 
 
-def matmul_only_seconds(batch, seq, layers, hidden, inter, heads, rounds=3):
+def matmul_only_seconds(batch, seq, layers, hidden, inter, heads, rounds=3, dtype="float32"):
     """Seconds of the step's matmuls alone (forward + backward), median of ``rounds``.
 
     Every product gets its own operands (Grappler would merge identical products and fold
@@ -75,11 +76,11 @@ def matmul_only_seconds(batch, seq, layers, hidden, inter, heads, rounds=3):
             shapes += [([t, hidden], [hidden, inter]), ([t, inter], [inter, hidden]), ([hidden, t], [t, inter])]
         # attention QK^T and PV: forward and two backward products each
         shapes += [([batch, heads, seq, d], [batch, heads, d, seq]), ([batch, heads, seq, seq], [batch, heads, seq, d])] * 3
-    operands = [(tf.random.normal(a), tf.random.normal(b)) for a, b in shapes]
+    operands = [(tf.random.normal(a, dtype=dtype), tf.random.normal(b, dtype=dtype)) for a, b in shapes]
 
     @tf.function
     def gemms(pairs):
-        return tf.add_n([tf.reduce_sum(tf.matmul(a, b)) for a, b in pairs])
+        return tf.add_n([tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)) for a, b in pairs])
 
     gemms(operands).numpy()
     times = []
@@ -97,13 +98,14 @@ def main(argv=None):
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--jit", action="store_true")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
     args = p.parse_args(argv)
     import tensorflow as tf
 
     from kmtl.bench.train import TrainBench
 
     bench = TrainBench(args.backbone, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
-                       repeats=1, warmup=2, jit=args.jit)
+                       repeats=1, warmup=2, jit=args.jit, precision=args.precision)
     ds = bench.dataset()
     model = bench.model
     model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing, oneDNN primitives
@@ -119,8 +121,9 @@ def main(argv=None):
     step = (time.perf_counter() - t0) / args.steps
     d = bench.dims
     mm = matmul_only_seconds(args.batch_size, args.seq_len, d["layers"], d["hidden"], d["intermediate"],
-                             int(getattr(bench.encoder.backbone, "num_heads", 12)))
-    print(f"step {step * 1e3:.0f} ms (profiled {profiled * 1e3:.0f} ms), XLA {'on' if args.jit else 'off'}, "
+                             int(getattr(bench.encoder.backbone, "num_heads", 12)),
+                             dtype="bfloat16" if args.precision == "mixed_bfloat16" else "float32")
+    print(f"step {step * 1e3:.0f} ms (profiled {profiled * 1e3:.0f} ms), XLA {'on' if args.jit else 'off'}, {args.precision}, "
           f"batch {args.batch_size} x {args.seq_len}; load {os.getloadavg()[0]:.2f}")
     print(f"matmuls alone (forward + backward GEMMs at the step's shapes): {mm * 1e3:.0f} ms = "
           f"{100 * mm / step:.0f}% of the step")

@@ -229,7 +229,7 @@ def cmd_bench_serve(args):
 
     result = bench_serve(backbone=args.backbone, run_dir=args.run, seq_words=args.seq_words,
                          batch_size=args.batch_size, seconds=args.seconds, repeats=args.repeats,
-                         max_length=args.max_length)
+                         max_length=args.max_length, precision=args.precision)
     print(format_table(result))
     if args.json:
         print(json.dumps(result))
@@ -249,8 +249,9 @@ def cmd_bench_train(args):
                        repeats=args.repeats, warmup=args.warmup, data=args.data, jit=args.jit, padding=args.padding,
                        data_dir=args.data_dir, limit=args.limit, precision=args.precision)
     from kmtl.bench.peak import matmul_peak
+    from kmtl.bench.train import COMPUTE_DTYPES
 
-    result = bench.run(peak=matmul_peak(seconds=args.peak_seconds))
+    result = bench.run(peak=matmul_peak(seconds=args.peak_seconds, dtype=COMPUTE_DTYPES[bench.settings["precision"]]))
     print(format_table(result))
     if args.json:
         print(json.dumps(result))
@@ -460,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each timed window (default: 10)")
     p.add_argument("--repeats", type=int, default=3, help="timed windows per figure; median reported (default: 3)")
     p.add_argument("--max-length", type=int, default=128, help="preprocessor max length of a fresh model (default: 128)")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
+                   help="what the SavedModel computes in (default: float32, what kmtl train and kmtl export write; "
+                        "the ONNX graph is float32 either way)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON object on the last line")
     p.set_defaults(func=cmd_bench_serve)
 
@@ -490,8 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "see README Performance)")
     p.add_argument("--peak-seconds", type=float, default=1.0,
                    help="length of each of the 3 windows of the fp32 matmul peak measurement (default: 1)")
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
-                   help="the training precision (default: float32; the matmul peak share stays a float32 one)")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"), default="auto",
+                   help="the training precision (default: auto, what kmtl train does: mixed_bfloat16 on CPUs with "
+                        "AMX-BF16/AVX512-BF16, float32 elsewhere); the peak share is of the matmul peak in the "
+                        "compute dtype")
     p.add_argument("--workers", type=int, default=1,
                    help="2 or more: weak scaling over N local worker processes (MultiWorkerMirroredStrategy, batch "
                         "--batch-size per worker) and over N CPU devices in one process, against 1 worker run first "

@@ -8,6 +8,9 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# training.precision: auto resolves to float32 in the tests, whatever the CPU (bfloat16 on CPUs with
+# AVX512-BF16/AMX would loosen the tolerances of exactness tests); tests of auto itself unset it
+os.environ.setdefault("KMTL_PRECISION", "float32")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -188,3 +188,15 @@ def test_peer_torch_fixed_shapes_json():
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["examples_per_sec"] > 0 and result["threads"] >= 1
+
+
+def test_bench_train_auto_precision_follows_the_cpu_and_measures_the_peak_in_the_compute_dtype(capsys, monkeypatch):
+    from kmtl.model import precision as precision_lib
+
+    monkeypatch.delenv("KMTL_PRECISION", raising=False)
+    monkeypatch.setattr(precision_lib, "cpu_bf16_flags", lambda cpuinfo=None: ["avx512_bf16"])
+    result = last_json(capsys, TINY_TRAIN + ["--seq-len", "8"])  # --precision auto is the default
+    s = result["settings"]
+    assert s["precision"] == "mixed_bfloat16" and s["precision_auto"] == "auto: the CPU has AVX512-BF16"
+    assert result["matmul_peak"]["dtype"] == "bfloat16" and result["peak_gflops"] > 0
+    assert result["gflops"] == pytest.approx(result["peak_ratio"] * result["peak_gflops"])

@@ -1,6 +1,7 @@
 """Mixed precision (kmtl.model.precision): policies, float32 heads, loss scaling in hooked steps, float32 exports;
 and the TPU answer (config and choose_strategy)."""
 
+import json
 import os
 
 import keras
@@ -11,7 +12,8 @@ import tensorflow as tf
 import kmtl
 from kmtl.backbone import tiny_encoder
 from kmtl.data import Example
-from kmtl.model.precision import ScaledTape, float32_copy, precision_scope
+from kmtl.model import precision as precision_lib
+from kmtl.model.precision import ScaledTape, float32_copy, precision_scope, resolve_precision
 from kmtl.weighting import GradNorm, PCGrad, StaticWeighting, UncertaintyWeighting
 
 MAX_LENGTH = 16
@@ -255,6 +257,61 @@ def test_saved_model_of_a_bfloat16_model_answers_like_predict(tmp_path):
     assert text["sent_probabilities"].dtype == tf.float32
 
 
+# ------------------------------------------------------------------ precision: auto
+AMD_ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+SAPPHIRE = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+AVX2_ONLY = "flags\t\t: fpu sse2 avx2 fma\n"
+
+
+def test_auto_precision_is_bfloat16_only_on_cpus_with_native_bfloat16(monkeypatch):
+    monkeypatch.delenv("KMTL_PRECISION", raising=False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert resolve_precision("auto", cpuinfo=AMD_ZEN4, gpus=0) == ("mixed_bfloat16", "auto: the CPU has AVX512-BF16")
+    assert resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=0) == ("mixed_bfloat16", "auto: the CPU has AMX-BF16")
+    precision, reason = resolve_precision("auto", cpuinfo=AVX2_ONLY, gpus=0)
+    assert precision == "float32" and "no native bfloat16" in reason
+    assert resolve_precision("auto", cpuinfo="", gpus=0)[0] == "float32"  # no /proc/cpuinfo flags: assume none
+    assert resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=1)[0] == "float32"  # GPUs: not measured, float32
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # no oneDNN: bfloat16 would be Eigen's emulation
+    assert resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=0)[0] == "float32"
+
+
+def test_an_explicit_precision_and_the_environment_override_win_over_the_cpu(monkeypatch):
+    monkeypatch.setenv("KMTL_PRECISION", "float32")
+    assert resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=0) == ("float32", "auto: KMTL_PRECISION=float32")
+    assert resolve_precision("mixed_bfloat16", cpuinfo=AVX2_ONLY, gpus=0) == ("mixed_bfloat16", "as configured")
+    monkeypatch.setenv("KMTL_PRECISION", "bf16")
+    with pytest.raises(ValueError, match="KMTL_PRECISION='bf16' is not a precision; set it to one of"):
+        resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=0)
+    with pytest.raises(ValueError, match="training.precision"):
+        resolve_precision("half")
+
+
+def test_precision_scope_resolves_auto_and_the_config_defaults_to_auto(monkeypatch, tmp_path):
+    from kmtl.config import config_from_dict
+
+    monkeypatch.delenv("KMTL_PRECISION", raising=False)
+    monkeypatch.setattr(precision_lib, "cpu_bf16_flags", lambda cpuinfo=None: ["avx512_bf16"])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    with precision_scope("auto") as policy:
+        assert policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\na film\tpos\n")
+    config = config_from_dict({"tasks": [{"name": "sent", "kind": "classification",
+                                          "train": {"format": "tsv", "path": "train.tsv", "text": "sentence"}}]},
+                              tmp_path)
+    assert config.training.precision == "auto"
+    assert precision_lib.cpu_bf16_flags.__name__ == "<lambda>"  # the patch held: this machine's flags play no part
+
+
+def test_cpu_bf16_flags_reads_this_machines_cpuinfo():
+    flags = precision_lib.cpu_bf16_flags()
+    assert set(flags) <= set(precision_lib.BF16_CPU_FLAGS)
+    if os.path.exists("/proc/cpuinfo"):
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+        assert flags == [f for f in precision_lib.BF16_CPU_FLAGS if f" {f}" in text]
+
+
 # ------------------------------------------------------------------ kmtl train
 @pytest.mark.slow
 def test_train_builds_the_model_in_the_configs_precision(tmp_path):
@@ -275,6 +332,35 @@ def test_train_builds_the_model_in_the_configs_precision(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
     assert np.isfinite(result.history["loss"]).all()
     assert any("precision: mixed_bfloat16" in line for line in said)
+    assert json.loads((result.run_dir / "run.json").read_text())["precision"] == "mixed_bfloat16"
+
+
+@pytest.mark.slow
+def test_auto_precision_trains_in_bfloat16_on_a_bfloat16_cpu_and_exports_float32(tmp_path, monkeypatch):
+    import tensorflow_text  # noqa: F401  (the serving graph's tokenizer ops)
+
+    from kmtl.config import config_from_dict
+    from kmtl.training import train
+
+    monkeypatch.delenv("KMTL_PRECISION", raising=False)
+    monkeypatch.setattr(precision_lib, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
+    lines = ["sentence\tlabel"] + [f"{t}\t{['neg', 'pos'][i % 2]}" for i, t in enumerate(TEXTS * 2)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    data = {"name": "auto", "backbone": "tiny", "max_length": MAX_LENGTH,
+            "tasks": [{"name": "sent", "kind": "classification",
+                       "train": {"format": "tsv", "path": "train.tsv", "text": "sentence", "label": "label"}}],
+            "mixture": {"batch_size": 4}, "training": {"epochs": 1, "steps_per_epoch": 2},
+            "output_dir": str(tmp_path / "runs"), "export": {"dir": str(tmp_path / "saved")}}
+    said = []
+    result = train(config_from_dict(data, tmp_path), verbose=0, echo=said.append)
+    assert result.model.compute_dtype == "bfloat16"
+    assert any("precision: mixed_bfloat16 (auto: the CPU has AMX-BF16)" in line for line in said), said
+    served = tf.saved_model.load(str(result.export_path)).signatures["ids"]
+    x = _x(result.model)
+    answers = served(token_ids=x["token_ids"], segment_ids=x["segment_ids"], padding_mask=x["padding_mask"])
+    twin = float32_copy(result.model)(x)["sent"].numpy()
+    np.testing.assert_allclose(answers["sent"].numpy(), twin, atol=1e-5)  # the float32 graph
+    assert np.abs(answers["sent"].numpy() - result.model(x)["sent"].numpy()).max() > 0  # not the bfloat16 one
 
 
 # ------------------------------------------------------------------ TPUs

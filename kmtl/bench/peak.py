@@ -1,6 +1,7 @@
-"""The machine's fp32 matrix-multiply peak, measured on the spot with `tf.matmul`.
+"""The machine's matrix-multiply peak, measured on the spot with `tf.matmul`.
 
-`kmtl bench train` divides the model's achieved GFLOP/s by this figure: it says how much of
+`kmtl bench train` divides the model's achieved GFLOP/s by this figure, measured in the
+step's compute dtype (float32, or bfloat16 under ``mixed_bfloat16``): it says how much of
 what the CPU can do on a large, square, well-blocked matmul the training step gets.
 """
 
@@ -12,8 +13,8 @@ import time
 CHAIN = 8  # matmuls per timed call, so that per-call overhead is negligible
 
 
-def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3) -> dict:
-    """Peak GFLOP/s of ``size × size`` fp32 matmuls (``2·size³`` FLOPs each) with TensorFlow.
+def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3, dtype: str = "float32") -> dict:
+    """Peak GFLOP/s of ``size × size`` matmuls (``2·size³`` FLOPs each) with TensorFlow.
 
     The matmuls run in a `tf.function` chain of ``CHAIN`` dependent products with the
     session's thread settings (TensorFlow's default: one thread per logical CPU); one
@@ -23,9 +24,10 @@ def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3) -> dic
         size: matrix side (1024: 2.1 GFLOP a product, large enough to reach the peak on CPUs).
         seconds: length of each timed window.
         repeats: timed windows.
+        dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
 
     Returns:
-        ``{"gflops": best, "median_gflops": median, "repeats": [...], "size": size, "dtype": "float32"}``:
+        ``{"gflops": best, "median_gflops": median, "repeats": [...], "size": size, "dtype": dtype}``:
         the best repeat is the peak (other jobs on a shared machine only ever slow it down).
 
     Example:
@@ -34,14 +36,14 @@ def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3) -> dic
     """
     import tensorflow as tf
 
-    a = tf.random.stateless_normal([size, size], seed=[1, 2], dtype=tf.float32) / (size ** 0.5)
-    b = tf.random.stateless_normal([size, size], seed=[3, 4], dtype=tf.float32) / (size ** 0.5)
+    a = tf.cast(tf.random.stateless_normal([size, size], seed=[1, 2], dtype=tf.float32) / (size ** 0.5), dtype)
+    b = tf.cast(tf.random.stateless_normal([size, size], seed=[3, 4], dtype=tf.float32) / (size ** 0.5), dtype)
 
     @tf.function
     def chain(x, w):
         for _ in range(CHAIN):
             x = tf.matmul(x, w)
-        return tf.reduce_sum(x[:1, :1])
+        return tf.reduce_sum(tf.cast(x[:1, :1], tf.float32))
 
     chain(a, b).numpy()  # warm-up: tracing, oneDNN primitive creation
     flops = 2.0 * size ** 3 * CHAIN
@@ -57,4 +59,4 @@ def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3) -> dic
                 break
         runs.append(flops * calls / elapsed / 1e9)
     return {"gflops": max(runs), "median_gflops": statistics.median(runs), "repeats": runs, "size": size,
-            "dtype": "float32"}
+            "dtype": dtype}

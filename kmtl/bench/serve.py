@@ -128,21 +128,26 @@ def time_calls(call: Callable[[], object], batch: int, seconds: float, repeats: 
     }
 
 
-def _build(backbone: Optional[str], run_dir, max_length: int):
-    """(model, preprocessor, description): a finished run, or a fresh two-head model."""
+def _build(backbone: Optional[str], run_dir, max_length: int, precision: str = "float32"):
+    """(model, preprocessor, description): a finished run, or a fresh two-head model, built in
+    ``precision`` (the SavedModel computes in it; the ONNX graph is always a float32 copy)."""
+    from kmtl.model.precision import precision_scope
+
     if run_dir is not None:
         from kmtl.training import load_run
 
-        model, pre, info = load_run(run_dir)
+        with precision_scope(precision):
+            model, pre, info = load_run(run_dir)
         return model, pre, {"source": f"run {Path(run_dir)}", "backbone": info.get("backbone")}
     from kmtl.backbone import load_backbone
     from kmtl.model import build_model
     from kmtl.tasks import Classification, Tagging, bio_labels
 
-    encoder = load_backbone(backbone)
-    tasks = [Classification("sentiment", ["negative", "positive"]),
-             Tagging("entities", bio_labels(["PER", "ORG", "LOC"]))]
-    model = build_model(encoder, tasks)
+    with precision_scope(precision):
+        encoder = load_backbone(backbone)
+        tasks = [Classification("sentiment", ["negative", "positive"]),
+                 Tagging("entities", bio_labels(["PER", "ORG", "LOC"]))]
+        model = build_model(encoder, tasks)
     return model, encoder.preprocessor(max_length), {"source": "fresh model (untrained heads)", "backbone": backbone}
 
 
@@ -176,7 +181,7 @@ def _measure(label, call_one, call_batch, feed_one, feed_batch, batch_size, seco
 
 
 def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 20, batch_size: int = 32,
-                seconds: float = 10.0, repeats: int = 3, max_length: int = 128) -> dict:
+                seconds: float = 10.0, repeats: int = 3, max_length: int = 128, precision: str = "float32") -> dict:
     """Measure SavedModel (raw text, and ids) and ONNX Runtime (ids) serving; return the figures.
 
     Args:
@@ -188,6 +193,9 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
         seconds: length of each timed window.
         repeats: timed windows per figure; the median is reported.
         max_length: the preprocessor's max length for a fresh model.
+        precision: what the SavedModel computes in: ``float32`` (default: what ``kmtl train``
+            and ``kmtl export`` write) or ``mixed_bfloat16`` (a model built under that policy,
+            exported as is); the ONNX row is a float32 graph either way.
 
     Example:
         >>> result = bench_serve("tiny", seconds=1, repeats=1)
@@ -215,7 +223,9 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
     machine = machine_info()
     started = datetime.datetime.now(datetime.timezone.utc)
     _say(f"building the model ({'run ' + str(run_dir) if run_dir else 'backbone ' + backbone})")
-    model, pre, source = _build(backbone, run_dir, max_length)
+    if precision not in ("float32", "mixed_bfloat16"):
+        raise KmtlError(f"--precision must be float32 or mixed_bfloat16, got {precision!r}")
+    model, pre, source = _build(backbone, run_dir, max_length, precision)
     one = sentences(1, seq_words)
     batch = sentences(batch_size, seq_words)
     feed_one, feed_batch = _encode(pre, model.tasks, one), _encode(pre, model.tasks, batch)
@@ -226,7 +236,7 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
         **source,
         "tasks": [t.name for t in model.tasks],
         "max_length": pre.max_length,
-        "settings": {"seq_words": seq_words, "batch_size": batch_size, "seconds": seconds,
+        "settings": {"seq_words": seq_words, "batch_size": batch_size, "seconds": seconds, "precision": precision,
                      "repeats": repeats, "warmup_calls": WARMUP_CALLS, "statistic": "median over repeats"},
         "example_sentence": one[0],
     }
@@ -289,7 +299,8 @@ def format_table(result: dict) -> str:
     """The figures as a plain-text table with the conditions under it."""
     header = f"{'runtime':<14} {'input':<10} {'batch':>5} {'length (pieces)':>16} {'p50 ms':>9} {'p99 ms':>9} {'examples/s':>11}"
     lines = [f"kmtl bench serve: {result['source']}, backbone {result['backbone']}, tasks "
-             f"{', '.join(result['tasks'])}; {result['settings']['seq_words']}-word sentences", header,
+             f"{', '.join(result['tasks'])}; {result['settings']['seq_words']}-word sentences; SavedModel in "
+             f"{result['settings'].get('precision', 'float32')}", header,
              "-" * len(header)]
     rows = (("saved_model", "SavedModel", "raw text"), ("saved_model_ids", "SavedModel", "token ids"),
             ("onnxruntime", "ONNX Runtime", "token ids"))

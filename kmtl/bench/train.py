@@ -39,6 +39,10 @@ def _say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+"""The matmul dtype of each training precision: the dtype the matmul peak is measured in."""
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (``ru_maxrss``)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -129,10 +133,12 @@ class TrainBench:
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
                  fused: bool = True):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
-        from kmtl.model.precision import PRECISIONS, precision_scope
+        from kmtl.model.precision import AUTO, PRECISIONS, precision_scope, resolve_precision
 
-        if precision not in PRECISIONS:
-            raise KmtlError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in (AUTO, *PRECISIONS):
+            raise KmtlError(f"--precision must be one of {', '.join((AUTO, *PRECISIONS))}, got {precision!r}")
+        asked = precision
+        precision, reason = resolve_precision(precision)
         if data == "real":  # before any TensorFlow work: a wrong folder is a quick, clear error
             from kmtl.bench.realdata import check_data_dir
 
@@ -149,7 +155,8 @@ class TrainBench:
         self.settings = {"backbone": backbone, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
                          "repeats": repeats, "warmup_steps": warmup, "data": data, "jit": jit,
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
-                         "precision": precision, "fused_adam": fused}
+                         "precision": precision, "fused_adam": fused,
+                         **({"precision_auto": reason} if asked == AUTO else {})}
         self.read_seconds = None
         keras.utils.set_random_seed(seed)
         if data == "real":
@@ -248,8 +255,9 @@ class TrainBench:
         started = datetime.datetime.now(datetime.timezone.utc)
         machine = machine_info()
         if peak is None:
-            _say("measuring the fp32 matmul peak")
-            peak = matmul_peak()
+            dtype = COMPUTE_DTYPES[s["precision"]]
+            _say(f"measuring the {dtype} matmul peak")
+            peak = matmul_peak(dtype=dtype)
         batches = batches if batches is not None else self.batches()
         compiled_shapes = None
         if s["jit"] and s["data"] == "real":
@@ -328,12 +336,14 @@ def format_table(result: dict) -> str:
              f"{result['mean_padded_length']:.1f} (real {result['mean_real_length']:.1f})")
     lines = [
         f"kmtl bench train: backbone {s['backbone']}, tasks {', '.join(s['tasks'])}; {s['data']} data, {shape}; "
-        f"XLA {'on' if s['jit'] else 'off'}; precision {s.get('precision', 'float32')}",
+        f"XLA {'on' if s['jit'] else 'off'}; precision {s.get('precision', 'float32')}"
+        + (f" ({s['precision_auto']})" if "precision_auto" in s else ""),
         f"  examples/s        {result['examples_per_sec']:10.1f}",
         f"  tokens/s (real)   {result['tokens_per_sec']:10.0f}",
         f"  tokens/s (padded) {result['padded_tokens_per_sec']:10.0f}",
         f"  step time         {result['step_seconds'] * 1e3:10.1f} ms",
-        f"  achieved GFLOP/s  {result['gflops']:10.1f}  ({100 * result['peak_ratio']:.0f}% of the measured fp32 "
+        f"  achieved GFLOP/s  {result['gflops']:10.1f}  ({100 * result['peak_ratio']:.0f}% of the measured "
+        f"{result['matmul_peak'].get('dtype', 'float32')} "
         f"matmul peak {result['peak_gflops']:.1f})",
         f"  peak RSS          {result['peak_rss_mib']:10.0f} MiB",
         f"median of {s['repeats']} x {s['steps']} steps after {s['warmup_steps']} warm-up steps"

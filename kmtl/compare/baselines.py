@@ -88,8 +88,13 @@ def file_stamps(task_config) -> Dict[str, list]:
 
 def baseline_settings(config, task_name: str) -> dict:
     """Every setting that changes the baseline of ``task_name``, as plain JSON data."""
+    from kmtl.model.precision import resolve_precision
+
     base = baseline_config(config, task_name)
     task = base.tasks[0]
+    training = base.training.model_dump(mode="json")
+    # what the run computes in, not "auto": a cache filled on a float32 CPU is not a bfloat16 baseline
+    training["precision"] = resolve_precision(training["precision"])[0]
     return {
         "format": _FORMAT,
         "backbone": base.backbone,
@@ -98,7 +103,7 @@ def baseline_settings(config, task_name: str) -> dict:
         "sharing": base.sharing.model_dump(mode="json"),
         "task": task.model_dump(mode="json"),
         "files": file_stamps(task),
-        "training": base.training.model_dump(mode="json"),
+        "training": training,
         "batch_size": base.mixture.batch_size,
     }
 

@@ -585,8 +585,11 @@ TPU_UNSUPPORTED = (
 class TrainingConfig(_Model):
     """The optimizer, schedule and distribution settings of a run.
 
-    ``precision``: ``float32`` (default), ``mixed_bfloat16`` or ``mixed_float16`` (Keras'
-    mixed-precision policies; heads and losses stay float32, float16 with loss scaling).
+    ``precision``: ``auto`` (default: ``mixed_bfloat16`` on a CPU with native bfloat16,
+    AMX-BF16 or AVX512-BF16, ``float32`` elsewhere; `kmtl.model.precision.resolve_precision`,
+    the run's summary line and ``run.json`` say which), ``float32``, ``mixed_bfloat16`` or
+    ``mixed_float16`` (Keras' mixed-precision policies; heads and losses stay float32, float16
+    with loss scaling).
 
     ``head_learning_rate``: the peak learning rate of the task heads (default:
     `kmtl.defaults.head_rate`, 1e-3 or ``learning_rate`` if that is larger); the encoder,
@@ -602,7 +605,7 @@ class TrainingConfig(_Model):
     clipnorm: Optional[float] = Field(1.0, gt=0, description="max global norm of the gradient summed over replicas; null: off")
     seed: int = 0
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: bool = False
     early_stopping: Optional[EarlyStoppingConfig] = None
     backup_every: int = Field(100, ge=1, description="steps between the backups a rerun resumes from "

@@ -18,7 +18,7 @@ from kmtl.data.mixture import default_steps_per_epoch
 from kmtl.distill import TeacherAnnealing, gold_metrics, load_teacher_tables, with_teachers
 from kmtl.evaluation import evaluate_tasks, format_table, write_json
 from kmtl.model import build_model
-from kmtl.model.precision import precision_scope
+from kmtl.model.precision import float32_copy, precision_scope, resolve_precision
 from kmtl.optimizer import head_rate_multipliers as optimizer_head_rates
 from kmtl.optimizer import make_optimizer
 from kmtl.plots import plot_run_curves
@@ -210,6 +210,19 @@ def _fit_from_backup(model, stream, backup: StepBackup, steps: int, epochs: int,
     return history
 
 
+def _float32_for_serving(model, echo):
+    """What the run exports: the model in float32 whatever its training precision, as `kmtl export`
+    of the run folder gives (`load_run` builds in float32): a SavedModel that runs at full speed on
+    any serving CPU (a bfloat16 graph on a CPU without native bfloat16 is emulated, several times
+    slower). The weights are the float32 master weights; outputs differ from the bfloat16 model's
+    by its rounding (~1e-2 in logits)."""
+    try:
+        return float32_copy(model)
+    except ValueError as err:
+        echo(f"export: {err}; exporting the model in its training precision")
+        return model
+
+
 def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print, rerun: str = "auto",
           callbacks: Sequence = ()) -> RunResult:
     """Train, evaluate and export the multi-task model a validated `kmtl.config.Config` describes.
@@ -277,7 +290,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         [own_sizes[name] * replicas if name in own_sizes else None for name in trained_ex] if own_sizes else None)
     # the encoder is built under the config's dtype policy (heads stay float32); the policy is
     # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
-    with strategy.scope(), precision_scope(tr.precision):
+    precision, precision_reason = resolve_precision(tr.precision)
+    with strategy.scope(), precision_scope(precision):
         encoder = load_backbone(config.backbone, seed=tr.seed)
         tasks = make_tasks(config, train_ex, echo)
         model = build_model(encoder, tasks, pooling=config.pooling, sharing=config.sharing.mode,
@@ -352,9 +366,10 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     if stopper is not None:
         callbacks.append(stopper)
 
-    precision = "" if tr.precision == "float32" else f", precision: {tr.precision}"
+    said = "" if tr.precision == precision == "float32" else f", precision: {precision}" + (
+        f" ({precision_reason})" if tr.precision == "auto" else "")
     echo(f"training {format_parameter_counts(trainable_parameter_counts(model))} "
-         f"[sharing: {model.sharing}, weighting: {config.weighting.strategy}{precision}] on "
+         f"[sharing: {model.sharing}, weighting: {config.weighting.strategy}{said}] on "
          f"{strategy.num_replicas_in_sync} replica(s): "
          f"{tr.epochs} epochs x {steps} steps")
     start = time.perf_counter()
@@ -363,7 +378,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     seconds = time.perf_counter() - start
     if stopper is not None:
         stopper.finish()  # the best epoch's weights (Keras' on_train_end, once for the run's fits)
-    extra = {"name": config.name}
+    extra = {"name": config.name, "precision": precision}
     if task_stopper is not None and task_stopper.stopped:
         freeze_heads(model, task_stopper.stopped, trainable=True)  # the saved model trains as any other
         extra["tasks_stopped"] = {task: epoch for task, epoch in task_stopper.stopped.items() if epoch < tr.epochs}
@@ -391,7 +406,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     if config.export.enabled if export is None else export:
         from kmtl.export import export_saved_model
 
-        export_path = export_saved_model(model, preprocessor, config.export.dir, config.name)
+        export_path = export_saved_model(_float32_for_serving(model, echo), preprocessor, config.export.dir,
+                                         config.name)
     if not chief:  # its copies of the chief's files
         remove_worker_folder(config)
         run_dir, export_path = chief_run_dir, None
