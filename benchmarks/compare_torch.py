@@ -2,6 +2,8 @@
 
     python benchmarks/compare_torch.py                      # all four targets, ~15 min on 2 cores
     python benchmarks/compare_torch.py --targets fixed serve --steps 10 --json
+    python benchmarks/compare_torch.py --targets fixed real --precision mixed_bfloat16   # bf16 against bf16
+    python benchmarks/compare_torch.py --targets fixed --precision mixed_bfloat16 --torch-precision float32
 
 kmtl runs in this process; the PyTorch recipe (`benchmarks/peer_torch.py`) in a child process
 (its own memory, its own threads: ``torch.set_num_threads(<cores>)``), driven over a pipe.
@@ -10,7 +12,9 @@ load from other jobs on the machine hits both; each side's median is reported, w
 1-minute load average before and after each target.
 
 1. ``fixed`` — training, batch 32 × 64 word pieces, one sentence head + one token head, the
-   very same batch for both (`kmtl bench train` defaults, XLA on).
+   very same batch for both (`kmtl bench train` defaults, XLA off). ``--precision`` sets both
+   sides' training precision (float32 by default; ``mixed_bfloat16``: kmtl's bfloat16 policy and
+   the recipe under ``torch.autocast``), ``--torch-precision`` the recipe's alone.
 2. ``real`` — training on the SST-2 + CoNLL-2003 + STS-B + AG News mixture, max length 128:
    kmtl through `kmtl.data.mixture` (live tokenization, ``--padding``: grouped by length by
    default); the recipe with its usual dynamic padding (random batches padded to their
@@ -102,10 +106,11 @@ def train_target(peer, tmp, args, data):
         path = Path(tmp) / "fixed.npz"
         save_batches(batches, path)
         setup = peer.ask(cmd="train_setup", batches=str(path), heads=heads_of(bench.tasks), warmup=args.warmup,
-                         precision=args.precision)
+                         precision=args.torch_precision)
     else:
         setup = peer.ask(cmd="train_setup_real", data_dir=str(args.data_dir), batch_size=args.batch_size,
-                         seq_len=seq_len, count=total, limit=args.limit, warmup=args.warmup, precision=args.precision)
+                         seq_len=seq_len, count=total, limit=args.limit, warmup=args.warmup,
+                         precision=args.torch_precision)
     torch_windows = []
 
     def torch_window(index):
@@ -118,7 +123,8 @@ def train_target(peer, tmp, args, data):
     kmtl_eps = result["examples_per_sec"]
     torch_eps = statistics.median(w["examples_per_sec"] for w in torch_windows)
     return {"target": data, "kmtl": kmtl_eps, "torch": torch_eps, "ratio": kmtl_eps / torch_eps,
-            "goal": TARGETS[data], "unit": f"training examples/s ({args.precision})", "load": [load0, loadavg()],
+            "goal": TARGETS[data], "load": [load0, loadavg()],
+            "unit": f"training examples/s ({precisions(args)})",
             "kmtl_detail": {k: result[k] for k in ("tokens_per_sec", "padded_tokens_per_sec", "gflops", "peak_gflops",
                                                    "peak_ratio", "mean_padded_length", "mean_real_length",
                                                    "peak_rss_mib", "step_seconds")}
@@ -179,6 +185,12 @@ def serve_target(peer, tmp, args):
             "torch_detail": {"windows": torch_runs, "input": "token ids (model.eval(), no_grad)"}}
 
 
+def precisions(args) -> str:
+    """``float32``, or ``kmtl X, torch Y`` when the two sides train in different precisions."""
+    same = args.precision == args.torch_precision
+    return args.precision if same else f"kmtl {args.precision}, torch {args.torch_precision}"
+
+
 def format_rows(rows):
     lines = [f"{'target':<8} {'kmtl':>10} {'torch':>10} {'ratio':>7} {'goal':>6} {'met':>4}  load (1 min)  unit",
              "-" * 78]
@@ -208,8 +220,12 @@ def main(argv=None):
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
                    help="training targets: both sides in float32 (default), or both in bfloat16 mixed precision "
                         "(kmtl mixed_bfloat16, the recipe under torch.autocast)")
+    p.add_argument("--torch-precision", choices=("float32", "mixed_bfloat16"),
+                   help="the recipe's precision when it differs from kmtl's (default: --precision), e.g. kmtl in "
+                        "bfloat16 against the recipe in float32")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    args.torch_precision = args.torch_precision or args.precision
     if args.backbone != "minilm-l6":
         p.error("the PyTorch recipe loads the MiniLM folder: --backbone must be minilm-l6")
     try:

@@ -183,6 +183,10 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from kmtl.export.versions import check_export_target
     from kmtl.run_files import CONFIG_FILE, RUN_FILE
+
+    if args.format == "onnx" and args.precision != "float32":
+        raise KmtlError("--precision mixed_bfloat16 is for SavedModels: an ONNX graph is always float32 "
+                        "(tf2onnx cannot convert bfloat16 graphs); leave out --precision or use --format saved_model")
     from kmtl.training import load_run
 
     run_dir = Path(args.run_dir)
@@ -199,7 +203,9 @@ def cmd_export(args):
     name = args.name if given else info.get("name") or run_dir.name
     check_export_target(base, name, args.version, version_what="--version",
                         name_what="--name" if given else f"the run's name (in {run_dir / RUN_FILE})")
-    with phase("load run"):
+    from kmtl.model.precision import precision_scope
+
+    with phase("load run"), precision_scope(args.precision):
         model, pre, info = load_run(run_dir)
     with phase(f"export {args.format} (trace, write, warm-up requests)"):
         if args.format == "onnx":
@@ -434,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="base folder (default: the run config's export.dir, saved_models unless set)")
     p.add_argument("--name", help="model name, one folder name (default: the run's name)")
     p.add_argument("--version", type=int, help="version number, a non-negative integer (default: next free)")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
+                   help="what the SavedModel computes in: float32 (default; full speed on any CPU) or mixed_bfloat16 "
+                        "(faster on CPUs with AMX-BF16/AVX512-BF16, emulated and slow elsewhere; the heads and outputs "
+                        "stay float32)")
     _add_quiet(p)
     p.set_defaults(func=cmd_export)
 

@@ -325,7 +325,7 @@ def test_train_builds_the_model_in_the_configs_precision(tmp_path):
                        "train": {"format": "tsv", "path": "train.tsv", "text": "sentence", "label": "label"}}],
             "mixture": {"batch_size": 4},
             "training": {"epochs": 1, "steps_per_epoch": 2, "precision": "mixed_bfloat16"},
-            "output_dir": str(tmp_path / "runs"), "export": {"enabled": False}}
+            "output_dir": str(tmp_path / "runs"), "export": {"dir": str(tmp_path / "saved"), "precision": "training"}}
     said = []
     result = train(config_from_dict(data, tmp_path), verbose=0, echo=said.append)
     assert result.model.compute_dtype == "bfloat16" and result.model.get_layer("sent").compute_dtype == "float32"
@@ -333,6 +333,12 @@ def test_train_builds_the_model_in_the_configs_precision(tmp_path):
     assert np.isfinite(result.history["loss"]).all()
     assert any("precision: mixed_bfloat16" in line for line in said)
     assert json.loads((result.run_dir / "run.json").read_text())["precision"] == "mixed_bfloat16"
+    import tensorflow_text  # noqa: F401  (the serving graph's tokenizer ops)
+
+    served = tf.saved_model.load(str(result.export_path)).signatures["ids"]  # export.precision: training
+    x = _x(result.model)
+    answers = served(token_ids=x["token_ids"], segment_ids=x["segment_ids"], padding_mask=x["padding_mask"])
+    np.testing.assert_allclose(answers["sent"].numpy(), result.model(x)["sent"].numpy(), atol=1e-6)  # the bf16 graph
 
 
 @pytest.mark.slow
@@ -361,6 +367,15 @@ def test_auto_precision_trains_in_bfloat16_on_a_bfloat16_cpu_and_exports_float32
     twin = float32_copy(result.model)(x)["sent"].numpy()
     np.testing.assert_allclose(answers["sent"].numpy(), twin, atol=1e-5)  # the float32 graph
     assert np.abs(answers["sent"].numpy() - result.model(x)["sent"].numpy()).max() > 0  # not the bfloat16 one
+
+
+def test_kmtl_export_refuses_a_bfloat16_onnx_before_reading_the_run(tmp_path, capsys):
+    from kmtl.cli import main
+
+    code = main(["export", str(tmp_path / "no-run"), "--format", "onnx", "--precision", "mixed_bfloat16"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "--precision mixed_bfloat16 is for SavedModels" in err and "no-run" not in err
 
 
 # ------------------------------------------------------------------ TPUs

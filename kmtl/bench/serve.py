@@ -74,8 +74,9 @@ def machine_info() -> dict:
             if line.lower().startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
-    with contextlib.suppress(AttributeError, OSError):
-        info["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
+    from kmtl.bench.train import load_average
+
+    info["load_average_1m_at_start"] = load_average()
     return info
 
 
@@ -289,8 +290,9 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
             "input": "token ids (tokenized outside the timed loop)", "threads": ort_threads, "export_seconds": onnx_s,
             **_measure("ONNX Runtime", lambda: session.run(None, ort_one), lambda: session.run(None, ort_batch),
                        feed_one, feed_batch, batch_size, seconds, repeats)}
-    with contextlib.suppress(AttributeError, OSError):
-        result["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    from kmtl.bench.train import load_average
+
+    result["machine"]["load_average_1m_at_end"] = load_average()
     result["seconds_total"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     return result
 

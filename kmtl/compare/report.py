@@ -184,7 +184,9 @@ def _finetune_summary(report: dict) -> str:
     over = f" (mean over {len(_seeds(report))} seeds)" if several_seeds(report) else ""
     return (f"Δm after fine-tuning = {_signed(stage['delta_m'], unit=' %')}{over} (multi-task alone: "
             f"{_signed(report['delta_m'], unit=' %')}); fine-tuning time {sum(stage['seconds'].values()):.1f} s in all; "
-            f"serving it takes {len(stage['tasks'])} models again")
+            f"serving it takes {len(stage['tasks'])} models again; each task trained twice as long as its baseline "
+            "(the multi-task run, then its baseline's schedule again): before reading a gain as transfer, compare "
+            "with a baseline trained twice as long")
 
 
 def _table_text(header: list, rows: list) -> list:

@@ -211,11 +211,12 @@ def _fit_from_backup(model, stream, backup: StepBackup, steps: int, epochs: int,
 
 
 def _float32_for_serving(model, echo):
-    """What the run exports: the model in float32 whatever its training precision, as `kmtl export`
-    of the run folder gives (`load_run` builds in float32): a SavedModel that runs at full speed on
-    any serving CPU (a bfloat16 graph on a CPU without native bfloat16 is emulated, several times
-    slower). The weights are the float32 master weights; outputs differ from the bfloat16 model's
-    by its rounding (~1e-2 in logits)."""
+    """What the run exports by default (``export.precision: float32``): the model in float32
+    whatever its training precision, as `kmtl export` of the run folder gives (unless its
+    ``--precision`` says otherwise): a SavedModel that runs at full speed on any serving CPU (a
+    bfloat16 graph on a CPU without native bfloat16 is emulated, several times slower). The
+    weights are the float32 master weights; outputs differ from the bfloat16 model's by its
+    rounding (~1e-2 in logits)."""
     try:
         return float32_copy(model)
     except ValueError as err:
@@ -406,8 +407,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     if config.export.enabled if export is None else export:
         from kmtl.export import export_saved_model
 
-        export_path = export_saved_model(_float32_for_serving(model, echo), preprocessor, config.export.dir,
-                                         config.name)
+        served = model if config.export.precision == "training" else _float32_for_serving(model, echo)
+        export_path = export_saved_model(served, preprocessor, config.export.dir, config.name)
     if not chief:  # its copies of the chief's files
         remove_worker_folder(config)
         run_dir, export_path = chief_run_dir, None
