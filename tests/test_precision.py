@@ -281,7 +281,9 @@ def test_an_explicit_precision_and_the_environment_override_win_over_the_cpu(mon
     assert resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=0) == ("float32", "auto: KMTL_PRECISION=float32")
     assert resolve_precision("mixed_bfloat16", cpuinfo=AVX2_ONLY, gpus=0) == ("mixed_bfloat16", "as configured")
     monkeypatch.setenv("KMTL_PRECISION", "bf16")
-    with pytest.raises(ValueError, match="KMTL_PRECISION='bf16' is not a precision; set it to one of"):
+    from kmtl.errors import KmtlError
+
+    with pytest.raises(KmtlError, match="KMTL_PRECISION='bf16' is not a precision; set it to one of"):
         resolve_precision("auto", cpuinfo=SAPPHIRE, gpus=0)
     with pytest.raises(ValueError, match="training.precision"):
         resolve_precision("half")

@@ -33,6 +33,8 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from kmtl.errors import KmtlError
+
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 AUTO = "auto"
 ENV_PRECISION = "KMTL_PRECISION"
@@ -93,7 +95,7 @@ def resolve_precision(precision: str = AUTO, *, cpuinfo: Optional[str] = None, g
     forced = os.environ.get(ENV_PRECISION, "").strip()
     if forced:
         if forced not in PRECISIONS:
-            raise ValueError(f"{ENV_PRECISION}={forced!r} is not a precision; set it to one of: "
+            raise KmtlError(f"{ENV_PRECISION}={forced!r} is not a precision; set it to one of: "
                              f"{', '.join(PRECISIONS)} (or unset it)")
         return forced, f"auto: {ENV_PRECISION}={forced}"
     if gpus is None:
