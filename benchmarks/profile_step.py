@@ -122,7 +122,7 @@ def main(argv=None):
     d = bench.dims
     mm = matmul_only_seconds(args.batch_size, args.seq_len, d["layers"], d["hidden"], d["intermediate"],
                              int(getattr(bench.encoder.backbone, "num_heads", 12)),
-                             dtype="bfloat16" if args.precision == "mixed_bfloat16" else "float32")
+                             dtype=bench.compute_dtype)
     print(f"step {step * 1e3:.0f} ms (profiled {profiled * 1e3:.0f} ms), XLA {'on' if args.jit else 'off'}, {args.precision}, "
           f"batch {args.batch_size} x {args.seq_len}; load {os.getloadavg()[0]:.2f}")
     print(f"matmuls alone (forward + backward GEMMs at the step's shapes): {mm * 1e3:.0f} ms = "

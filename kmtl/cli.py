@@ -255,9 +255,7 @@ def cmd_bench_train(args):
                        repeats=args.repeats, warmup=args.warmup, data=args.data, jit=args.jit, padding=args.padding,
                        data_dir=args.data_dir, limit=args.limit, precision=args.precision)
     from kmtl.bench.peak import matmul_peak
-    from kmtl.bench.train import COMPUTE_DTYPES
-
-    result = bench.run(peak=matmul_peak(seconds=args.peak_seconds, dtype=COMPUTE_DTYPES[bench.settings["precision"]]))
+    result = bench.run(peak=matmul_peak(seconds=args.peak_seconds, dtype=bench.compute_dtype))
     print(format_table(result))
     if args.json:
         print(json.dumps(result))

@@ -39,10 +39,6 @@ def _say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
-"""The matmul dtype of each training precision: the dtype the matmul peak is measured in."""
-
-
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (``ru_maxrss``)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -157,6 +153,7 @@ class TrainBench:
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
                          "precision": precision, "fused_adam": fused,
                          **({"precision_auto": reason} if asked == AUTO else {})}
+        self.compute_dtype = keras.DTypePolicy(precision).compute_dtype  # the dtype the matmul peak is measured in
         self.read_seconds = None
         keras.utils.set_random_seed(seed)
         if data == "real":
@@ -255,9 +252,8 @@ class TrainBench:
         started = datetime.datetime.now(datetime.timezone.utc)
         machine = machine_info()
         if peak is None:
-            dtype = COMPUTE_DTYPES[s["precision"]]
-            _say(f"measuring the {dtype} matmul peak")
-            peak = matmul_peak(dtype=dtype)
+            _say(f"measuring the {self.compute_dtype} matmul peak")
+            peak = matmul_peak(dtype=self.compute_dtype)
         batches = batches if batches is not None else self.batches()
         compiled_shapes = None
         if s["jit"] and s["data"] == "real":

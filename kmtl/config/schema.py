@@ -671,8 +671,8 @@ class ExportConfig(_Model):
     """Whether and where to export the trained model (``<dir>/<name>/<version>/``), and in what
     precision: ``float32`` (default: runs at full speed on any serving CPU) or ``training`` (the
     precision the run trained in: a bfloat16 SavedModel served 1.6x faster at batch 32 than the
-    float32 one on an AVX512-BF16 CPU, README "Performance", but is emulated, and slow, on CPUs
-    without native bfloat16)."""
+    float32 one on AMD EPYC with AVX512-BF16, 2026-12-02, README "Performance", but is emulated,
+    and slow, on CPUs without native bfloat16)."""
 
     enabled: bool = True
     dir: ResolvedPath = Field(Path("saved_models"), validate_default=True)

@@ -26,6 +26,7 @@ in float16 or bfloat16 and keeps the variables in float32. kmtl's choices:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import Optional
@@ -45,6 +46,16 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 later: AMX-BF16; Cooper Lake, AMD Zen 4 and later: AVX512-BF16), which oneDNN uses."""
 
 
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo``, read once a process (hundreds of KB on many-core machines, and asked
+    for at every run and baseline key); ``""`` where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_bf16_flags(cpuinfo: Optional[str] = None) -> list:
     """The native-bfloat16 flags this CPU reports (`BF16_CPU_FLAGS`, best first); ``[]`` where
     there are none or no ``/proc/cpuinfo`` (macOS, Windows: kmtl then assumes none).
@@ -53,10 +64,7 @@ def cpu_bf16_flags(cpuinfo: Optional[str] = None) -> list:
         cpuinfo: the text of ``/proc/cpuinfo`` (default: read it).
     """
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
+        cpuinfo = _cpuinfo()
     flags = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
