@@ -1,10 +1,14 @@
-"""Writing files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one; fingerprints of the files a run read."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
+from typing import Dict, Tuple
+
+_DIGESTS: Dict[Tuple[str, int, int], str] = {}
 
 
 @contextlib.contextmanager
@@ -62,3 +66,26 @@ def without_none(value):
     if isinstance(value, list):
         return [without_none(v) for v in value]
     return value
+
+
+def file_digest(path) -> str:
+    """The SHA-256 of the file's bytes (16 hex digits): what a cache key holds of a data file.
+
+    Its content, not its modification time: a copy, a fresh clone or a restored backup of the
+    same data keeps the key (an mtime changes with each of them), an edit changes it. Hashed
+    once a process per (path, size, mtime), so asking again costs a ``stat``.
+
+    Example:
+        >>> file_digest("../shared/data/sst2/dev.tsv")
+        '92353770071a2a88'
+    """
+    path = Path(path)
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[memo] = digest.hexdigest()[:16]
+    return _DIGESTS[memo]

@@ -8,6 +8,7 @@ the train step costs more than those steps).
 
 import json
 import math
+import os
 import textwrap
 
 import numpy as np
@@ -169,6 +170,11 @@ def test_compare_caches_baselines_and_writes_reports(tmp_path, stand_in_model):
 
     # again: nothing retrains; the cache is keyed by settings, so another run name reuses it too
     calls.clear()
+    report = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append)
+    assert calls == [] and all(report["cached"].values())
+    # the same data with a new modification time (a copy, a fresh clone) keeps the cache
+    stamp = (tmp_path / "ner.conll").stat().st_mtime_ns + 10**10
+    os.utime(tmp_path / "ner.conll", ns=(stamp, stamp))
     report = compare(load_config(write_config(tmp_path)), trainer=trainer, echo=lines.append)
     assert calls == [] and all(report["cached"].values())
     # one task's settings change: only its baseline (and the multi-task model) retrain

@@ -4,7 +4,7 @@ A baseline is the multi-task config cut down to one task: same backbone, pooling
 mode, max length, the task's own data (same ``limit``), the same ``training`` section (epochs,
 learning rate, warm-up, seed...) and batch size. It is trained once and kept in
 ``<output_dir>/baselines/<task>-<key>/``, where ``key`` hashes every setting that changes it
-(including the size and modification time of its data files), so `kmtl compare` retrains a
+(including the size and content hash of its data files), so `kmtl compare` retrains a
 baseline only when one of them changed.
 
 Example:
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from kmtl.files import json_safe, without_none, write_atomic
+from kmtl.files import file_digest, json_safe, without_none, write_atomic
 
 CACHE_FOLDER = "baselines"
 RECORD_FILE = "baseline.json"
@@ -76,13 +76,15 @@ def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, n
 
 
 def file_stamps(task_config) -> Dict[str, list]:
-    """``{path: [size, mtime_ns]}`` of the task's train and dev files (TFDS sources have none)."""
+    """``{path: [size, sha256]}`` of the task's train and dev files (TFDS sources have none).
+
+    The content, not the modification time (`kmtl.files.file_digest`): a fresh copy of the same
+    data keeps the cache, an edit retrains."""
     stamps = {}
     for source in (task_config.train, task_config.dev):
         path = getattr(source, "path", None)
         if path is not None and Path(path).is_file():
-            st = Path(path).stat()
-            stamps[str(path)] = [st.st_size, st.st_mtime_ns]
+            stamps[str(path)] = [Path(path).stat().st_size, file_digest(path)]
     return stamps
 
 
