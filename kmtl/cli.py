@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import kmtl  # sets the TF/Keras environment before anything imports TensorFlow
-from kmtl import progress, tf_startup
+from kmtl import defaults, progress, tf_startup
 from kmtl.errors import KmtlError
 from kmtl.progress import phase
 
@@ -184,6 +184,12 @@ def cmd_export(args):
     from kmtl.export.versions import check_export_target
     from kmtl.run_files import CONFIG_FILE, RUN_FILE
 
+    if args.xla < 0:
+        raise KmtlError(f"--xla {args.xla}: give the largest batch to run through XLA (a positive integer), "
+                        "or leave out --xla")
+    if args.format == "onnx" and args.xla:
+        raise KmtlError("--xla is for SavedModels (TF Serving compiles their small batches with XLA); "
+                        "leave out --xla or use --format saved_model")
     if args.format == "onnx" and args.precision != "float32":
         raise KmtlError("--precision mixed_bfloat16 is for SavedModels: an ONNX graph is always float32 "
                         "(tf2onnx cannot convert bfloat16 graphs); leave out --precision or use --format saved_model")
@@ -215,7 +221,7 @@ def cmd_export(args):
         else:
             from kmtl.export import export_saved_model
 
-            path = export_saved_model(model, pre, base, name, version=args.version)
+            path = export_saved_model(model, pre, base, name, version=args.version, xla_max_batch=args.xla)
     print(path)
 
 
@@ -235,7 +241,7 @@ def cmd_bench_serve(args):
 
     result = bench_serve(backbone=args.backbone, run_dir=args.run, seq_words=args.seq_words,
                          batch_size=args.batch_size, seconds=args.seconds, repeats=args.repeats,
-                         max_length=args.max_length, precision=args.precision)
+                         max_length=args.max_length, precision=args.precision, xla_max_batch=args.xla)
     print(format_table(result))
     if args.json:
         print(json.dumps(result))
@@ -442,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the SavedModel computes in: float32 (default; full speed on any CPU) or mixed_bfloat16 "
                         "(faster on CPUs with AMX-BF16/AVX512-BF16, emulated and slow elsewhere; the heads and outputs "
                         "stay float32)")
+    p.add_argument("--xla", type=int, nargs="?", const=defaults.XLA_MAX_BATCH, default=0, metavar="MAX_BATCH",
+                   help="run requests of at most MAX_BATCH rows (default with --xla: "
+                        f"{defaults.XLA_MAX_BATCH}) XLA-compiled: lower batch-1 latency; TF Serving must then be "
+                        "started with --xla_cpu_compilation_enabled=true")
     _add_quiet(p)
     p.set_defaults(func=cmd_export)
 
@@ -472,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
                    help="what the SavedModel computes in (default: float32, what kmtl train and kmtl export write; "
                         "the ONNX graph is float32 either way)")
+    p.add_argument("--xla", type=int, nargs="?", const=defaults.XLA_MAX_BATCH, default=0, metavar="MAX_BATCH",
+                   help="also measure a SavedModel exported with --xla MAX_BATCH (default with --xla: "
+                        f"{defaults.XLA_MAX_BATCH})")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON object on the last line")
     p.set_defaults(func=cmd_bench_serve)
 

@@ -8,6 +8,8 @@ Both exports come from the same model, written to a temporary folder:
 * **SavedModel ids** — the same SavedModel's ``ids`` signature (token ids → raw head outputs,
   the graph the ONNX file holds) when the export has it: the same model on the TF runtime,
   which separates the cost of tokenization and post-processing from the runtime's own speed;
+* **SavedModel XLA** (``xla_max_batch`` > 0, ``--xla``) — a second export of the same model
+  whose small batches run XLA-compiled (`kmtl.export.ServingGraph`), raw text as above;
 * **ONNX Runtime** — the ids → outputs graph (`kmtl.export.export_onnx`) in an
   ``onnxruntime.InferenceSession`` with the default CPU provider.
 
@@ -182,7 +184,8 @@ def _measure(label, call_one, call_batch, feed_one, feed_batch, batch_size, seco
 
 
 def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 20, batch_size: int = 32,
-                seconds: float = 10.0, repeats: int = 3, max_length: int = 128, precision: str = "float32") -> dict:
+                seconds: float = 10.0, repeats: int = 3, max_length: int = 128, precision: str = "float32",
+                xla_max_batch: int = 0) -> dict:
     """Measure SavedModel (raw text, and ids) and ONNX Runtime (ids) serving; return the figures.
 
     Args:
@@ -197,6 +200,8 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
         precision: what the SavedModel computes in: ``float32`` (default: what ``kmtl train``
             and ``kmtl export`` write) or ``mixed_bfloat16`` (a model built under that policy,
             exported as is); the ONNX row is a float32 graph either way.
+        xla_max_batch: > 0 adds a row for a SavedModel exported with ``xla_max_batch`` (its
+            batch-1 latency runs XLA-compiled; a batch above it runs the plain graph).
 
     Example:
         >>> result = bench_serve("tiny", seconds=1, repeats=1)
@@ -206,7 +211,7 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
     if backbone is not None and run_dir is not None:
         raise KmtlError("give --backbone or --run, not both")
     for name, value, low in (("--seq-words", seq_words, 1), ("--batch-size", batch_size, 1),
-                             ("--repeats", repeats, 1)):
+                             ("--repeats", repeats, 1), ("--xla", xla_max_batch, 0)):
         if value < low:
             raise KmtlError(f"{name} must be at least {low}, got {value}")
     if not seconds > 0:
@@ -238,7 +243,8 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
         "tasks": [t.name for t in model.tasks],
         "max_length": pre.max_length,
         "settings": {"seq_words": seq_words, "batch_size": batch_size, "seconds": seconds, "precision": precision,
-                     "repeats": repeats, "warmup_calls": WARMUP_CALLS, "statistic": "median over repeats"},
+                     "xla_max_batch": xla_max_batch, "repeats": repeats, "warmup_calls": WARMUP_CALLS,
+                     "statistic": "median over repeats"},
         "example_sentence": one[0],
     }
     with tempfile.TemporaryDirectory(prefix="kmtl-bench-") as tmp:
@@ -276,6 +282,21 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
                            feed_one, feed_batch, batch_size, seconds, repeats)}
         del serve, loaded
 
+        # ------------------------------------------- SavedModel, raw text, small batches through XLA
+        if xla_max_batch:
+            _say(f"exporting and loading the SavedModel with XLA up to batch {xla_max_batch}")
+            t0 = time.perf_counter()
+            saved_xla = export_saved_model(model, pre, Path(tmp) / "xla", BENCH_NAME, xla_max_batch=xla_max_batch)
+            xla_s = time.perf_counter() - t0
+            serve_xla = tf.saved_model.load(str(saved_xla)).signatures["serving_default"]
+            result["saved_model_xla"] = {
+                "input": "raw text", "signature": "serving_default", "threads": tf_threads, "export_seconds": xla_s,
+                "xla_max_batch": xla_max_batch,
+                **_measure("SavedModel XLA", lambda: _fetch(serve_xla(text=text_one)),
+                           lambda: _fetch(serve_xla(text=text_batch)), feed_one, feed_batch, batch_size, seconds,
+                           repeats)}
+            del serve_xla
+
         # ---------------------------------------------------- ONNX Runtime, token ids
         _say("loading the ONNX model")
         session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -304,7 +325,8 @@ def format_table(result: dict) -> str:
              f"{', '.join(result['tasks'])}; {result['settings']['seq_words']}-word sentences; SavedModel in "
              f"{result['settings'].get('precision', 'float32')}", header,
              "-" * len(header)]
-    rows = (("saved_model", "SavedModel", "raw text"), ("saved_model_ids", "SavedModel", "token ids"),
+    rows = (("saved_model", "SavedModel", "raw text"), ("saved_model_xla", "SavedModel XLA", "raw text"),
+            ("saved_model_ids", "SavedModel", "token ids"),
             ("onnxruntime", "ONNX Runtime", "token ids"))
     for key, label, source in rows:
         if key not in result:

@@ -677,6 +677,10 @@ class ExportConfig(_Model):
     enabled: bool = True
     dir: ResolvedPath = Field(Path("saved_models"), validate_default=True)
     precision: Literal["float32", "training"] = "float32"
+    xla_max_batch: int = Field(0, ge=0)
+    """Requests of at most this many rows run XLA-compiled (batch-1 latency 9.6 -> 6.9 ms on
+    MiniLM-L6; `kmtl.export.ServingGraph`); 0 (default): never. TF Serving must then be started
+    with ``--xla_cpu_compilation_enabled=true``, which is why it is not the default."""
 
 
 def _section():

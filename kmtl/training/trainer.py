@@ -408,7 +408,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         from kmtl.export import export_saved_model
 
         served = model if config.export.precision == "training" else _float32_for_serving(model, echo)
-        export_path = export_saved_model(served, preprocessor, config.export.dir, config.name)
+        export_path = export_saved_model(served, preprocessor, config.export.dir, config.name,
+                                         xla_max_batch=config.export.xla_max_batch)
     if not chief:  # its copies of the chief's files
         remove_worker_folder(config)
         run_dir, export_path = chief_run_dir, None
