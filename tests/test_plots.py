@@ -79,8 +79,13 @@ def test_deltas_with_nan_and_with_seeds(tmp_path):
     png_size(plot_deltas(one_seed, tmp_path / "d1.png", delta_m=math.nan))
     seeds = {"sst2": {"metric": "accuracy", "relative_percent": [-3.2, -1.0, -2.5]},
              "stsb": {"metric": "pearson", "relative_percent": [1.1, 2.0, 0.3]}}
-    png_size(plot_deltas(seeds, tmp_path / "d3.png", delta_m=[-1.0, 0.5, -1.1]))
+    alone = png_size(plot_deltas(seeds, tmp_path / "d3.png", delta_m=[-1.0, 0.5, -1.1]))
     png_size(plot_deltas({}, tmp_path / "d0.png"))
+    # --finetune: a second (hatched) bar per task and for Δm, so the figure is wider; a task without one is n/a
+    tuned = {"sst2": {"relative_percent": [1.0, 2.5, 0.4]}}
+    both = png_size(plot_deltas(seeds, tmp_path / "d3f.png", delta_m=[-1.0, 0.5, -1.1], finetuned=tuned,
+                                finetuned_delta_m=[2.0, 2.9, 2.7]))
+    assert both[0] > alone[0] and both[1] == alone[1]
 
 
 def test_curves_group_by_task_and_a_task_without_dev_has_train_lines_only(tmp_path):

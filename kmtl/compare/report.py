@@ -291,13 +291,21 @@ def write_figures(report: dict, folder) -> dict:
     folder = Path(folder)
     tasks = list(report["tasks"])
     deltas, delta_m = report["tasks"], report.get("delta_m")
+    stage = report.get("finetuned")  # --finetune: a hatched bar beside each multi-task one
+    tuned, tuned_m = (stage["tasks"], stage.get("delta_m")) if stage else (None, None)
     if several_seeds(report):  # one bar per task: the mean, its error bar the sd, a dot per seed
         deltas = {t: {**d, "relative_percent": d["per_seed"]["relative_percent"]} for t, d in deltas.items()}
         delta_m = report.get("delta_m_per_seed", delta_m)
+        if stage:
+            tuned = {t: {"relative_percent": d["per_seed"]["relative_percent"]} for t, d in tuned.items()}
+            tuned_m = stage.get("delta_m_per_seed", tuned_m)
     notes = {t: _chance_note(report, t) for t in deltas}  # a task at chance says so under its bar
-    deltas = {(f"{t}\n({notes[t].split(':')[0]})" if notes[t] else t): d for t, d in deltas.items()}
+    label = {t: f"{t}\n({notes[t].split(':')[0]})" if notes[t] else t for t in deltas}
+    deltas = {label[t]: d for t, d in deltas.items()}
+    tuned = {label[t]: d for t, d in tuned.items() if t in label} if tuned else None
     title = f"{report.get('name', 'compare')}: multi-task vs single-task"
-    paths = {"deltas": plot_deltas(deltas, folder / DELTAS_FIGURE, delta_m=delta_m, title=title)}
+    paths = {"deltas": plot_deltas(deltas, folder / DELTAS_FIGURE, delta_m=delta_m, title=title,
+                                   finetuned=tuned, finetuned_delta_m=tuned_m)}
     runs = report.get("runs") or {}
     first = _first_seed  # with several seeds, the curves are those of the first seed's runs
     parts = [curves_from_history(read_history(Path(first(run)) / RUN_LOGS), [task], run="single-task")
