@@ -57,7 +57,7 @@ index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 kill = len(sys.argv) > 2 and int(sys.argv[2]) == index
 # train's callbacks come after its StepBackup: the backup of a step is written before the kill
 result = train(load_config(sys.argv[1]), verbose=0, export=False, callbacks=[Kill()] if kill else [])
-print(json.dumps({"run_dir": str(result.run_dir), "loss": result.history["loss"],
+print(json.dumps({"run_dir": str(result.run_dir), "loss": result.history["loss"], "dtype": result.model.compute_dtype,
                   "steps": int(result.model.optimizer.iterations.numpy()),
                   "weights": [float(np.sum(np.abs(w.numpy()))) for w in result.model.weights]}))
 """
@@ -98,15 +98,16 @@ def h5_arrays(path):
     return arrays
 
 
-def start_workers(config, scratch, *args):
-    """The two workers' processes (``args``: more arguments of `WORKER`), on fresh loopback ports."""
+def start_workers(config, scratch, *args, envs=None):
+    """The two workers' processes (``args``: more arguments of `WORKER`; ``envs``: more environment
+    variables, one dict per worker), on fresh loopback ports."""
     cluster = [f"127.0.0.1:{port}" for port in free_ports(WORKERS)]
     procs = []
     try:
         for index in range(WORKERS):
             tf_config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
             env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), KERAS_BACKEND="tensorflow", TMPDIR=str(scratch),
-                       CUDA_VISIBLE_DEVICES="")
+                       CUDA_VISIBLE_DEVICES="", **(envs[index] if envs else {}))
             procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(config), *map(str, args)], env=env,
                                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     except BaseException:
@@ -214,3 +215,18 @@ def test_a_killed_worker_and_a_rerun_end_with_the_uninterrupted_weights(tmp_path
     assert reports[0]["weights"] == reports[1]["weights"]
     assert not (run_dir / "backup").exists() and not list(scratch.glob("kmtl-worker*"))  # a finished run
     assert_same_weights(run_dir, single)  # nothing lost, nothing done twice
+
+
+@pytest.mark.slow  # ~40 s on a 2-core machine
+def test_workers_that_resolve_different_precisions_all_train_in_float32(tmp_path):
+    """`precision: auto` resolves on each machine: a worker on a bfloat16 CPU and one on another
+    (stood in for by KMTL_PRECISION) must not all-reduce two different models' gradients."""
+    config = write_config(tmp_path / "workers", BATCH, "auto")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    envs = [{"KMTL_PRECISION": "mixed_bfloat16"}, {"KMTL_PRECISION": "float32"}]
+    reports = finish(start_workers(config, scratch, envs=envs))
+    assert [r["dtype"] for r in reports] == ["float32", "float32"]
+    assert reports[0]["weights"] == reports[1]["weights"]
+    run = json.loads((tmp_path / "workers" / "runs" / "workers" / "run.json").read_text())
+    assert run["precision"] == "float32"

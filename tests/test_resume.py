@@ -146,3 +146,29 @@ def test_kill_9_leaves_a_backup_the_rerun_resumes_from(tmp_path):
     result = trainer.train(load_config(config), verbose=0, export=False)
     assert len(result.history["loss"]) == 2  # the rest of epoch 2, then epoch 3
     assert int(result.model.optimizer.iterations.numpy()) == EPOCHS * STEPS  # no step done twice
+
+
+def test_a_resumed_auto_run_keeps_the_precision_it_started_in(tmp_path, monkeypatch):
+    """`training.precision: auto` resolves per machine; a run started in bfloat16 and resumed on a
+    CPU without native bfloat16 finishes in bfloat16 (it says why) instead of switching mid-run."""
+    from kmtl.config import load_config
+    from kmtl.model import precision as precision_lib
+    from kmtl.training import train
+
+    monkeypatch.delenv("KMTL_PRECISION", raising=False)
+    monkeypatch.setattr(precision_lib, "cpu_bf16_flags", lambda cpuinfo=None: ["avx512_bf16"])
+    config = write_config(tmp_path, "static")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(load_config(config), verbose=0, callbacks=[crash_after(CRASH_AT)])
+    state = json.loads((tmp_path / "runs" / "resume" / "backup" / "state.json").read_text())
+    assert state["extra"]["precision"] == "mixed_bfloat16"
+
+    monkeypatch.setattr(precision_lib, "cpu_bf16_flags", lambda cpuinfo=None: [])  # "another machine"
+    said = []
+    result = train(load_config(config), verbose=0, echo=said.append)
+    assert result.model.compute_dtype == "bfloat16"
+    assert any("resumed in the precision the run started in (this machine alone: float32)" in line for line in said), said
+    assert json.loads((result.run_dir / "run.json").read_text())["precision"] == "mixed_bfloat16"
+    # a fresh start on this machine resolves afresh
+    result = train(load_config(config), verbose=0, echo=said.append, rerun="overwrite")
+    assert result.model.compute_dtype == "float32"

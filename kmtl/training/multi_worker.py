@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from kmtl.errors import KmtlError
 from kmtl.model.multi_worker_fit import is_multi_worker
+from kmtl.model.precision import PRECISIONS
 
 WORKER_FOLDER = "kmtl-{task}-{digest}"  # in the system's temporary folder
 
@@ -78,6 +79,27 @@ def worker_config(config, strategy):
 def remove_worker_folder(config) -> None:
     """Delete a non-chief worker's scratch folder (``config`` from `worker_config`), after a finished run."""
     shutil.rmtree(Path(config.output_dir), ignore_errors=True)
+
+
+def agree_on_precision(strategy, precision: str, reason: str):
+    """``(precision, reason)`` that every worker trains in: its own when all workers resolved the
+    same, else ``float32`` on all of them. ``training.precision: auto`` resolves on each machine
+    (`kmtl.model.precision.resolve_precision`), and workers on CPUs of two kinds (one with
+    native bfloat16, one without) would otherwise all-reduce gradients of two different models.
+    A no-op outside multi-worker training; in it, every worker must call it.
+
+    Example:
+        >>> agree_on_precision(tf.distribute.get_strategy(), "mixed_bfloat16", "auto: ...")
+        ('mixed_bfloat16', 'auto: ...')
+    """
+    if not is_multi_worker(strategy):
+        return precision, reason
+    codes = strategy.gather(strategy.run(lambda: tf.constant([PRECISIONS.index(precision)], tf.int64)), axis=0)
+    resolved = sorted({PRECISIONS[int(c)] for c in codes.numpy()})
+    if len(resolved) == 1:
+        return precision, reason
+    return "float32", (f"the workers resolved {' and '.join(resolved)} (their CPUs or KMTL_PRECISION differ): "
+                       "float32 on every worker")
 
 
 def check_same_start(strategy, global_step: int) -> None:

@@ -27,7 +27,7 @@ from kmtl.sharing import format_parameter_counts, make_sharing, trainable_parame
 from kmtl.training.backup import BACKUP_FOLDER, StepBackup, read_backup_state
 from kmtl.training.data import read_task_examples
 from kmtl.training.early_stopping import RunEarlyStopping, TaskEarlyStopping, freeze_heads
-from kmtl.training.multi_worker import by_example, check_same_start, remove_worker_folder, worker_config
+from kmtl.training.multi_worker import agree_on_precision, by_example, check_same_start, remove_worker_folder, worker_config
 from kmtl.training.run_folder import LOGS_FOLDER, describe, plan_run, start_run
 from kmtl.training.strategy import choose_strategy, is_chief
 from kmtl.training.tensorboard import TaskTensorBoard
@@ -224,6 +224,19 @@ def _float32_for_serving(model, echo):
         return model
 
 
+def _run_precision(configured: str, backup_dir: Optional[Path]):
+    """``(precision, reason)`` of a run: `resolve_precision` of the config's value, except that a
+    run resumed from a backup under ``auto`` keeps the precision it started in (recorded in the
+    backup), so a rerun on a machine of another kind does not switch precision mid-run."""
+    precision, reason = resolve_precision(configured)
+    if configured != "auto" or backup_dir is None:
+        return precision, reason
+    started = ((read_backup_state(backup_dir) or {}).get("extra") or {}).get("precision")
+    if started and started != precision:
+        return started, f"auto: resumed in the precision the run started in (this machine alone: {precision})"
+    return precision, reason
+
+
 def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print, rerun: str = "auto",
           callbacks: Sequence = ()) -> RunResult:
     """Train, evaluate and export the multi-task model a validated `kmtl.config.Config` describes.
@@ -291,7 +304,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         [own_sizes[name] * replicas if name in own_sizes else None for name in trained_ex] if own_sizes else None)
     # the encoder is built under the config's dtype policy (heads stay float32); the policy is
     # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
-    precision, precision_reason = resolve_precision(tr.precision)
+    precision, precision_reason = _run_precision(tr.precision, run_dir / BACKUP_FOLDER if plan.resume else None)
+    precision, precision_reason = agree_on_precision(strategy, precision, precision_reason)
     with strategy.scope(), precision_scope(precision):
         encoder = load_backbone(config.backbone, seed=tr.seed)
         tasks = make_tasks(config, train_ex, echo)
@@ -335,7 +349,8 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
 
     task_stopper = _task_early_stopping(config, dev_ex, frozen, echo)
     backup = StepBackup(run_dir / BACKUP_FOLDER, steps, save_every=tr.backup_every, config_hash=plan.config_hash,
-                        extra=None if task_stopper is None else lambda: {"task_early_stopping": task_stopper.get_state()})
+                        extra=lambda: {"precision": precision, **({} if task_stopper is None else
+                                                                  {"task_early_stopping": task_stopper.get_state()})})
     if plan.resume:
         backup.resume_point()  # a backup with other steps per epoch stops here, before anything is written
         if task_stopper is not None:  # tasks stopped before the backup: frozen, out of the stream
