@@ -5,8 +5,23 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from kmtl.data.pipeline import EXAMPLE, eval_dataset
+
+
+def shape_free_predict(runner, x: dict):
+    """``runner``'s inference as one `tf.function` traced once for any batch and length (cached on
+    ``runner``): `keras.Model.predict_on_batch` traces again for each new shape until Keras relaxes
+    it, and evaluation batches are trimmed to their own longest sequence, so each task's first
+    batches were traced anew (TensorFlow's "triggered tf.function retracing" warnings, and about
+    half a second each)."""
+    spec = {k: tf.TensorSpec([None] * len(v.shape), v.dtype, name=k) for k, v in x.items()}
+    key = tuple(sorted((k, s.dtype.name, s.shape.rank) for k, s in spec.items()))
+    cache = runner.__dict__.setdefault("_kmtl_predict", {})
+    if key not in cache:
+        cache[key] = tf.function(lambda inputs: runner(inputs, training=False), input_signature=[spec])
+    return cache[key]
 
 
 def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int = 64,
@@ -29,7 +44,7 @@ def predict_task(model, task, examples: Sequence, preprocessor, batch_size: int 
     for x, aux in eval_dataset(task, model.tasks, examples, preprocessor, batch_size):
         if wanted is not None:
             x = {k: v for k, v in x.items() if k in wanted}
-        outputs = runner.predict_on_batch(x)[task.name]
+        outputs = shape_free_predict(runner, x)(x)[task.name]
         info = {k: np.asarray(v) for k, v in aux.items()}
         # a windowed kind's rows say their example (every example gives at least one row)
         count = len(outputs) if task.one_row_per_example else int(info[EXAMPLE].max()) + 1
