@@ -446,3 +446,19 @@ def test_a_baseline_keeps_only_what_its_sharing_mode_means_for_one_task(tmp_path
             assert built.tasks == option and built.frozen_tasks([task]) == []
         elif option is not None:
             assert built.relation == option and getattr(built, "relation_matrix", None) is None
+
+
+def test_a_tasks_weight_and_batch_share_leave_its_baseline_cached(tmp_path):
+    """Trying mixtures (a task's share of the batch, its loss weight) retrains the multi-task model only."""
+    from kmtl.compare.baselines import baseline_settings, settings_key
+    from kmtl.config import load_config
+
+    write_data(tmp_path)
+    config = load_config(write_config(tmp_path))
+    first = config.tasks[0]
+    mixed = config.model_copy(update={"tasks": (first.model_copy(update={"batch_share": 0.4, "weight": 2.0}),)
+                                      + config.tasks[1:]})
+    for task in config.task_names:
+        assert settings_key(baseline_settings(mixed, task)) == settings_key(baseline_settings(config, task))
+    limited = config.model_copy(update={"tasks": (first.model_copy(update={"limit": 8}),) + config.tasks[1:]})
+    assert settings_key(baseline_settings(limited, first.name)) != settings_key(baseline_settings(config, first.name))

@@ -37,7 +37,7 @@ def _monitor_fits(monitor: str, task: str) -> bool:
 def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, name: Optional[str] = None):
     """The single-task `kmtl.config.Config` of ``task_name``, derived from the multi-task ``config``.
 
-    The task keeps its data, ``limit`` and labels, with loss weight 1; the sharing mode drops
+    The task keeps its data, ``limit`` and labels, with loss weight 1 and no batch share; the sharing mode drops
     what is about other tasks (`kmtl.sharing.Sharing.for_one_task`: no task relation; under
     ``progressive``, a column of its own, or ``full`` for a task without one); ``weighting`` goes back
     to static (one task has nothing to weigh), early stopping is kept only when it monitors
@@ -53,7 +53,9 @@ def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, n
     from kmtl.config.schema import SharingConfig
     from kmtl.sharing import make_sharing
 
-    task = config.task(task_name).model_copy(update={"weight": 1.0})
+    # alone, a task is the whole batch: its loss weight and batch share say nothing (and would
+    # only change the cache key, retraining the same baseline for each mixture tried)
+    task = config.task(task_name).model_copy(update={"weight": 1.0, "batch_share": None})
     mode, changes = make_sharing(config.sharing.mode, **config.sharing.options()).for_one_task(task_name)
     sharing = config.sharing.model_copy(update=changes) if mode == config.sharing.mode else SharingConfig(mode=mode)
     training = config.training
