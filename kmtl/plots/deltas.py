@@ -96,9 +96,10 @@ def plot_deltas(deltas: Mapping[str, dict], path, delta_m: Optional[float] = Non
                     ax.scatter(np.full(len(v), xi) + np.linspace(-bar / 5, bar / 5, len(v)), v, s=10, color="black",
                                zorder=3)
         top = max([top] + [abs(m) + e for m, e in zip(means, errors)] + [abs(s) for v in values for s in v])
-        for xi, m, e, ok in zip(at, means, errors, present):
+        for xi, m, e, ok, v in zip(at, means, errors, present, values):
             text = f"{m:+.2f} %" if ok else "n/a"
-            y = (m + e if m >= 0 else m - e) if ok else 0.0
+            # past the error bar and the seeds' dots, so that neither covers the figure
+            y = (max([m + e] + v) if m >= 0 else min([m - e] + v)) if ok else 0.0
             ax.annotate(text, (xi, y), xytext=(0, 4 if y >= 0 else -4), textcoords="offset points", ha="center",
                         va="bottom" if y >= 0 else "top", fontsize=8 if len(series) == 1 else 6.5,
                         color="black" if ok else GAP)
