@@ -11,7 +11,8 @@ import tensorflow_text  # noqa: F401
 
 import kmtl
 from kmtl.cli import main
-from kmtl.export.saved_model import LENGTH_BUCKETS, bucket_sizes
+from kmtl.data.buckets import check_boundaries
+from kmtl.export.saved_model import LENGTH_BUCKETS
 
 LABELS = kmtl.tasks.bio_labels(["PER", "LOC"])
 TEXTS = ["John Smith went to Zürich, then (briefly) Paris.", "a fine film", "", "one two three four five six seven"]
@@ -50,10 +51,10 @@ def _assert_same(a, b):
 
 
 def test_bucket_sizes():
-    assert bucket_sizes(64, LENGTH_BUCKETS) == [16, 32, 64]
-    assert bucket_sizes(40, LENGTH_BUCKETS) == [16, 32, 40]
-    assert bucket_sizes(8, LENGTH_BUCKETS) == [8]
-    assert bucket_sizes(3, [1, 2, 4, 8]) == [1, 2, 3]
+    assert list(check_boundaries(LENGTH_BUCKETS, 64)) == [16, 32, 64]
+    assert list(check_boundaries(LENGTH_BUCKETS, 40)) == [16, 32, 40]
+    assert list(check_boundaries(LENGTH_BUCKETS, 8)) == [8]
+    assert list(check_boundaries([1, 2, 4, 8], 3)) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])  # 1 and 2 through XLA (2 pads nothing, 1 and 3 differ in rows)

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kmtl.data.pipeline import cut_inputs, longest_sequence
+from kmtl.data.buckets import bucket_length, check_boundaries
+from kmtl.data.pipeline import INPUT_NAMES, cut_inputs, longest_sequence
 from kmtl.data.words import clean_text
 from kmtl.errors import ExportError
 from kmtl.export.heads import decode_outputs
@@ -26,22 +27,7 @@ GRAPH_BYTES = 16 * 2**20  # saved_model.pb, assets and warm-up requests: a gener
 
 RESERVED = ("serving_default", "ids")
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)  # sequence lengths the XLA path compiles for (plus max_length)
-
-
-def bucket_sizes(largest: int, steps) -> list:
-    """The sizes of ``steps`` below ``largest``, then ``largest``: what a dimension is padded up to.
-
-    Example:
-        >>> bucket_sizes(64, LENGTH_BUCKETS), bucket_sizes(4, (1, 2, 4, 8))
-        ([16, 32, 64], [1, 2, 4])
-    """
-    return [s for s in steps if s < largest] + [largest]
-
-
-def _round_up(n, sizes):
-    """The smallest of ``sizes`` (ascending, the last one at least ``n``) that holds ``n``, in TF ops."""
-    sizes = tf.constant(sizes, tf.int32)
-    return tf.reduce_min(tf.boolean_mask(sizes, sizes >= n))
+ROW_BUCKETS = tuple(2**k for k in range(12))  # batch sizes it compiles for (plus xla_max_batch)
 
 
 class ServingGraph:
@@ -100,8 +86,8 @@ class ServingGraph:
         if xla_max_batch < 0:
             raise ExportError(f"xla_max_batch is {xla_max_batch}; give 0 (no XLA) or a positive batch size")
         self.xla_max_batch = int(xla_max_batch)
-        self.lengths = bucket_sizes(preprocessor.max_length, LENGTH_BUCKETS)
-        self.rows = bucket_sizes(self.xla_max_batch, [2**k for k in range(12)]) if xla_max_batch else []
+        self.lengths = list(check_boundaries(LENGTH_BUCKETS, preprocessor.max_length))
+        self.rows = list(check_boundaries(ROW_BUCKETS, self.xla_max_batch)) if xla_max_batch else []
         self._compiled = {}  # task names -> the XLA function serving them
 
     def _plain(self, tasks, x) -> dict:
@@ -109,13 +95,14 @@ class ServingGraph:
         return {t.name: outputs[t.name] for t in tasks}
 
     def _xla(self, tasks, x, rows, length) -> dict:
-        """`_plain` through XLA: ``x`` padded to a bucket of rows and length, the outputs cut back."""
+        """`_plain` through XLA: ``x`` cut to its length's bucket and padded to a bucket of rows
+        (a few static shapes: one compilation each), the outputs cut back."""
         names = tuple(t.name for t in tasks)
         if names not in self._compiled:
             self._compiled[names] = tf.function(lambda inputs: self._plain(tasks, inputs), jit_compile=True)
-        pad_rows = _round_up(rows, self.rows) - rows
-        pad_length = _round_up(length, self.lengths) - length
-        padded = {k: tf.pad(v, [[0, pad_rows]] + [[0, pad_length]] * (len(v.shape) - 1)) for k, v in x.items()}
+        x = cut_inputs(x, bucket_length(length, self.lengths))
+        pad_rows = bucket_length(rows, self.rows) - rows
+        padded = {k: tf.pad(v, [[0, pad_rows]] + [[0, 0]] * (len(v.shape) - 1)) for k, v in x.items()}
         outputs = self._compiled[names](padded)
         return {t.name: outputs[t.name][:rows, :length] if t.position_outputs else outputs[t.name][:rows]
                 for t in tasks}
@@ -124,12 +111,11 @@ class ServingGraph:
         """``{task: float32 raw output}`` of ``tasks`` on ``x`` (inputs padded to ``max_length``):
         cut to the batch's longest sequence; through XLA when the batch is small enough."""
         length = longest_sequence(x)
-        x = cut_inputs(x, length)
         if not self.xla_max_batch:
-            return self._plain(tasks, x)
+            return self._plain(tasks, cut_inputs(x, length))
         rows = tf.shape(x["token_ids"])[0]
         return tf.cond(rows <= self.xla_max_batch, lambda: self._xla(tasks, x, rows, length),
-                       lambda: self._plain(tasks, x))
+                       lambda: self._plain(tasks, cut_inputs(x, length)))
 
     def serve(self, tasks, text, text_pair=None):
         """Outputs of ``tasks`` (all reading ``text``, or all pair tasks) for a batch: one encoder
@@ -183,7 +169,7 @@ class ServingGraph:
         if not self.xla_max_batch:
             return
         x = self.preprocessor.encode_text(tf.constant(["XLA check"]))
-        x = {k: v for k, v in x.items() if k in ("token_ids", "segment_ids", "padding_mask")}
+        x = {k: v for k, v in x.items() if k in INPUT_NAMES}
         try:
             self.run(self.tasks, x)
         except (tf.errors.OpError, ValueError, TypeError) as err:

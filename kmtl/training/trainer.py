@@ -224,14 +224,14 @@ def _float32_for_serving(model, echo):
         return model
 
 
-def _run_precision(configured: str, backup_dir: Optional[Path]):
+def _run_precision(configured: str, resumed: dict):
     """``(precision, reason)`` of a run: `resolve_precision` of the config's value, except that a
-    run resumed from a backup under ``auto`` keeps the precision it started in (recorded in the
-    backup), so a rerun on a machine of another kind does not switch precision mid-run."""
+    run resumed from a backup under ``auto`` keeps the precision it started in (``resumed``: the
+    backup state's ``extra``), so a rerun on a machine of another kind does not switch precision mid-run."""
     precision, reason = resolve_precision(configured)
-    if configured != "auto" or backup_dir is None:
+    if configured != "auto":
         return precision, reason
-    started = ((read_backup_state(backup_dir) or {}).get("extra") or {}).get("precision")
+    started = resumed.get("precision")
     if started and started != precision:
         return started, f"auto: resumed in the precision the run started in (this machine alone: {precision})"
     return precision, reason
@@ -304,7 +304,9 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
         [own_sizes[name] * replicas if name in own_sizes else None for name in trained_ex] if own_sizes else None)
     # the encoder is built under the config's dtype policy (heads stay float32); the policy is
     # restored afterwards, so it does not leak into the caller's process (kmtl.model.precision)
-    precision, precision_reason = _run_precision(tr.precision, run_dir / BACKUP_FOLDER if plan.resume else None)
+    # what the backup recorded beside the weights (its precision, the tasks stopped early), read once
+    resumed = ((read_backup_state(run_dir / BACKUP_FOLDER) if plan.resume else None) or {}).get("extra") or {}
+    precision, precision_reason = _run_precision(tr.precision, resumed)
     precision, precision_reason = agree_on_precision(strategy, precision, precision_reason)
     with strategy.scope(), precision_scope(precision):
         encoder = load_backbone(config.backbone, seed=tr.seed)
@@ -354,8 +356,7 @@ def train(config, *, verbose: int = 1, export: Optional[bool] = None, echo=print
     if plan.resume:
         backup.resume_point()  # a backup with other steps per epoch stops here, before anything is written
         if task_stopper is not None:  # tasks stopped before the backup: frozen, out of the stream
-            task_stopper.set_state((read_backup_state(backup.backup_dir) or {}).get("extra", {}).get(
-                "task_early_stopping"))
+            task_stopper.set_state(resumed.get("task_early_stopping"))
             if task_stopper.stopped:
                 with strategy.scope():  # the optimizer's slots as the backup has them: every head's
                     model.optimizer.build(model.trainable_variables)
