@@ -19,7 +19,8 @@ learn at 10x the encoder's 1e-4 (never below the encoder's own rate)."""
 
 XLA_MAX_BATCH = 2
 """The largest batch `kmtl export --xla` runs XLA-compiled (larger ones keep the plain graph).
-Measured in-process on MiniLM-L6, float32, 20-word sentences (AMD EPYC, 2 vCPUs, 2026-12-02):
+Measured in-process on MiniLM-L6, float32, 20-word sentences (AMD EPYC, 2 vCPUs, 2026-12-02 14:42-14:46,
+another job paused, 1-min load about 2 falling from it; this CPU only):
 XLA vs plain 6.9 vs 9.6 ms at batch 1, 10.9 vs 11.7 at batch 2, 16.8 vs 14.7 at batch 4 (padding
 the length up to a bucket costs more than XLA saves), and 83-113 vs 74 ms at batch 32."""
 MULTI_TASK_WEIGHTING = "uncertainty"
