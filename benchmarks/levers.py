@@ -3,6 +3,7 @@
     python benchmarks/levers.py xla                 # fixed 32 x 64: XLA on vs off
     python benchmarks/levers.py padding             # real data, max 128: longest / buckets / grouped, XLA on and off
     python benchmarks/levers.py adam                # fixed 32 x 64: fused Adam update vs Keras' per-variable ops
+    python benchmarks/levers.py gelu                # fixed 32 x 64, bfloat16: GELU computed in float32 vs bfloat16
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
 Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
@@ -29,6 +30,8 @@ PRESETS = {
     "padding": ["data=real,jit=0,padding=longest", "data=real,jit=0,padding=grouped",
                 "data=real,jit=1,padding=buckets", "data=real,jit=1,padding=grouped"],
     "adam": ["data=fixed,fused=1", "data=fixed,fused=0"],   # one fused kernel per variable vs Keras' ops
+    # bfloat16: the feed-forward GELU in float32 (kmtl.activations, the default) vs in bfloat16
+    "gelu": ["data=fixed,precision=mixed_bfloat16,gelu32=1", "data=fixed,precision=mixed_bfloat16,gelu32=0"],
 }
 
 
@@ -37,7 +40,7 @@ def parse_variant(text):
     for part in text.split(","):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
-        out[key] = {"jit": flag, "fused": flag}.get(key, lambda v: v)(value)
+        out[key] = {"jit": flag, "fused": flag, "gelu32": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len"):
             out[key] = int(value)
     return out
@@ -46,7 +49,8 @@ def parse_variant(text):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
-    p.add_argument("--variants", nargs="+", help="key=value,... (data, jit, fused, padding, batch_size, seq_len)")
+    p.add_argument("--variants", nargs="+",
+                   help="key=value,... (data, jit, fused, gelu32, precision, padding, batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -56,6 +60,7 @@ def main(argv=None):
     variants = args.variants or PRESETS.get(args.preset)
     if not variants:
         p.error("give a preset or --variants")
+    from kmtl.activations import Float32Activation
     from kmtl.bench.peak import matmul_peak
     from kmtl.bench.train import TrainBench
 
@@ -63,7 +68,13 @@ def main(argv=None):
     for text in variants:
         v = parse_variant(text)
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
-        benches.append((text, TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)))
+        gelu32 = v.pop("gelu32", True)
+        bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
+        if not gelu32:  # undo kmtl.activations.activations_in_float32: the activation in the compute dtype
+            for layer in bench.model._flatten_layers():
+                if isinstance(getattr(layer, "activation", None), Float32Activation):
+                    layer.activation = layer.activation.activation
+        benches.append((text, bench))
     peak = matmul_peak()
     batches = {text: b.batches() for text, b in benches}
     load0 = os.getloadavg()[0]

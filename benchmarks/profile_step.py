@@ -20,6 +20,7 @@ import argparse
 import collections
 import glob
 import os
+import re
 import sys
 import tempfile
 import time
@@ -30,14 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kmtl  # noqa: E402,F401
 
 
-def op_table(logdir, top=12):
-    """``[(op type, seconds, calls)]`` summed over host events of the profile in ``logdir``."""
+def op_table(logdir, top=12, detail=()):
+    """``[(op type, seconds, calls)]`` summed over host events of the profile in ``logdir``, the
+    total, and ``{op type: Counter(scope: seconds)}`` for the op types in ``detail`` (where a
+    type's time goes: the op's name scope, digits dropped so that the layers add up)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     files = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
     space = xplane_pb2.XSpace()
     space.ParseFromString(open(files[0], "rb").read())
     totals, calls = collections.Counter(), collections.Counter()
+    scopes = {kind: collections.Counter() for kind in detail}
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
             continue
@@ -54,7 +58,9 @@ def op_table(logdir, top=12):
                     continue
                 totals[op_type] += ev.duration_ps * 1e-12
                 calls[op_type] += 1
-    return [(k, v, calls[k]) for k, v in totals.most_common(top)], sum(totals.values())
+                if op_type in scopes:
+                    scopes[op_type][re.sub(r"_?\d+", "", name.rsplit(":", 1)[0])] += ev.duration_ps * 1e-12
+    return [(k, v, calls[k]) for k, v in totals.most_common(top)], sum(totals.values()), scopes
 
 
 def matmul_only_seconds(batch, seq, layers, hidden, inter, heads, rounds=3, dtype="float32"):
@@ -99,6 +105,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--jit", action="store_true")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
+    p.add_argument("--detail", nargs="*", default=(), metavar="OP_TYPE",
+                   help="also list where these op types' time goes, by name scope (e.g. --detail Mul Cast)")
     args = p.parse_args(argv)
     import tensorflow as tf
 
@@ -115,7 +123,7 @@ def main(argv=None):
         model.fit(ds.take(args.steps), epochs=1, verbose=0)
         tf.profiler.experimental.stop()
         profiled = (time.perf_counter() - t0) / args.steps
-        rows, total = op_table(logdir)
+        rows, total, scopes = op_table(logdir, detail=args.detail)
     t0 = time.perf_counter()
     model.fit(ds.take(args.steps), epochs=1, verbose=0)
     step = (time.perf_counter() - t0) / args.steps
@@ -132,6 +140,10 @@ def main(argv=None):
     for name, seconds, n in rows:
         print(f"  {name:<34} {seconds / args.steps * 1e3:8.1f} ms/step  {100 * seconds / total:5.1f}%  "
               f"({n // args.steps} calls/step)")
+    for kind, by_scope in scopes.items():
+        print(f"{kind} by name scope (digits dropped):")
+        for scope, seconds in by_scope.most_common(15):
+            print(f"  {seconds / args.steps * 1e3:8.1f} ms/step  {scope}")
 
 
 if __name__ == "__main__":

@@ -113,8 +113,9 @@ class FusedAdamUpdate:
     The arithmetic is Keras' (``keras/src/optimizers/adam.py::update_step``):
     ``m += (g - m)(1 - b1)``, ``v += (g² - v)(1 - b2)``,
     ``var -= lr·sqrt(1 - b2^t)/(1 - b1^t) · m / (sqrt(v) + eps)``, so the two agree to float
-    rounding (tests/test_optimizer.py). AdamW's decoupled weight decay is applied before, by
-    Keras, unchanged. Sparse gradients, ``amsgrad`` and non-float32 variables take Keras' path.
+    rounding (tests/test_optimizer.py). AdamW's decoupled weight decay, applied before, is Keras'
+    with ``lr · wd`` multiplied first (one pass over each variable instead of two). Sparse
+    gradients, ``amsgrad`` and non-float32 variables take Keras' path.
 
     Args:
         fused: False: Keras' own ``update_step`` everywhere (for an A/B).
@@ -137,6 +138,25 @@ class FusedAdamUpdate:
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
             epsilon=tf.constant(self.epsilon, tf.float32), grad=tf.cast(gradient, tf.float32), use_locking=False)
+
+    def _apply_weight_decay(self, variables):
+        # keras/src/backend/tensorflow/optimizer.py::_apply_weight_decay computes
+        # ``variable * wd * lr``: two full passes over each variable (and the schedule once per
+        # variable); here the scalar ``lr * wd`` first, then one pass. Same figures to rounding.
+        if self.weight_decay is None or not self.fused:
+            return super()._apply_weight_decay(variables)
+
+        def apply(distribution, variables):
+            rate = tf.cast(self.learning_rate, tf.float32) * tf.cast(self.weight_decay, tf.float32)
+
+            def decay(variable):
+                if self._use_weight_decay(variable):
+                    variable.assign_sub(variable * tf.cast(rate, variable.dtype))
+
+            for variable in variables:
+                distribution.extended.update(_tf_variable(variable), decay, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(apply, self._distribution_strategy, variables)
 
     def get_config(self):
         return {**super().get_config(), "fused": self.fused}

@@ -426,7 +426,7 @@ def test_init_from_and_teachers_end_to_end(tmp_path, eager):
     ("{mode: adapters, adapter_size: 8, task_relation: learned}",
      {"sentiment": ("adapters", "none"), "ner": ("adapters", "none")}),
     ("{mode: soft, task_relation: given, relation_matrix: {sentiment: {ner: 1.0}}}",
-     {"sentiment": ("soft", "none"), "ner": ("soft", "none")}),
+     {"sentiment": ("full", None), "ner": ("full", None)}),
 ])
 def test_a_baseline_keeps_only_what_its_sharing_mode_means_for_one_task(tmp_path, sharing, expected):
     """A baseline of a progressive config trains (a column for a listed task, plain fine-tuning for

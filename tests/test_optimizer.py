@@ -224,3 +224,21 @@ def test_fused_flag_round_trips():
     assert optimizer.fused is True
     optimizer.fused = False
     assert type(optimizer).from_config(optimizer.get_config()).fused is False
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_decoupled_weight_decay_is_one_multiply_of_lr_times_wd(fused):
+    """The fused optimizer decays each variable in one pass (``var * (lr * wd)``); Keras' path
+    (``var * wd * lr``) gives the same figures, biases and LayerNorm parameters stay."""
+    import keras
+
+    optimizer = make_optimizer(0.1, 10, warmup_ratio=0.0, weight_decay=0.5)
+    optimizer.fused = fused
+    kernel = keras.Variable(np.arange(1, 7, dtype="float32").reshape(2, 3), name="kernel")
+    bias = keras.Variable(np.ones(3, "float32"), name="bias")
+    optimizer.build([kernel, bias])
+    optimizer._apply_weight_decay([kernel, bias])
+    rate = float(optimizer.learning_rate) * 0.5  # the schedule's rate at step 0: the peak
+    assert rate > 0.01
+    np.testing.assert_allclose(np.array(kernel), np.arange(1, 7).reshape(2, 3) * (1 - rate), rtol=1e-6)
+    np.testing.assert_array_equal(np.array(bias), np.ones(3))

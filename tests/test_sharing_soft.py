@@ -352,3 +352,32 @@ def test_export_matches_the_model(tmp_path):
     # each task's copy matters: the other task's id gives other figures
     other = model(_inputs(encoder, texts, [1, 1]), training=False)["sentiment"]
     assert np.abs(other - model(_inputs(encoder, texts, [0, 0]), training=False)["sentiment"]).max() > 1e-4
+
+
+def test_with_one_task_soft_sharing_computes_full_fine_tuning():
+    """Why `SoftSharing.for_one_task` gives kmtl compare a ``full`` baseline: one task's soft model
+    (one copy of the top layers) returns what the full model returns, its pull is zero and the
+    gradients reaching the copy equal those reaching the pretrained layer it replaced."""
+    tasks = [kmtl.tasks.Tagging("entities", kmtl.tasks.bio_labels(["PER", "LOC"]))]
+    full = kmtl.build_model(tiny_encoder(seed=1), tasks, sharing="full")
+    soft = kmtl.build_model(tiny_encoder(seed=1), tasks, sharing="soft", soft_top_layers=1, soft_penalty=1.0)
+    by_path = {v.path: v for v in soft.weights}
+    for v in full.weights:  # the heads were drawn apart; the backbones are the same seed's
+        if v.path in by_path:
+            by_path[v.path].assign(v)
+    x = _inputs(tiny_encoder(seed=1), task_ids=[0] * len(TEXTS))
+
+    def run(model, variables):
+        with tf.GradientTape() as tape:
+            out = model(x, training=False)["entities"]
+            loss = tf.reduce_sum(tf.square(out)) + tf.add_n(model.losses or [tf.constant(0.0)])
+        return out, tape.gradient(loss, variables), model.losses
+
+    top = [layer for layer in full._flatten_layers() if layer.name == "transformer_layer_1"][0]
+    full_out, full_grads, _ = run(full, [top._feedforward_output_dense.kernel])
+    copy = _copies(soft)[0]
+    soft_out, soft_grads, losses = run(soft, [copy.copies["output_kernel"]])
+    np.testing.assert_allclose(soft_out, full_out, atol=1e-5)
+    assert all(float(loss) == 0.0 for loss in losses)
+    np.testing.assert_allclose(soft_grads[0][0], full_grads[0], atol=1e-5)
+    assert make_sharing("soft", soft_top_layers=2, task_relation="learned").for_one_task("entities") == ("full", {})

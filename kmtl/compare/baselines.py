@@ -39,7 +39,8 @@ def baseline_config(config, task_name: str, output_dir: Optional[Path] = None, n
 
     The task keeps its data, ``limit`` and labels, with loss weight 1 and no batch share; the sharing mode drops
     what is about other tasks (`kmtl.sharing.Sharing.for_one_task`: no task relation; under
-    ``progressive``, a column of its own, or ``full`` for a task without one); ``weighting`` goes back
+    ``soft``, ``full``, which one copy of the top layers computes; under ``progressive``, a
+    column of its own, or ``full`` for a task without one); ``weighting`` goes back
     to static (one task has nothing to weigh), early stopping is kept only when it monitors
     the total loss or this task, and export, teachers and ``init_from`` are off.
 

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
+from kmtl.activations import activations_in_float32
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
 from kmtl.model.multi_worker_fit import is_multi_worker, local_batch, rank1_logs
 from kmtl.model.pooling import MaskedMeanPooling
@@ -127,6 +128,7 @@ class MultiTaskModel(keras.Model):
             raise ValueError(f"tasks must be non-empty with unique names, got {names}")
         backbone = getattr(encoder, "backbone", encoder)
         backbone_config = _serialize_backbone(backbone)  # before sharing changes it (see get_config)
+        activations_in_float32(backbone)  # bfloat16's GELU is slow on CPUs (kmtl.activations)
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES}
         if strategy.routes_by_task:
             inputs[TASK_ID] = keras.Input(shape=(), dtype="int32", name=TASK_ID)

@@ -17,10 +17,10 @@ import keras
 from keras import ops
 from pydantic import Field
 
+from kmtl.activations import Float32Activation
 from kmtl.sharing.base import TASK_ID, Sharing, run_backbone_graph, transformer_layers
 from kmtl.sharing.task_relation import (
     DEFAULT_RELATION_WEIGHT,
-    ONE_TASK,
     TaskRelation,
     check_relation_options,
     related_outputs,
@@ -106,6 +106,7 @@ class TaskTransformerLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_tasks, self.num_heads, self.intermediate_dim = int(num_tasks), int(num_heads), int(intermediate_dim)
         self.activation = keras.activations.get(activation)
+        self._activation = Float32Activation(self.activation)  # float32 under mixed precision (kmtl.activations)
         self.dropout, self.layer_norm_epsilon = float(dropout), float(layer_norm_epsilon)
         self.normalize_first = bool(normalize_first)
         self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
@@ -188,7 +189,7 @@ class TaskTransformerLayer(keras.layers.Layer):
         residual = x
         if self.normalize_first:
             x = norm(x, "feedforward_norm")
-        x = self.activation(ops.einsum(f"bld,{b}df->blf", x, w["intermediate_kernel"]) + per(w["intermediate_bias"]))
+        x = self._activation(ops.einsum(f"bld,{b}df->blf", x, w["intermediate_kernel"]) + per(w["intermediate_bias"]))
         x = ops.einsum(f"blf,{b}fd->bld", x, w["output_kernel"]) + per(w["output_bias"])
         x = self.feedforward_dropout(x, training=training) + residual
         if not self.normalize_first:
@@ -388,8 +389,12 @@ class SoftSharing(Sharing):
         self._num_tasks = None
 
     def for_one_task(self, task: str):
-        """A single-task baseline relates to no other task: ``task_relation: none``."""
-        return self.name, (dict(ONE_TASK) if self.relation != "none" else {})
+        """A single-task baseline is plain fine-tuning, ``full``: with one task there is one copy
+        of the top layers, the pull towards the copies' mean (or between pairs) is zero and no
+        task relates to another, so the model computes what ``full`` computes (the one-hot
+        gather of a single copy picks its weights exactly; tests/test_sharing_soft.py checks
+        it). Naming it ``full`` lets every mode's comparison share one cached baseline."""
+        return "full", {}
 
     def prepare(self, backbone, num_tasks: int) -> None:
         found = _transformer_layers(backbone)
