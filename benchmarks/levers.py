@@ -4,6 +4,7 @@
     python benchmarks/levers.py padding             # real data, max 128: longest / buckets / grouped, XLA on and off
     python benchmarks/levers.py adam                # fixed 32 x 64: fused Adam update vs Keras' per-variable ops
     python benchmarks/levers.py gelu                # fixed 32 x 64, bfloat16: GELU computed in float32 vs bfloat16
+    python benchmarks/levers.py dropout             # fixed 32 x 64: kmtl's 16-bit dropout vs Keras', bf16 and fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
 Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
@@ -32,6 +33,9 @@ PRESETS = {
     "adam": ["data=fixed,fused=1", "data=fixed,fused=0"],   # one fused kernel per variable vs Keras' ops
     # bfloat16: the feed-forward GELU in float32 (kmtl.activations, the default) vs in bfloat16
     "gelu": ["data=fixed,precision=mixed_bfloat16,gelu32=1", "data=fixed,precision=mixed_bfloat16,gelu32=0"],
+    # 16 random bits per element (kmtl.dropout, the default) vs Keras' uniform floats, in both precisions
+    "dropout": ["data=fixed,precision=mixed_bfloat16,dropout16=1", "data=fixed,precision=mixed_bfloat16,dropout16=0",
+                "data=fixed,precision=float32,dropout16=1", "data=fixed,precision=float32,dropout16=0"],
 }
 
 
@@ -40,7 +44,7 @@ def parse_variant(text):
     for part in text.split(","):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
-        out[key] = {"jit": flag, "fused": flag, "gelu32": flag}.get(key, lambda v: v)(value)
+        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len"):
             out[key] = int(value)
     return out
@@ -50,7 +54,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
-                   help="key=value,... (data, jit, fused, gelu32, precision, padding, batch_size, seq_len)")
+                   help="key=value,... (data, jit, fused, gelu32, dropout16, precision, padding, batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -68,12 +72,15 @@ def main(argv=None):
     for text in variants:
         v = parse_variant(text)
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
-        gelu32 = v.pop("gelu32", True)
+        gelu32, dropout16 = v.pop("gelu32", True), v.pop("dropout16", True)
         bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
         if not gelu32:  # undo kmtl.activations.activations_in_float32: the activation in the compute dtype
             for layer in bench.model._flatten_layers():
                 if isinstance(getattr(layer, "activation", None), Float32Activation):
                     layer.activation = layer.activation.activation
+        if not dropout16:  # undo kmtl.dropout.fast_dropout: Keras' Dropout.call again
+            for layer in bench.model._flatten_layers():
+                layer.__dict__.pop("call", None)
         benches.append((text, bench))
     peak = matmul_peak()
     batches = {text: b.batches() for text, b in benches}

@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
 from kmtl.activations import activations_in_float32
+from kmtl.dropout import fast_dropout
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
 from kmtl.model.multi_worker_fit import is_multi_worker, local_batch, rank1_logs
 from kmtl.model.pooling import MaskedMeanPooling
@@ -148,6 +149,7 @@ class MultiTaskModel(keras.Model):
                         "tokenizer": getattr(encoder, "tokenizer", None)}  # relation heads: marker ids
             outputs = {task.name: task.build_head(features) for task in tasks}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        fast_dropout(self)  # 16 random bits per element instead of a uniform float (kmtl.dropout)
 
         self.tasks = list(tasks)
         self.encoder_spec = getattr(encoder, "spec", None)
