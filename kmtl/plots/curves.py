@@ -79,8 +79,9 @@ def plot_curves(data: Curves, path, title: str = "training curves") -> Path:
     """Draw one row of panels per task (loss, then each metric) against the epoch.
 
     Train lines are solid, dev lines dashed; lines of different runs (``"single-task dev"``,
-    ``"multi-task dev"``) get different colours. A panel with nothing logged says so instead
-    of staying blank (a task without a dev split has train lines only).
+    ``"multi-task dev"``) get different colours, named once in a legend under the panels. A
+    panel with nothing logged says so instead of staying blank (a task without a dev split has
+    train lines only).
 
     Args:
         data: ``{task: {panel: {line: [value per epoch]}}}`` (`curves_from_history`,
@@ -128,7 +129,15 @@ def plot_curves(data: Curves, path, title: str = "training curves") -> Path:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+    # one legend for the figure, under the panels: the lines are the same in every panel, and a
+    # legend inside each panel covered the curves it explains
+    legend = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", fontsize=8,
+                   ncols=min(len(legend), 4), frameon=False)
     return save_png(fig, path)
 
 
