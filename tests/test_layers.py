@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "kmtl"
 
 LAYERS = [
-    {"errors", "files", "keras_registration", "progress", "registry", "tf_startup", "defaults"},  # leaves
+    {"errors", "files", "keras_registration", "progress", "registry", "tf_startup", "defaults",
+     "activations", "dropout"},  # leaves (the last two: float32 activations, 16-bit dropout)
     {"data", "config"},                                                 # examples, sources, tf.data; the YAML schema
     {"tasks", "metrics"},                                               # task kinds, their metrics
     {"backbone", "sharing", "optimizer"},   # the encoder, how tasks share it; AdamW (finds the heads' layers)

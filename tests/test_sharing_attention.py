@@ -233,7 +233,8 @@ def test_scalar_mix_frozen_with_cls_and_layer_dropout_trains_only_the_mixes_and_
     for task in ("sentiment", "entities", "similarity"):
         weights = [logs[f"{task}_mix_layer_{s}"] for s in range(LAYERS + 1)]
         assert sum(weights) == pytest.approx(1.0, abs=1e-5) and f"{task}_mix_scale" in logs
-    assert logs["sentiment_mix_layer_0"] != pytest.approx(1 / (LAYERS + 1), abs=1e-4)  # the mix learned
+    learned = [logs[f"sentiment_mix_layer_{s}"] for s in range(LAYERS + 1)]
+    assert max(learned) - min(learned) > 1e-4  # the mix learned: its layers' weights, equal at the start, differ
     # layer dropout acts while training only
     mix = model.get_layer("scalar_mix")
     states = [tf.random.stateless_normal([4, 3, 8], seed=[s, 1]) for s in range(LAYERS + 1)]
