@@ -58,15 +58,13 @@ def dropout(inputs, rate: float, seed, noise_shape=None):
     return tf.where(keep, inputs * tf.cast(scale, inputs.dtype), tf.zeros([], inputs.dtype))
 
 
-def _seed(layer):
-    seed = layer.seed_generator.next()  # the layer's Keras SeedGenerator, as Keras' dropout draws it
-    # keras/src/backend/tensorflow/random.py::_cast_seed: int64 state, int32 seeds for the op
-    return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32) if seed.dtype != tf.int32 else seed
-
-
 def _call(layer, inputs, training=False):
     if training and layer.rate > 0:
-        return dropout(inputs, layer.rate, _seed(layer), layer.noise_shape)
+        # the seed as Keras' own dropout draws it (keras/src/backend/tensorflow/random.py::dropout;
+        # private: Keras has no public int32 stateless seed)
+        from keras.src.backend.tensorflow.random import _cast_seed, draw_seed
+
+        return dropout(inputs, layer.rate, _cast_seed(draw_seed(layer.seed_generator)), layer.noise_shape)
     return inputs
 
 
