@@ -23,6 +23,14 @@ Measured in-process on MiniLM-L6, float32, 20-word sentences (AMD EPYC, 2 vCPUs,
 another job paused, 1-min load about 2 falling from it; this CPU only):
 XLA vs plain 6.9 vs 9.6 ms at batch 1, 10.9 vs 11.7 at batch 2, 16.8 vs 14.7 at batch 4 (padding
 the length up to a bucket costs more than XLA saves), and 83-113 vs 74 ms at batch 32."""
+MULTI_TASK_SHARING = "soft"
+"""The sharing mode of a config with two or more tasks that names none (`kmtl.sharing.SoftSharing`:
+each task its own copy of the encoder's top 2 layers, pulled together). On the four shared tasks
+over 3 seeds (Intel Xeon AMX, bfloat16, 2026-12-02; benchmarks/results/compare-four-tasks-soft-seeds-intel.md)
+it gave Δm +0.95 % [+0.36, +1.55] against -1.66 % [-2.93, -0.38] for ``full`` with the same
+baselines: full sharing lost 4.1 points on AG News, soft 1.3 (README "Does multi-task help?").
+One task, ``init_from`` or options of another mode keep ``full``."""
+
 MULTI_TASK_WEIGHTING = "uncertainty"
 """The loss-weighting strategy of a config with two or more tasks that names none and sets no
 weights of its own (Kendall et al., CVPR 2018: `kmtl.weighting.UncertaintyWeighting`)."""

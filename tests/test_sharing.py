@@ -151,8 +151,8 @@ def test_task_id_is_required_by_adapters_and_ignored_otherwise(tiny):
 
     adapted = kmtl.build_model(tiny_encoder(seed=4), _tasks(), sharing="adapters", adapter_size=2)
     assert uses_task_id(adapted)
-    with pytest.raises(ValueError, match="inputs need 'task_id'.*sentiment"):
-        adapted({k: v for k, v in x.items() if k != "task_id"})
+    with pytest.raises(ValueError, match="training inputs need 'task_id'.*sentiment"):
+        adapted({k: v for k, v in x.items() if k != "task_id"}, training=True)
 
 
 # ------------------------------------------------------------------ training in joint batches
@@ -223,21 +223,27 @@ def test_export_with_adapters_routes_each_signature(tmp_path):
     # and what kmtl.evaluation predicts, through the data pipeline's task_id
     pred = kmtl.evaluation.predict_task(model, tasks[0], [Example(text=t) for t in texts], pre)
     np.testing.assert_allclose(want, [list(p["probabilities"].values()) for p in pred], atol=1e-5)
-    # ids takes task_id
+    # ids takes no task_id: each task's output through its own adapters, for every row
     x = _inputs(encoder, texts, [1, 0])
-    ids = call("ids", **{k: v.numpy() for k, v in x.items()})
-    ref = model(x, training=False)
+    plain = {k: v.numpy() for k, v in x.items() if k != "task_id"}
+    ids = call("ids", **plain)
+    ref = {task.name: model(_inputs(encoder, texts, [t, t]), training=False)[task.name] for t, task in enumerate(tasks)}
     for name in ref:
         np.testing.assert_allclose(ids[name], ref[name], atol=1e-5)
+    # and model(x) without task_id in inference answers the same
+    for name, value in model(plain).items():
+        np.testing.assert_allclose(value, ref[name], atol=1e-5)
+    with pytest.raises(ValueError, match="training inputs need 'task_id'"):
+        model(plain, training=True)
 
     import onnxruntime as ort
 
     from kmtl.export import export_onnx
 
     onnx_path = export_onnx(model, tmp_path, "onnx", max_length=16)
-    assert json.loads((onnx_path / "kmtl.json").read_text())["inputs"]["task_id"] == {"dtype": "int32", "shape": ["batch"]}
+    assert "task_id" not in json.loads((onnx_path / "kmtl.json").read_text())["inputs"]
     session = ort.InferenceSession(str(onnx_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(["sentiment", "entities"], {k: v.numpy() for k, v in x.items()})
+    got = session.run(["sentiment", "entities"], plain)
     np.testing.assert_allclose(got[0], ref["sentiment"], atol=1e-4)
     np.testing.assert_allclose(got[1], ref["entities"], atol=1e-4)
 

@@ -88,6 +88,33 @@ def test_copies_start_as_the_pretrained_layer_and_both_routings_agree():
         assert np.abs(routed - want).max() > 1e-2
 
 
+def test_routing_by_partition_and_by_one_hot_under_xla_agree_with_gradients():
+    """Eagerly and in plain graphs the rows are grouped by task (``tf.dynamic_partition``); XLA
+    cannot take its data-dependent shapes, so a jit-compiled step picks per-example weights by a
+    one-hot: both give the same outputs and the same gradients (only a task's rows reach its copy)."""
+    hidden = tf.random.stateless_normal([4, 5, HIDDEN], seed=[3, 4])
+    mask = tf.constant([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    copies = TaskTransformerLayer.from_encoder(tiny_encoder(seed=1).backbone.transformer_layers[-1], num_tasks=3)
+    rng = np.random.default_rng(1)
+    for v in copies.weights:
+        v.assign(v.numpy() + rng.normal(scale=0.1, size=v.shape).astype("float32"))
+    ids = tf.constant([2, 0, 2, 0])  # task 1 has no rows
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = copies(x, padding_mask=mask, task=ids)
+            loss = tf.reduce_sum(tf.square(y))
+        return (y, *tape.gradient(loss, [x, *copies.weights]))
+
+    plain = tf.function(step)(hidden)
+    xla = tf.function(step, jit_compile=True)(hidden)
+    for a, b in zip(plain, xla):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    kernel = 2 + [id(v) for v in copies.weights].index(id(copies.copies["output_kernel"]))
+    assert np.abs(plain[kernel][1]).max() == 0 and np.abs(plain[kernel][0]).max() > 0
+
+
 # ------------------------------------------------------------------ the model
 def test_shapes_parameters_and_what_trains(soft):
     encoder, model, pretrained, x = soft
@@ -344,14 +371,25 @@ def test_export_matches_the_model(tmp_path):
     got = loaded.signatures["sentiment"](text=tf.constant(texts))["sentiment_probabilities"]
     want = tf.nn.softmax(model(_inputs(encoder, texts, [0, 0]), training=False)["sentiment"])
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # ids takes no task_id: every task's output through its own copies, for every row
     x = _inputs(encoder, texts, [1, 0])
-    ids = loaded.signatures["ids"](**x)
-    ref = model(x, training=False)
-    for name in ref:
-        np.testing.assert_allclose(ids[name], ref[name], atol=1e-5)
+    ids = loaded.signatures["ids"](**{k: v for k, v in x.items() if k != "task_id"})
+    for t, task in enumerate(tasks):
+        ref = model(_inputs(encoder, texts, [t, t]), training=False)[task.name]
+        np.testing.assert_allclose(ids[task.name], ref, atol=1e-5)
     # each task's copy matters: the other task's id gives other figures
     other = model(_inputs(encoder, texts, [1, 1]), training=False)["sentiment"]
     assert np.abs(other - model(_inputs(encoder, texts, [0, 0]), training=False)["sentiment"]).max() > 1e-4
+
+    import onnxruntime as ort
+
+    onnx_path = kmtl.export.export_onnx(model, tmp_path, "onnx", max_length=16)
+    assert sorted(json.loads((onnx_path / "kmtl.json").read_text())["inputs"]) == [
+        "padding_mask", "segment_ids", "token_ids"]
+    session = ort.InferenceSession(str(onnx_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["sentiment", "entities"], {k: v.numpy() for k, v in x.items() if k != "task_id"})
+    np.testing.assert_allclose(got[0], ids["sentiment"], atol=1e-4)
+    np.testing.assert_allclose(got[1], ids["entities"], atol=1e-4)
 
 
 def test_with_one_task_soft_sharing_computes_full_fine_tuning():
@@ -381,3 +419,42 @@ def test_with_one_task_soft_sharing_computes_full_fine_tuning():
     assert all(float(loss) == 0.0 for loss in losses)
     np.testing.assert_allclose(soft_grads[0][0], full_grads[0], atol=1e-5)
     assert make_sharing("soft", soft_top_layers=2, task_relation="learned").for_one_task("entities") == ("full", {})
+
+
+def test_warm_start_from_a_soft_run_copies_each_tasks_own_layers():
+    """`kmtl compare`'s second stage fine-tunes one task from the multi-task run with sharing
+    ``full``: the layers soft sharing copied must start as that task's copy (not the pretrained
+    layer), so the single-task model answers as the soft model does for that task; a soft model
+    with the tasks in another order gets each task's row by name."""
+    from kmtl.training.warm_start import warm_start
+
+    encoder = tiny_encoder(seed=3)
+    old = kmtl.build_model(encoder, _tasks(), sharing="soft", soft_top_layers=1)
+    _randomize_copies(old, seed=5, scale=0.1)
+    x = _inputs(encoder, task_ids=[1] * len(TEXTS))
+    want = old(x, training=False)["entities"]
+    alone = kmtl.build_model(tiny_encoder(seed=3), [_tasks()[1]], sharing="full")
+    done = warm_start(alone, old)
+    assert any("transformer_layer_1/" in p for p in done["copied"])
+    np.testing.assert_allclose(alone({k: v for k, v in x.items() if k != "task_id"})["entities"], want, atol=1e-5)
+
+    reordered = kmtl.build_model(tiny_encoder(seed=3), _tasks()[::-1], sharing="soft", soft_top_layers=1)
+    warm_start(reordered, old)
+    got = reordered(_inputs(encoder, task_ids=[1] * len(TEXTS)), training=False)["entities"]  # entities: row 1 again
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    sentiment = reordered(_inputs(encoder, task_ids=[2] * len(TEXTS)), training=False)["sentiment"]
+    np.testing.assert_allclose(sentiment, old(_inputs(encoder, task_ids=[0] * len(TEXTS)), training=False)["sentiment"],
+                               atol=1e-5)
+
+    # and the other way: a soft model started from a run without copies has each copy = the run's layer
+    plain = kmtl.build_model(tiny_encoder(seed=3), _tasks(), sharing="full")
+    _randomize_copies(old, seed=6)  # (leaves plain alone)
+    for v in plain.weights:
+        if "transformer_layer_1/" in v.path:
+            v.assign(v.numpy() + 0.05)
+    soft = kmtl.build_model(tiny_encoder(seed=3), _tasks(), sharing="soft", soft_top_layers=1)
+    warm_start(soft, plain)
+    for t, task in enumerate(_tasks()):
+        x = _inputs(encoder, task_ids=[t] * len(TEXTS))
+        np.testing.assert_allclose(soft(x, training=False)[task.name], plain(x, training=False)[task.name], atol=1e-5)
+

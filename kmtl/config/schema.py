@@ -667,6 +667,29 @@ def default_weighting(data: Dict[str, Any]) -> str:
     return defaults.MULTI_TASK_WEIGHTING
 
 
+def default_sharing(data: Dict[str, Any]) -> str:
+    """The sharing mode a config gets when ``sharing.mode`` is not set:
+    `kmtl.defaults.MULTI_TASK_SHARING` for two or more tasks, ``full`` for one task (nothing to
+    share), for a run that starts from another (``init_from``: it keeps the encoder it is given)
+    or when the section sets options only another mode reads (the mode they belong to is then
+    named in the error).
+
+    Example:
+        >>> default_sharing({"tasks": [{"name": "a"}, {"name": "b"}]})
+        'soft'
+        >>> default_sharing({"tasks": [{"name": "a"}]})
+        'full'
+    """
+    tasks = data.get("tasks")
+    tasks = list(tasks) if isinstance(tasks, (list, tuple)) else []
+    section = data.get("sharing")
+    options = set(section) if isinstance(section, dict) else set()
+    own = {o.key for o in SHARING.get(defaults.MULTI_TASK_SHARING).options}
+    if len(tasks) < 2 or data.get("init_from") or options - own:
+        return "full"
+    return defaults.MULTI_TASK_SHARING
+
+
 class ExportConfig(_Model):
     """Whether and where to export the trained model (``<dir>/<name>/<version>/``), and in what
     precision: ``float32`` (default: runs at full speed on any serving CPU) or ``training`` (the
@@ -715,6 +738,19 @@ class Config(_Model):
     """Distillation teachers: ``{task: finished run folder}`` (`kmtl.distill`, BAM! teacher annealing)."""
     init_from: Optional[ResolvedPath] = None
     """A finished run whose backbone and heads this run starts from (adding a task later)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sharing_mode(cls, data):
+        # a sharing section without a mode (or none at all) gets `default_sharing`'s; a
+        # SharingConfig object (what `kmtl compare` gives its baselines) is taken as it is
+        if not isinstance(data, dict) or not isinstance(data.get("sharing", {}) or {}, dict):
+            return data
+        sharing = dict(data.get("sharing") or {})
+        if "mode" not in sharing:
+            sharing["mode"] = default_sharing(data)
+            data = {**data, "sharing": sharing}
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -26,10 +26,10 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     WordPiece tokenizer with the same vocabulary) and pass
 
     * inputs ``token_ids``, ``segment_ids``, ``padding_mask``: int32 ``[batch, length]``,
-      both dimensions dynamic (named ``batch`` and ``length`` in the file); with per-task
-      adapters (``sharing="adapters"``) also ``task_id``: int32 ``[batch]``, each row's task
-      index in ``kmtl.json``'s ``tasks`` (the routing is inside the ONNX graph: one-hot and
-      einsum ops); each head's output is meaningful on the rows of its own task;
+      both dimensions dynamic (named ``batch`` and ``length`` in the file), whatever the
+      sharing mode; with one that routes examples by task (soft sharing, adapters...) each
+      task's output is computed through its own route inside the graph
+      (`kmtl.model.per_task.run_tasks`);
     * outputs named after the tasks, the raw model outputs: logits ``[batch, labels]`` for
       classification, ``[batch, length, labels]`` for tagging, ``[batch, 1]`` scores for
       regression, sigmoid logits for multi-label; always float32, and the graph computes in
@@ -71,8 +71,9 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     import tensorflow as tf
 
     from kmtl.export.saved_model import weights_nbytes
+    from kmtl.model.per_task import PerTaskModel
     from kmtl.model.precision import float32_copy
-    from kmtl.sharing import TASK_ID, served_model, uses_task_id
+    from kmtl.sharing import served_model
 
     preprocessor = preprocessor if preprocessor is not None else getattr(model, "preprocessor", None)
     if max_length is None and preprocessor is not None:
@@ -87,9 +88,6 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
     output_names = [n for n in output_names if n in served] if tasks else output_names
     signature = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}
     inputs = {n: {"dtype": "int32", "shape": ["batch", "length"]} for n in INPUT_NAMES}
-    if uses_task_id(model):
-        signature[TASK_ID] = tf.TensorSpec([None], tf.int32, name=TASK_ID)
-        inputs[TASK_ID] = {"dtype": "int32", "shape": ["batch"]}
     signature = [signature]
     with atomic_version_dir(model_dir, version, size_bytes=weights_nbytes(model) + GRAPH_BYTES) as version_dir:
         tmp = version_dir.tmp
@@ -100,7 +98,9 @@ def export_onnx(model, base_dir, name: str, version: Optional[int] = None, opset
             lg.setLevel(logging.ERROR)
         try:
             graph = float32_copy(model)
-            if tasks and len(output_names) < len(graph.output):
+            if getattr(graph, "routes_by_task", False):  # every task through its own route: no task_id input
+                graph = PerTaskModel(graph, output_names)
+            elif tasks and len(output_names) < len(graph.output):
                 graph = graph.outputs_model(output_names)
             graph.export(str(target), format="onnx", input_signature=signature, opset_version=opset, verbose=False)
         except Exception as err:  # tf2onnx raises many kinds; say what failed

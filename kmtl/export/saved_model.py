@@ -17,9 +17,10 @@ from kmtl.errors import ExportError
 from kmtl.export.heads import decode_outputs
 from kmtl.export.versions import atomic_version_dir, check_export_target
 from kmtl.export.warmup import write_warmup
+from kmtl.model.per_task import run_tasks
 from kmtl.model.precision import float32_outputs
-from kmtl.model.raw_text import run_tasks, text_inputs
-from kmtl.sharing import TASK_ID, served_model, uses_task_id
+from kmtl.model.raw_text import text_inputs
+from kmtl.sharing import served_model
 
 METADATA_FILE = "kmtl.json"
 GRAPH_BYTES = 16 * 2**20  # saved_model.pb, assets and warm-up requests: a generous estimate
@@ -39,16 +40,14 @@ class ServingGraph:
     * ``<task>(text)`` or, for pair tasks, ``<task>(text, text_pair)``: that task alone (a kind
       with its own inputs reads them: span QA's ``<task>(question, context)``);
     * ``ids(token_ids, segment_ids, padding_mask)``: raw head outputs ``<task>`` (logits or
-      score) for clients that tokenize themselves (the same graph as the ONNX export). With
-      per-task adapters (``sharing="adapters"``) it takes a fourth input ``task_id`` (int32
-      ``[batch]``, each row's task index in ``kmtl.json``'s ``tasks``) and every head reads
-      the rows routed through its adapters: ``<task>`` is meaningful on the rows of that task.
+      score) for clients that tokenize themselves (the same graph as the ONNX export), whatever
+      the sharing mode: no ``task_id``.
 
-    Task routing is part of the graph: with per-task adapters each task needs its own encoder
-    pass, so a signature that serves several tasks (``serving_default``) tiles the batch once
-    per task, feeds copy ``k`` with task ``k``'s id and runs the model once; each task reads its
-    own copy. A per-task signature feeds its task's id. Without adapters the model runs once
-    on the batch, as before.
+    Task routing is part of the graph: with a sharing mode that routes examples by task (soft
+    sharing, adapters, prefixes...) every task's output is computed through that task's own
+    route, and what does not depend on the task runs once (`kmtl.model.per_task.run_tasks`:
+    with soft sharing the shared lower layers run once, the copied top layers once per task).
+    Without routing the model runs once on the batch.
 
     **XLA for small batches** (``xla_max_batch`` > 0, `kmtl export --xla`): a request of at most
     that many rows runs the encoder and heads as one XLA-compiled function instead of one
@@ -82,7 +81,6 @@ class ServingGraph:
         if not self.tasks:
             raise ExportError("no task of this model is served (auxiliary tasks such as masked_lm are not); "
                               "add a task or set the auxiliary task's serve option")
-        self.routed = uses_task_id(model)
         if xla_max_batch < 0:
             raise ExportError(f"xla_max_batch is {xla_max_batch}; give 0 (no XLA) or a positive batch size")
         self.xla_max_batch = int(xla_max_batch)
@@ -123,11 +121,9 @@ class ServingGraph:
         x, words_info = text_inputs(tasks, self.preprocessor, text, text_pair)
         return decode_outputs(tasks, self.run(tasks, x), clean_text(text), words_info=words_info)
 
-    def serve_ids(self, token_ids, segment_ids, padding_mask, task_id=None):
+    def serve_ids(self, token_ids, segment_ids, padding_mask):
         x = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-        if task_id is not None:
-            x[TASK_ID] = task_id
-        outputs = self.model(x, training=False)
+        outputs = run_tasks(self.model, x, self.tasks)
         return float32_outputs({t.name: tf.convert_to_tensor(outputs[t.name]) for t in self.tasks})
 
     def _text_fn(self, tasks):
@@ -217,13 +213,7 @@ class ServingGraph:
         def from_ids(token_ids, segment_ids, padding_mask):
             return self.serve_ids(token_ids, segment_ids, padding_mask)
 
-        def from_routed_ids(token_ids, segment_ids, padding_mask, task_id):
-            return self.serve_ids(token_ids, segment_ids, padding_mask, task_id)
-
-        if self.routed:
-            found["ids"] = (from_routed_ids, ids + [tf.TensorSpec([None], tf.int32, name=TASK_ID)])
-        else:
-            found["ids"] = (from_ids, ids)
+        found["ids"] = (from_ids, ids)
         return found
 
 
@@ -265,7 +255,7 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         info = {
-            "tasks": [t.get_config() for t in model.tasks],  # in task_id order (routed modes)
+            "tasks": [t.get_config() for t in model.tasks],
             "served": [t.name for t in graph.tasks],  # those with signatures and ids outputs
             "backbone": model.encoder_spec,
             "max_length": preprocessor.max_length,

@@ -13,7 +13,11 @@ def build_model(encoder, tasks, *, pooling: str = "mean", sharing="full", name: 
             ``task.fit_labels(train_examples)`` first for inferred label sets).
         pooling: ``mean`` or ``cls`` sentence vector for sentence-level heads.
         sharing: a mode name (`kmtl.sharing.SHARING_MODES`: ``full``, ``frozen``, ``lora``,
-            ``adapters``...) or a `kmtl.sharing.Sharing` object (see `kmtl.sharing`).
+            ``adapters``...) or a `kmtl.sharing.Sharing` object (see `kmtl.sharing`). Default
+            ``full``, which trains on any Keras ``(x, y)`` data; YAML configs with two or more
+            tasks default to ``soft`` (`kmtl.defaults.MULTI_TASK_SHARING`, the better measured
+            recipe), whose training inputs need ``task_id`` (kmtl's pipelines add it; ``predict``
+            and serving do without).
         name: the Keras model name.
         max_length: sequence length of the preprocessor attached as ``model.preprocessor``
             (when ``encoder`` has a tokenizer), which ``model.predict`` uses on raw text.

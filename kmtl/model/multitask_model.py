@@ -16,9 +16,10 @@ from kmtl.activations import activations_in_float32
 from kmtl.dropout import fast_dropout
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
 from kmtl.model.multi_worker_fit import is_multi_worker, local_batch, rank1_logs
+from kmtl.model.per_task import run_tasks
 from kmtl.model.pooling import MaskedMeanPooling
 from kmtl.model.precision import float32_layers, is_loss_scaled
-from kmtl.model.raw_text import is_raw_text, run_tasks, text_inputs
+from kmtl.model.raw_text import is_raw_text, text_inputs
 from kmtl.model.step_hook import StepHook, hooked_train_step
 from kmtl.model.weighting_state import WeightingState
 from kmtl.sharing import (
@@ -283,10 +284,13 @@ class MultiTaskModel(keras.Model):
 
     def __call__(self, inputs, *args, **kwargs):
         if getattr(self, "routes_by_task", False) and isinstance(inputs, dict) and TASK_ID not in inputs:
-            raise ValueError(
-                f"this model routes examples through per-task adapters (sharing={self.sharing!r}): its "
-                f"inputs need {TASK_ID!r}, int32 [batch], the index of each example's task in "
-                f"model.tasks {[t.name for t in self.tasks]}; kmtl.data pipelines add it")
+            if kwargs.get("training", args[0] if args else None):
+                raise ValueError(
+                    f"this model routes each example through its task's own weights (sharing={self.sharing!r}): "
+                    f"training inputs need {TASK_ID!r}, int32 [batch], the index of each example's task in "
+                    f"model.tasks {[t.name for t in self.tasks]}; kmtl.data pipelines add it")
+            # inference without task ids: every task's output through its own route (serving's answer)
+            return run_tasks(self, inputs, self.tasks)
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None, mask=None, **kwargs):

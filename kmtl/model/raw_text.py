@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kmtl.data.pipeline import INPUT_NAMES, TASK_ID
+from kmtl.data.pipeline import INPUT_NAMES
 from kmtl.data.words import clean_text, split_words
 
 
@@ -44,21 +44,3 @@ def text_inputs(tasks, preprocessor, text, text_pair=None):
         return words["x"], words
     pair = None if text_pair is None else clean_text(text_pair)
     return preprocessor.encode_text(text, pair), None
-
-
-def run_tasks(model, x, tasks) -> dict:
-    """``{task: raw output}`` of ``model`` on ``x`` for each of ``tasks``.
-
-    With per-task adapters (``model.routes_by_task``) each task needs its own encoder pass:
-    the batch is tiled once per task (copy ``k`` carries task ``k``'s id) and run in one call;
-    each task reads its own copy.
-    """
-    if not getattr(model, "routes_by_task", False):
-        return model(x, training=False)
-    index = {t.name: i for i, t in enumerate(model.tasks)}
-    batch = tf.shape(x["token_ids"])[0]
-    ids = [index[t.name] for t in tasks]
-    tiled = {k: tf.tile(v, [len(ids), 1]) for k, v in x.items() if k in INPUT_NAMES}
-    tiled[TASK_ID] = tf.repeat(tf.constant(ids, tf.int32), batch)
-    outputs = model(tiled, training=False)
-    return {t.name: outputs[t.name][k * batch:(k + 1) * batch] for k, t in enumerate(tasks)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Dict, List, Literal, Optional, Sequence, Union
 
 import keras
+import tensorflow as tf
 from keras import ops
 from pydantic import Field
 
@@ -64,6 +65,26 @@ def _pretrained(encoder) -> Dict[str, object]:
     return found
 
 
+def encoder_values(copies: Optional["TaskTransformerLayer"], encoder, task: Optional[int] = None) -> Dict[str, object]:
+    """``{variable path: NumPy value}`` that turn the keras-hub ``TransformerEncoder`` ``encoder``
+    into copy ``task`` of ``copies`` (``task=None``: the copies' mean): what a model without soft
+    sharing starting from a soft-shared run (`kmtl.training.warm_start`) puts in the layer the
+    copies replaced. ``copies=None``: the encoder's own values, keyed by `TaskTransformerLayer`'s
+    weight names instead (what each copy of a soft model starting from such a run gets).
+
+    Example:
+        >>> encoder_values(copies, backbone.transformer_layers[-1], task=0)["transformer_layer_1/..."].shape
+    """
+    values = {}
+    for name, variable in _pretrained(encoder).items():
+        if copies is None:
+            values[name] = ops.convert_to_numpy(ops.cast(variable, "float32"))
+            continue
+        stacked = ops.convert_to_numpy(ops.cast(copies.copies[name], "float32"))
+        values[variable.path] = stacked[task] if task is not None else stacked.mean(axis=0)
+    return values
+
+
 @keras.saving.register_keras_serializable(package="kmtl")
 class TaskTransformerLayer(keras.layers.Layer):
     """A keras-hub ``TransformerEncoder`` with one copy of its weights per task.
@@ -76,11 +97,14 @@ class TaskTransformerLayer(keras.layers.Layer):
 
     Two ways to call it:
 
-    * ``task=<int tensor [batch]>``: each example through its own task's copy. The copies are
-      picked by multiplying a one-hot of the ids with the stacked weights (as `TaskAdapters`
-      does): one forward pass at the cost of one layer, plus ``batch x layer weights`` of
-      memory for the per-example weights; a task's loss reaches only its own slice. Ids
-      outside ``[0, tasks)`` get all-zero weights (a meaningless output).
+    * ``task=<int tensor [batch]>``: each example through its own task's copy. The rows are
+      grouped by task (``tf.dynamic_partition``), each group runs through its copy with plain
+      matrix products and the outputs are put back in the batch's order
+      (``tf.dynamic_stitch``): the cost of one layer on the whole batch, and a task's loss
+      reaches only its own slice. Ids must lie in ``[0, tasks)``. Inside an XLA-compiled
+      function (``jit_compile``), where shapes must be static, the copies are picked instead by
+      multiplying a one-hot of the ids with the stacked weights (``batch x layer weights`` of
+      memory for per-example weights; ids outside the range get all-zero weights).
     * ``task=<python int>``: every example through that one copy (plain matrix products).
 
     Args:
@@ -151,16 +175,34 @@ class TaskTransformerLayer(keras.layers.Layer):
         return total
 
     def call(self, inputs, padding_mask=None, task=None, training=None):
-        from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
-
         if task is None:
             raise ValueError(f"{self.name} holds one copy per task: pass task (an int, or a [batch] tensor of task ids)")
+        if isinstance(task, int):
+            return self._run(inputs, padding_mask, task, training)
+        task = tf.cast(task, tf.int32)
+        if _in_xla():  # static shapes: no partition; each example's weights picked by a one-hot
+            return self._run(inputs, padding_mask, task, training)
+        # rows grouped by task, each group through its copy (plain GEMMs), then back in order
+        rows = tf.dynamic_partition(tf.range(tf.shape(inputs)[0]), task, self.num_tasks)
+        parts = tf.dynamic_partition(inputs, task, self.num_tasks)
+        masks = [None] * self.num_tasks if padding_mask is None else tf.dynamic_partition(padding_mask, task,
+                                                                                          self.num_tasks)
+        outputs = [self._run(part, mask, t, training) for t, (part, mask) in enumerate(zip(parts, masks))]
+        out = tf.dynamic_stitch(rows, outputs)
+        out.set_shape(inputs.shape)
+        return out
+
+    def _run(self, inputs, padding_mask, task, training):
+        """The layer with copy ``task`` (an int) or, per example, with the copies a one-hot of
+        ``task`` (an int tensor ``[batch]``) picks."""
+        from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
+
         dtype = inputs.dtype
         if isinstance(task, int):
             weights = {k: ops.cast(v[task], dtype) for k, v in self.copies.items()}
             b, per = "", (lambda bias: bias)
         else:
-            route = ops.one_hot(ops.cast(task, "int32"), self.num_tasks, dtype=dtype)  # [batch, tasks]
+            route = ops.one_hot(task, self.num_tasks, dtype=dtype)  # [batch, tasks]
             weights = {k: ops.tensordot(route, ops.cast(v, dtype), axes=1) for k, v in self.copies.items()}
             b, per = "b", (lambda bias: ops.expand_dims(bias, 1))
         w = weights
@@ -279,6 +321,16 @@ class TaskLayerCopies(keras.layers.Layer):
         for layer in self.copied_layers:
             x = layer(x, padding_mask=padding_mask, task=task, training=training)
         return x
+
+    def for_task(self, task: int):
+        """What runs in this layer's place to compute task ``task``'s outputs for a whole batch
+        (`kmtl.model.per_task.run_tasks`: serving, ``predict`` without ``task_id``): every example
+        through that task's copies, with plain matrix products; no penalty (inference). The
+        layers below run once for all tasks."""
+        def run(inputs, padding_mask=None, task_id=None, training=None):
+            return self.run(inputs, padding_mask, int(task), training)
+
+        return run
 
     def call(self, inputs, padding_mask=None, task_id=None, training=None):
         if task_id is None:
@@ -435,6 +487,15 @@ class SoftSharing(Sharing):
         return {"top_layers": self.top_layers, "penalty": self.penalty, "target": self.target,
                 "relation": self.relation, "relation_matrix": self.relation_matrix,
                 "relation_weight": self.relation_weight}
+
+
+def _in_xla() -> bool:
+    """Whether ops are being traced into an XLA-compiled function (``tf.function(jit_compile=True)``,
+    Keras' ``jit_compile``), where ``tf.dynamic_partition``'s data-dependent shapes cannot go.
+    TF's own private check: there is no public one."""
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _choice(value, choices, key: str) -> str:

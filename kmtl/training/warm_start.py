@@ -55,7 +55,9 @@ def warm_start(model, old_model) -> Dict[str, list]:
     task_rows = [(i, old_index[t.name]) for i, t in enumerate(model.tasks) if t.name in old_index]
     old_vars = {v.path: v for v in old_model.weights}
     columns, values = _progressive_start(model, old_model, heads)
+    values.update(_soft_values(model, old_model))
     column_vars = {id(w) for w in columns.weights} if columns is not None else set()
+    rows = _row_variables(model)
     copied, fresh = [], []
     for v in model.weights:
         top = v.path.split("/")[0]
@@ -67,17 +69,18 @@ def warm_start(model, old_model) -> Dict[str, list]:
             (copied if _copy_columns(v, columns, old_model) else fresh).append(v.path)
             continue
         src = old_vars.get(v.path)
-        if src is None:
+        if src is None and v.path not in values:
             fresh.append(v.path)
             continue
         value = np.asarray(values[v.path] if v.path in values else src.numpy())
-        if tuple(value.shape) == tuple(v.shape) and not _per_task(v, len(old_model.tasks), len(model.tasks)):
-            v.assign(value)
-        elif _per_task(v, len(old_model.tasks), len(model.tasks)) and tuple(value.shape[1:]) == tuple(v.shape[1:]):
-            new_value = np.asarray(v.numpy()).copy()  # adapters: one row per task
+        per_task = id(v) in rows and v.path not in values
+        if per_task and tuple(value.shape[1:]) == tuple(v.shape[1:]):
+            new_value = np.asarray(v.numpy()).copy()  # adapters, soft copies...: one row per task, by name
             for new_row, old_row in task_rows:
                 new_value[new_row] = value[old_row]
             v.assign(new_value)
+        elif tuple(value.shape) == tuple(v.shape) and not per_task:
+            v.assign(value)
         else:
             fresh.append(v.path)
             continue
@@ -148,10 +151,47 @@ def _copy_columns(variable, columns, old_model) -> bool:
     return True
 
 
-def _per_task(variable, old_tasks: int, new_tasks: int) -> bool:
-    """Whether ``variable`` stacks one slice per task (per-task adapters)."""
-    return "adapter" in variable.path and len(variable.shape) >= 2 and int(variable.shape[0]) == new_tasks \
-        and old_tasks != new_tasks
+def _row_variables(model) -> set:
+    """Ids of ``model``'s weights stacked one row per task in ``model.tasks``' order (layers with
+    ``rows_by_task``: adapters, soft sharing's copies, prefixes...): copied row by row, by task name."""
+    found = set()
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "rows_by_task", False):
+            weights = layer.task_specific_weights() if hasattr(layer, "task_specific_weights") else layer.weights
+            found.update(id(v) for v in weights)
+    return found
+
+
+def _soft_values(model, old_model) -> dict:
+    """``{path: value}`` for the transformer layers of ``model`` that ``old_model`` (soft sharing)
+    replaced by per-task copies: the copy of ``model``'s task when it has one task the run knows
+    (`kmtl compare`'s second stage, MT-DNN's fine-tuning), else the copies' mean (the point the
+    soft-sharing penalty pulls them to). The other way (a soft ``model`` from a run without
+    copies): every copy starts as the run's layer. Empty when both or neither have copies (soft
+    to soft is copied row by row)."""
+    from kmtl.sharing.soft import TaskTransformerLayer, encoder_values
+
+    copies = {layer.name: layer for layer in old_model._flatten_layers(include_self=False)
+              if isinstance(layer, TaskTransformerLayer)}
+    if not copies:
+        old_layers = {layer.name: layer for layer in old_model._flatten_layers(include_self=False)}
+        values = {}
+        for layer in model._flatten_layers(include_self=False):
+            source = old_layers.get(layer.name[:-len("_copies")]) if isinstance(layer, TaskTransformerLayer) else None
+            if source is not None and not isinstance(source, TaskTransformerLayer):
+                for name, value in encoder_values(None, source).items():
+                    variable = layer.copies[name]
+                    values[variable.path] = np.broadcast_to(value, tuple(variable.shape)).copy()
+        return values
+    old_index = {t.name: i for i, t in enumerate(old_model.tasks)}
+    known = [old_index[t.name] for t in model.tasks if t.name in old_index]
+    row = known[0] if len(model.tasks) == 1 and known else None
+    values = {}
+    for layer in model._flatten_layers(include_self=False):
+        twin = copies.get(f"{layer.name}_copies")
+        if twin is not None and not isinstance(layer, TaskTransformerLayer):
+            values.update(encoder_values(twin, layer, row))
+    return values
 
 
 def start_from_run(config, model, dev_examples, echo=print) -> dict:
