@@ -5,6 +5,7 @@
     python benchmarks/levers.py adam                # fixed 32 x 64: fused Adam update vs Keras' per-variable ops
     python benchmarks/levers.py gelu                # fixed 32 x 64, bfloat16: GELU computed in float32 vs bfloat16
     python benchmarks/levers.py dropout             # fixed 32 x 64: kmtl's 16-bit dropout vs Keras', bf16 and fp32
+    python benchmarks/levers.py layernorm           # fixed 32 x 64: kmtl.layer_norm vs Keras' LayerNormalization, bf16 and fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
 Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
@@ -36,6 +37,9 @@ PRESETS = {
     # 16 random bits per element (kmtl.dropout, the default) vs Keras' uniform floats, in both precisions
     "dropout": ["data=fixed,precision=mixed_bfloat16,dropout16=1", "data=fixed,precision=mixed_bfloat16,dropout16=0",
                 "data=fixed,precision=float32,dropout16=1", "data=fixed,precision=float32,dropout16=0"],
+    # LayerNormalization with a hand-written float32 backward (kmtl.layer_norm) vs Keras', in both precisions
+    "layernorm": ["data=fixed,precision=mixed_bfloat16,layernorm=1", "data=fixed,precision=mixed_bfloat16,layernorm=0",
+                  "data=fixed,precision=float32,layernorm=1", "data=fixed,precision=float32,layernorm=0"],
 }
 
 
@@ -44,7 +48,7 @@ def parse_variant(text):
     for part in text.split(","):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
-        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag}.get(key, lambda v: v)(value)
+        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len"):
             out[key] = int(value)
     return out
@@ -54,7 +58,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
-                   help="key=value,... (data, jit, fused, gelu32, dropout16, precision, padding, batch_size, seq_len)")
+                   help="key=value,... (data, jit, fused, gelu32, dropout16, layernorm, precision, padding, batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -64,6 +68,8 @@ def main(argv=None):
     variants = args.variants or PRESETS.get(args.preset)
     if not variants:
         p.error("give a preset or --variants")
+    import keras
+
     from kmtl.activations import Float32Activation
     from kmtl.bench.peak import matmul_peak
     from kmtl.bench.train import TrainBench
@@ -80,7 +86,8 @@ def main(argv=None):
                     layer.activation = layer.activation.activation
         if not dropout16:  # undo kmtl.dropout.fast_dropout: Keras' Dropout.call again
             for layer in bench.model._flatten_layers():
-                layer.__dict__.pop("call", None)
+                if type(layer) is keras.layers.Dropout:
+                    layer.__dict__.pop("call", None)
         benches.append((text, bench))
     peak = matmul_peak()
     batches = {text: b.batches() for text, b in benches}

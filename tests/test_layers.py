@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent / "kmtl"
 
 LAYERS = [
     {"errors", "files", "keras_registration", "progress", "registry", "tf_startup", "defaults",
-     "activations", "dropout"},  # leaves (the last two: float32 activations, 16-bit dropout)
+     "activations", "dropout", "layer_norm"},  # leaves (the last three: float32 activations, 16-bit dropout,
+                                               # LayerNorm's hand-written backward)
     {"data", "config"},                                                 # examples, sources, tf.data; the YAML schema
     {"tasks", "metrics"},                                               # task kinds, their metrics
     {"backbone", "sharing", "optimizer"},   # the encoder, how tasks share it; AdamW (finds the heads' layers)

@@ -117,6 +117,8 @@ class TrainBench:
         data_dir: the shared data folder (real data).
         limit: examples per task file (real data).
         seed: weights of the heads, sampling and shuffling.
+        layernorm: ``True``: `kmtl.layer_norm.fast_layer_norm` on the built model; ``False``: Keras'
+            LayerNormalization call; ``None`` (default): the model as kmtl builds it.
 
     Example:
         >>> bench = TrainBench("tiny", batch_size=8, seq_len=16, steps=2, repeats=1)
@@ -127,7 +129,7 @@ class TrainBench:
     def __init__(self, backbone: str = "minilm-l6", batch_size: int = 32, seq_len: int = 64, steps: int = 20,
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
-                 fused: bool = True):
+                 fused: bool = True, layernorm: Optional[bool] = None):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
         from kmtl.model.precision import AUTO, PRECISIONS, precision_scope, resolve_precision
 
@@ -168,6 +170,15 @@ class TrainBench:
         with precision_scope(precision):
             self.encoder = load_backbone(backbone, seed=seed)
             self.model = build_model(self.encoder, tasks)
+        if layernorm is not None:  # an A/B lever (benchmarks/levers.py layernorm)
+            from kmtl.layer_norm import fast_layer_norm
+
+            for layer in self.model._flatten_layers():
+                if type(layer) is keras.layers.LayerNormalization:
+                    layer.__dict__.pop("call", None)  # Keras' own call
+            if layernorm:
+                fast_layer_norm(self.model)
+            self.settings["fast_layer_norm"] = layernorm
         self.tasks = tasks
         self.dims = flops_lib.encoder_dims(self.encoder.backbone)
         self.classes = flops_lib.head_classes(tasks)

@@ -14,6 +14,7 @@ from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
 from kmtl.activations import activations_in_float32
 from kmtl.dropout import fast_dropout
+from kmtl.layer_norm import fast_layer_norm
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
 from kmtl.model.multi_worker_fit import is_multi_worker, local_batch, rank1_logs
 from kmtl.model.per_task import run_tasks
@@ -151,6 +152,7 @@ class MultiTaskModel(keras.Model):
             outputs = {task.name: task.build_head(features) for task in tasks}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         fast_dropout(self)  # 16 random bits per element instead of a uniform float (kmtl.dropout)
+        fast_layer_norm(self)  # LayerNormalization with a hand-written float32 backward (kmtl.layer_norm)
 
         self.tasks = list(tasks)
         self.encoder_spec = getattr(encoder, "spec", None)

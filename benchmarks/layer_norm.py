@@ -1,0 +1,79 @@
+"""Micro-benchmark: forward + backward of one layer normalization, Keras' against `kmtl.layer_norm`.
+
+    python benchmarks/layer_norm.py                      # [32, 64, 384], float32 and bfloat16
+    python benchmarks/layer_norm.py --shape 32 128 384 --iters 400 --rounds 8
+
+Inputs in the given dtype, gamma and beta in float32 (as in a ``mixed_bfloat16`` model), the
+output cast back (as ``keras.layers.LayerNormalization`` does); gradients with respect to all
+three. Each candidate is a `tf.function`; rounds alternate between candidates so that load from
+other jobs hits each alike; the median over rounds is printed with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kmtl  # noqa: E402,F401
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", type=int, nargs="+", default=[32, 64, 384])
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--epsilon", type=float, default=1e-12)
+    p.add_argument("--iters", type=int, default=300, help="calls per candidate, over all rounds")
+    p.add_argument("--rounds", type=int, default=6)
+    args = p.parse_args(argv)
+    import keras
+    import tensorflow as tf
+
+    from kmtl.layer_norm import layer_norm
+
+    def keras_ln(x, g, b):
+        return tf.cast(keras.ops.layer_normalization(x, g, b, axis=-1, epsilon=args.epsilon), x.dtype)
+
+    candidates = {"keras": keras_ln, "kmtl": lambda x, g, b: layer_norm(x, g, b, args.epsilon)}
+
+    def step_of(fn):
+        @tf.function
+        def step(x, g, b, dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, g, b])
+                loss = tf.reduce_sum(tf.cast(fn(x, g, b), tf.float32) * dy)
+            return tape.gradient(loss, [x, g, b])
+        return step
+
+    d = args.shape[-1]
+    g, b = tf.random.normal([d], 1.0, 0.1, seed=1), tf.random.normal([d], 0.0, 0.1, seed=2)
+    dy = tf.random.normal(args.shape, seed=3)
+    per_round = max(1, args.iters // args.rounds)
+    for dtype in args.dtypes:
+        x = tf.cast(tf.random.normal(args.shape, 1.0, 3.0, seed=0), dtype)
+        steps = {name: step_of(fn) for name, fn in candidates.items()}
+        for step in steps.values():
+            for _ in range(10):
+                step(x, g, b, dy)
+        times = {name: [] for name in steps}
+        load0 = os.getloadavg()[0]
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                start = time.perf_counter()
+                for _ in range(per_round):
+                    out = step(x, g, b, dy)
+                out[0].numpy()
+                times[name].append((time.perf_counter() - start) / per_round * 1e3)
+        print(f"{dtype} {args.shape}: median of {args.rounds} rounds x {per_round} calls, forward + backward; "
+              f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}")
+        for name, t in times.items():
+            print(f"  {name:<6} {statistics.median(t):7.3f} ms   rounds {' '.join(f'{v:.2f}' for v in t)}")
+
+
+if __name__ == "__main__":
+    main()
