@@ -6,6 +6,7 @@
     python benchmarks/levers.py gelu                # fixed 32 x 64, bfloat16: GELU computed in float32 vs bfloat16
     python benchmarks/levers.py dropout             # fixed 32 x 64: kmtl's 16-bit dropout vs Keras', bf16 and fp32
     python benchmarks/levers.py layernorm           # fixed 32 x 64: kmtl.layer_norm vs Keras' LayerNormalization, bf16 and fp32
+    python benchmarks/levers.py attention           # fixed 32 x 64: kmtl.attention vs Keras' MultiHeadAttention, bf16 and fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
 Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
@@ -40,6 +41,9 @@ PRESETS = {
     # LayerNormalization with a hand-written float32 backward (kmtl.layer_norm) vs Keras', in both precisions
     "layernorm": ["data=fixed,precision=mixed_bfloat16,layernorm=1", "data=fixed,precision=mixed_bfloat16,layernorm=0",
                   "data=fixed,precision=float32,layernorm=1", "data=fixed,precision=float32,layernorm=0"],
+    # self-attention in plain matmuls (kmtl.attention) vs Keras' MultiHeadAttention (einsums), in both precisions
+    "attention": ["data=fixed,precision=mixed_bfloat16,attention=1", "data=fixed,precision=mixed_bfloat16,attention=0",
+                  "data=fixed,precision=float32,attention=1", "data=fixed,precision=float32,attention=0"],
 }
 
 
@@ -48,7 +52,8 @@ def parse_variant(text):
     for part in text.split(","):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
-        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag}.get(key, lambda v: v)(value)
+        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag,
+                    "attention": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len"):
             out[key] = int(value)
     return out
@@ -58,7 +63,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
-                   help="key=value,... (data, jit, fused, gelu32, dropout16, layernorm, precision, padding, batch_size, seq_len)")
+                   help="key=value,... (data, jit, fused, gelu32, dropout16, layernorm, attention, precision, padding, "
+                        "batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

@@ -119,6 +119,8 @@ class TrainBench:
         seed: weights of the heads, sampling and shuffling.
         layernorm: ``True``: `kmtl.layer_norm.fast_layer_norm` on the built model; ``False``: Keras'
             LayerNormalization call; ``None`` (default): the model as kmtl builds it.
+        attention: ``True``: `kmtl.attention.fast_attention` on the built model (self-attention in plain
+            matmuls); ``False``: Keras' MultiHeadAttention call; ``None`` (default): the model as kmtl builds it.
 
     Example:
         >>> bench = TrainBench("tiny", batch_size=8, seq_len=16, steps=2, repeats=1)
@@ -129,7 +131,7 @@ class TrainBench:
     def __init__(self, backbone: str = "minilm-l6", batch_size: int = 32, seq_len: int = 64, steps: int = 20,
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
-                 fused: bool = True, layernorm: Optional[bool] = None):
+                 fused: bool = True, layernorm: Optional[bool] = None, attention: Optional[bool] = None):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
         from kmtl.model.precision import AUTO, PRECISIONS, precision_scope, resolve_precision
 
@@ -179,6 +181,15 @@ class TrainBench:
             if layernorm:
                 fast_layer_norm(self.model)
             self.settings["fast_layer_norm"] = layernorm
+        if attention is not None:  # an A/B lever (benchmarks/levers.py attention)
+            from kmtl.attention import fast_attention
+
+            for layer in self.model._flatten_layers():
+                if type(layer) is keras.layers.MultiHeadAttention:
+                    layer.__dict__.pop("call", None)  # Keras' own call
+            if attention:
+                fast_attention(self.model)
+            self.settings["fast_attention"] = attention
         self.tasks = tasks
         self.dims = flops_lib.encoder_dims(self.encoder.backbone)
         self.classes = flops_lib.head_classes(tasks)

@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
 from kmtl.activations import activations_in_float32
+from kmtl.attention import fast_attention
 from kmtl.dropout import fast_dropout
 from kmtl.layer_norm import fast_layer_norm
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
@@ -153,6 +154,7 @@ class MultiTaskModel(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         fast_dropout(self)  # 16 random bits per element instead of a uniform float (kmtl.dropout)
         fast_layer_norm(self)  # LayerNormalization with a hand-written float32 backward (kmtl.layer_norm)
+        fast_attention(self)  # self-attention in plain matmuls instead of Keras' einsums (kmtl.attention)
 
         self.tasks = list(tasks)
         self.encoder_spec = getattr(encoder, "spec", None)
