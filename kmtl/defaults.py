@@ -28,7 +28,7 @@ MULTI_TASK_SHARING = "soft"
 each task its own copy of the encoder's top 2 layers, pulled together). On the four shared tasks
 over 3 seeds (Intel Xeon AMX, bfloat16, 2026-12-02; benchmarks/results/compare-four-tasks-soft-seeds-intel.md)
 it gave Δm +0.95 % [+0.36, +1.55] against -1.66 % [-2.93, -0.38] for ``full`` with the same
-baselines: full sharing lost 4.1 points on AG News, soft 1.3 (README "Does multi-task help?").
+baselines: on CoNLL full sharing lost 4.1 points where soft gained 2.7 (README "Does multi-task help?").
 One task, ``init_from`` or options of another mode keep ``full``."""
 
 MULTI_TASK_WEIGHTING = "uncertainty"
