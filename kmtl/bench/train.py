@@ -100,6 +100,15 @@ def fixed_batch(batch_size: int, seq_len: int, vocab_size: int, token_classes: i
     return {"x": x, "y": y, "w": w}
 
 
+def _set_lever(model, kind, patch, on: bool) -> None:
+    """Every exact ``kind`` layer of ``model`` back on Keras' own call, then ``patch(model)`` if ``on``."""
+    for layer in model._flatten_layers():
+        if type(layer) is kind:
+            layer.__dict__.pop("call", None)  # Keras' own call
+    if on:
+        patch(model)
+
+
 class TrainBench:
     """The model, data and settings of one training benchmark; `run` measures it.
 
@@ -172,24 +181,15 @@ class TrainBench:
         with precision_scope(precision):
             self.encoder = load_backbone(backbone, seed=seed)
             self.model = build_model(self.encoder, tasks)
-        if layernorm is not None:  # an A/B lever (benchmarks/levers.py layernorm)
-            from kmtl.layer_norm import fast_layer_norm
+        from kmtl.attention import fast_attention
+        from kmtl.layer_norm import fast_layer_norm
 
-            for layer in self.model._flatten_layers():
-                if type(layer) is keras.layers.LayerNormalization:
-                    layer.__dict__.pop("call", None)  # Keras' own call
-            if layernorm:
-                fast_layer_norm(self.model)
-            self.settings["fast_layer_norm"] = layernorm
-        if attention is not None:  # an A/B lever (benchmarks/levers.py attention)
-            from kmtl.attention import fast_attention
-
-            for layer in self.model._flatten_layers():
-                if type(layer) is keras.layers.MultiHeadAttention:
-                    layer.__dict__.pop("call", None)  # Keras' own call
-            if attention:
-                fast_attention(self.model)
-            self.settings["fast_attention"] = attention
+        # A/B levers (benchmarks/levers.py layernorm / attention): None leaves the model as built
+        for key, on, kind, patch in (("fast_layer_norm", layernorm, keras.layers.LayerNormalization, fast_layer_norm),
+                                     ("fast_attention", attention, keras.layers.MultiHeadAttention, fast_attention)):
+            if on is not None:
+                _set_lever(self.model, kind, patch, on)
+                self.settings[key] = on
         self.tasks = tasks
         self.dims = flops_lib.encoder_dims(self.encoder.backbone)
         self.classes = flops_lib.head_classes(tasks)
