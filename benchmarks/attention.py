@@ -16,15 +16,14 @@ load from other jobs hits each alike; the median over rounds is printed with the
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kmtl  # noqa: E402,F401
+from kmtl.bench.clock import interleaved_ms  # noqa: E402
 
 
 def layer_steps(policy, batch, length, hidden, heads, dropout, mask):
@@ -109,21 +108,10 @@ def main(argv=None):
         else:
             steps, inputs = layer_steps(policy, b, t, d, args.heads, args.dropout, tf.constant(mask))
             what = f"attention layer {args.shape}, {args.heads} heads, forward + backward"
-        for step in steps.values():
-            for _ in range(5):
-                step(*inputs)
-        times = {name: [] for name in steps}
-        load0 = os.getloadavg()[0]
-        for _ in range(args.rounds):
-            for name, step in steps.items():
-                start = time.perf_counter()
-                for _ in range(per_round):
-                    out = step(*inputs)
-                tf.nest.flatten(out)[0].numpy()
-                times[name].append((time.perf_counter() - start) / per_round * 1e3)
+        times, (load0, load1) = interleaved_ms(steps, inputs, args.rounds, per_round)
         ahead = sum(k > f for k, f in zip(times["keras"], times["kmtl"]))
         print(f"{policy} {what}: median of {args.rounds} rounds x {per_round} calls; "
-              f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}; kmtl ahead in {ahead} of {args.rounds} rounds", flush=True)
+              f"load {load0:.2f} -> {load1:.2f}; kmtl ahead in {ahead} of {args.rounds} rounds", flush=True)
         for name, ts in times.items():
             print(f"  {name:<6} {statistics.median(ts):8.3f} ms   rounds {' '.join(f'{v:.2f}' for v in ts)}", flush=True)
 

@@ -12,15 +12,14 @@ other jobs hits each alike; the median over rounds is printed with the load aver
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kmtl  # noqa: E402,F401
+from kmtl.bench.clock import interleaved_ms  # noqa: E402
 
 
 def main(argv=None):
@@ -57,20 +56,9 @@ def main(argv=None):
     for dtype in args.dtypes:
         x = tf.cast(tf.random.normal(args.shape, 1.0, 3.0, seed=0), dtype)
         steps = {name: step_of(fn) for name, fn in candidates.items()}
-        for step in steps.values():
-            for _ in range(10):
-                step(x, g, b, dy)
-        times = {name: [] for name in steps}
-        load0 = os.getloadavg()[0]
-        for _ in range(args.rounds):
-            for name, step in steps.items():
-                start = time.perf_counter()
-                for _ in range(per_round):
-                    out = step(x, g, b, dy)
-                out[0].numpy()
-                times[name].append((time.perf_counter() - start) / per_round * 1e3)
+        times, (load0, load1) = interleaved_ms(steps, (x, g, b, dy), args.rounds, per_round, warmup=10)
         print(f"{dtype} {args.shape}: median of {args.rounds} rounds x {per_round} calls, forward + backward; "
-              f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}")
+              f"load {load0:.2f} -> {load1:.2f}")
         for name, t in times.items():
             print(f"  {name:<6} {statistics.median(t):7.3f} ms   rounds {' '.join(f'{v:.2f}' for v in t)}")
 

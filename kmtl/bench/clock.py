@@ -51,3 +51,32 @@ class StepClock(keras.callbacks.Callback):
             now = time.perf_counter()
         if done % self.steps == 0:
             self._start = now
+
+
+def interleaved_ms(steps: dict, inputs: tuple, rounds: int, per_round: int, warmup: int = 5):
+    """Median-ready timings of several callables on the same ``inputs``, interleaved: each round
+    calls every step ``per_round`` times in turn, so load from other jobs hits them alike (the
+    micro-benchmarks' A/B loop). Returns ``({name: [ms per call, one per round]}, (load before,
+    load after))``, the 1-min load averages.
+
+    Example:
+        >>> times, load = interleaved_ms({"a": fa, "b": fb}, (x,), rounds=5, per_round=20)
+    """
+    import os
+
+    import tensorflow as tf
+
+    for step in steps.values():
+        for _ in range(warmup):
+            step(*inputs)
+    times = {name: [] for name in steps}
+    load0 = os.getloadavg()[0]
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                out = step(*inputs)
+            [v.numpy() for v in tf.nest.flatten(out)]  # wait for the last call's results
+            times[name].append((time.perf_counter() - start) / per_round * 1e3)
+    return times, (load0, os.getloadavg()[0])
+

@@ -741,28 +741,16 @@ class Config(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _sharing_mode(cls, data):
-        # a sharing section without a mode (or none at all) gets `default_sharing`'s; a
-        # SharingConfig object (what `kmtl compare` gives its baselines) is taken as it is
-        if not isinstance(data, dict) or not isinstance(data.get("sharing", {}) or {}, dict):
-            return data
-        sharing = dict(data.get("sharing") or {})
-        if "mode" not in sharing:
-            sharing["mode"] = default_sharing(data)
-            data = {**data, "sharing": sharing}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _weighting_strategy(cls, data):
-        # a weighting section without a strategy (or none at all) gets `default_weighting`'s; a
-        # WeightingConfig object (what `kmtl compare` gives its baselines) is taken as it is
-        if not isinstance(data, dict) or not isinstance(data.get("weighting", {}), dict):
-            return data
-        weighting = dict(data.get("weighting") or {})
-        if "strategy" not in weighting:
-            weighting["strategy"] = default_weighting(data)
-            data = {**data, "weighting": weighting}
+    def _plugin_defaults(cls, data):
+        # a sharing section without a mode, or a weighting section without a strategy (or none at
+        # all), gets `default_sharing`'s / `default_weighting`'s choice; a section given as a config
+        # object (what `kmtl compare` gives its baselines) is taken as it is
+        for section, key, choose in (("sharing", "mode", default_sharing), ("weighting", "strategy", default_weighting)):
+            if not isinstance(data, dict) or not isinstance(data.get(section) or {}, dict):
+                continue
+            given = dict(data.get(section) or {})
+            if key not in given:
+                data = {**data, section: {**given, key: choose(data)}}
         return data
 
     @field_validator("name")
