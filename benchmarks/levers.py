@@ -7,6 +7,7 @@
     python benchmarks/levers.py dropout             # fixed 32 x 64: kmtl's 16-bit dropout vs Keras', bf16 and fp32
     python benchmarks/levers.py layernorm           # fixed 32 x 64: kmtl.layer_norm vs Keras' LayerNormalization, bf16 and fp32
     python benchmarks/levers.py attention           # fixed 32 x 64: kmtl.attention vs Keras' MultiHeadAttention, bf16 and fp32
+    python benchmarks/levers.py fusedgelu           # fixed 32 x 64: GELU as XLA-fused loops vs plain ops, bf16 and fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
 Each variant is a `kmtl.bench.train.TrainBench` (its own model); rounds go variant 1,
@@ -44,6 +45,9 @@ PRESETS = {
     # self-attention in plain matmuls (kmtl.attention) vs Keras' MultiHeadAttention (einsums), in both precisions
     "attention": ["data=fixed,precision=mixed_bfloat16,attention=1", "data=fixed,precision=mixed_bfloat16,attention=0",
                   "data=fixed,precision=float32,attention=1", "data=fixed,precision=float32,attention=0"],
+    # the feed-forward GELU as XLA-compiled forward and backward loops in training (kmtl.activations) vs plain ops
+    "fusedgelu": ["data=fixed,precision=mixed_bfloat16,fusedgelu=1", "data=fixed,precision=mixed_bfloat16,fusedgelu=0",
+                  "data=fixed,precision=float32,fusedgelu=1", "data=fixed,precision=float32,fusedgelu=0"],
 }
 
 
@@ -53,7 +57,7 @@ def parse_variant(text):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
         out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag,
-                    "attention": flag}.get(key, lambda v: v)(value)
+                    "attention": flag, "fusedgelu": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len"):
             out[key] = int(value)
     return out
@@ -63,8 +67,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
-                   help="key=value,... (data, jit, fused, gelu32, dropout16, layernorm, attention, precision, padding, "
-                        "batch_size, seq_len)")
+                   help="key=value,... (data, jit, fused, gelu32, fusedgelu, dropout16, layernorm, attention, precision, "
+                        "padding, batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -84,12 +88,16 @@ def main(argv=None):
     for text in variants:
         v = parse_variant(text)
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
-        gelu32, dropout16 = v.pop("gelu32", True), v.pop("dropout16", True)
+        gelu32, fusedgelu, dropout16 = v.pop("gelu32", True), v.pop("fusedgelu", True), v.pop("dropout16", True)
         bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
         if not gelu32:  # undo kmtl.activations.activations_in_float32: the activation in the compute dtype
             for layer in bench.model._flatten_layers():
                 if isinstance(getattr(layer, "activation", None), Float32Activation):
                     layer.activation = layer.activation.activation
+        if not fusedgelu:  # kmtl.activations.Float32Activation with plain ops in training too
+            for layer in bench.model._flatten_layers():
+                if isinstance(getattr(layer, "activation", None), Float32Activation):
+                    layer.activation.fused = False
         if not dropout16:  # undo kmtl.dropout.fast_dropout: Keras' Dropout.call again
             for layer in bench.model._flatten_layers():
                 if type(layer) is keras.layers.Dropout:

@@ -117,6 +117,12 @@ class FusedAdamUpdate:
     with ``lr · wd`` multiplied first (one pass over each variable instead of two). Sparse
     gradients, ``amsgrad`` and non-float32 variables take Keras' path.
 
+    Measured and dropped (2026-12-03, Intel(R) Xeon(R) Processor, 2 vCPUs, idle, MiniLM-L6
+    32 x 64, 4 interleaved rounds): the whole update (global-norm clip, decay, ``ResourceApplyAdam``
+    of every variable) as one XLA-compiled function was 4 % slower in bfloat16 (87.4 vs 91.0
+    examples/s) and 5 % in float32 (52.4 vs 55.1): XLA reads each resource variable into a
+    buffer of its own and writes the result back, two more passes than the in-place kernels.
+
     Args:
         fused: False: Keras' own ``update_step`` everywhere (for an A/B).
     """

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
-from kmtl.activations import activations_in_float32
+from kmtl.activations import fast_activations
 from kmtl.attention import fast_attention
 from kmtl.dropout import fast_dropout
 from kmtl.layer_norm import fast_layer_norm
@@ -132,7 +132,7 @@ class MultiTaskModel(keras.Model):
             raise ValueError(f"tasks must be non-empty with unique names, got {names}")
         backbone = getattr(encoder, "backbone", encoder)
         backbone_config = _serialize_backbone(backbone)  # before sharing changes it (see get_config)
-        activations_in_float32(backbone)  # bfloat16's GELU is slow on CPUs (kmtl.activations)
+        fast_activations(backbone)  # GELU in float32, fused by XLA in training (kmtl.activations)
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES}
         if strategy.routes_by_task:
             inputs[TASK_ID] = keras.Input(shape=(), dtype="int32", name=TASK_ID)
