@@ -7,6 +7,7 @@
     python benchmarks/levers.py dropout             # fixed 32 x 64: kmtl's 16-bit dropout vs Keras', bf16 and fp32
     python benchmarks/levers.py layernorm           # fixed 32 x 64: kmtl.layer_norm vs Keras' LayerNormalization, bf16 and fp32
     python benchmarks/levers.py attention           # fixed 32 x 64: kmtl.attention vs Keras' MultiHeadAttention, bf16 and fp32
+    python benchmarks/levers.py sharing             # fixed 32 x 64, bf16: soft sharing (grouped rows; one-hot under XLA) vs full
     python benchmarks/levers.py fusedgelu           # fixed 32 x 64: GELU as XLA-fused loops vs plain ops, bf16 and fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
@@ -46,6 +47,10 @@ PRESETS = {
     "attention": ["data=fixed,precision=mixed_bfloat16,attention=1", "data=fixed,precision=mixed_bfloat16,attention=0",
                   "data=fixed,precision=float32,attention=1", "data=fixed,precision=float32,attention=0"],
     # the feed-forward GELU as XLA-compiled forward and backward loops in training (kmtl.activations) vs plain ops
+    # soft sharing (the multi-task default: each task its own copy of the top 2 layers, rows grouped by task)
+    # against full sharing, XLA off; and soft under XLA (copies picked by a one-hot of the task ids)
+    "sharing": ["data=fixed,precision=mixed_bfloat16,sharing=full", "data=fixed,precision=mixed_bfloat16,sharing=soft",
+                "data=fixed,precision=mixed_bfloat16,sharing=soft,jit=1"],
     "fusedgelu": ["data=fixed,precision=mixed_bfloat16,fusedgelu=1", "data=fixed,precision=mixed_bfloat16,fusedgelu=0",
                   "data=fixed,precision=float32,fusedgelu=1", "data=fixed,precision=float32,fusedgelu=0"],
 }
@@ -68,7 +73,7 @@ def main(argv=None):
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
                    help="key=value,... (data, jit, fused, gelu32, fusedgelu, dropout16, layernorm, attention, precision, "
-                        "padding, batch_size, seq_len)")
+                        "padding, sharing, batch_size, seq_len)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

@@ -200,3 +200,20 @@ def test_bench_train_auto_precision_follows_the_cpu_and_measures_the_peak_in_the
     assert s["precision"] == "mixed_bfloat16" and s["precision_auto"] == "auto: the CPU has AVX512-BF16"
     assert result["matmul_peak"]["dtype"] == "bfloat16" and result["peak_gflops"] > 0
     assert result["gflops"] == pytest.approx(result["peak_ratio"] * result["peak_gflops"])
+
+
+def test_train_bench_soft_sharing_routes_the_fixed_batch_by_task():
+    """TrainBench's ``sharing`` lever (benchmarks/levers.py sharing): the fixed batch's two halves
+    go through their tasks' copies of the top layer, and the copies train apart."""
+    import numpy as np
+
+    from kmtl.bench.train import TrainBench
+
+    bench = TrainBench("tiny", batch_size=4, seq_len=8, steps=2, repeats=1, warmup=1, sharing="soft")
+    copies = [layer for layer in bench.model._flatten_layers() if type(layer).__name__ == "TaskTransformerLayer"]
+    assert copies and bench.settings["sharing"] == "soft"
+    before = np.array(copies[0].copies["output_kernel"])
+    np.testing.assert_array_equal(before[0], before[1])  # both copies start from the same layer
+    assert bench.run()["examples_per_sec"] > 0
+    after = np.array(copies[0].copies["output_kernel"])
+    assert not np.allclose(after[0], after[1])  # each task's rows trained its own copy

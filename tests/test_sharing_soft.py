@@ -446,6 +446,16 @@ def test_warm_start_from_a_soft_run_copies_each_tasks_own_layers():
     np.testing.assert_allclose(sentiment, old(_inputs(encoder, task_ids=[0] * len(TEXTS)), training=False)["sentiment"],
                                atol=1e-5)
 
+    # a task the run did not have: its copy starts from the mean of the run's copies
+    more = _tasks() + [kmtl.tasks.Regression("extra")]
+    grown = kmtl.build_model(tiny_encoder(seed=3), more, sharing="soft", soft_top_layers=1)
+    warm_start(grown, old)
+    old_copy, new_copy = _copies(old)[0], _copies(grown)[0]
+    for name, variable in new_copy.copies.items():
+        stacked = np.asarray(old_copy.copies[name])
+        np.testing.assert_allclose(np.asarray(variable)[len(_tasks())], stacked.mean(axis=0), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(variable)[: len(_tasks())], stacked, atol=1e-6)
+
     # and the other way: a soft model started from a run without copies has each copy = the run's layer
     plain = kmtl.build_model(tiny_encoder(seed=3), _tasks(), sharing="full")
     _randomize_copies(old, seed=6)  # (leaves plain alone)

@@ -130,6 +130,8 @@ class TrainBench:
             LayerNormalization call; ``None`` (default): the model as kmtl builds it.
         attention: ``True``: `kmtl.attention.fast_attention` on the built model (self-attention in plain
             matmuls); ``False``: Keras' MultiHeadAttention call; ``None`` (default): the model as kmtl builds it.
+        sharing: the sharing mode (`kmtl.sharing`; default ``full``, `kmtl.build_model`'s): ``soft`` routes
+            each half of the fixed batch (or each task's examples) through its task's copies of the top layers.
 
     Example:
         >>> bench = TrainBench("tiny", batch_size=8, seq_len=16, steps=2, repeats=1)
@@ -140,7 +142,8 @@ class TrainBench:
     def __init__(self, backbone: str = "minilm-l6", batch_size: int = 32, seq_len: int = 64, steps: int = 20,
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
-                 fused: bool = True, layernorm: Optional[bool] = None, attention: Optional[bool] = None):
+                 fused: bool = True, layernorm: Optional[bool] = None, attention: Optional[bool] = None,
+                 sharing: str = "full"):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
         from kmtl.model.precision import AUTO, PRECISIONS, precision_scope, resolve_precision
 
@@ -164,7 +167,7 @@ class TrainBench:
         self.settings = {"backbone": backbone, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
                          "repeats": repeats, "warmup_steps": warmup, "data": data, "jit": jit,
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
-                         "precision": precision, "fused_adam": fused,
+                         "precision": precision, "fused_adam": fused, "sharing": sharing,
                          **({"precision_auto": reason} if asked == AUTO else {})}
         self.compute_dtype = keras.DTypePolicy(precision).compute_dtype  # the dtype the matmul peak is measured in
         self.read_seconds = None
@@ -180,7 +183,7 @@ class TrainBench:
         _say(f"loading backbone {backbone}")
         with precision_scope(precision):
             self.encoder = load_backbone(backbone, seed=seed)
-            self.model = build_model(self.encoder, tasks)
+            self.model = build_model(self.encoder, tasks, sharing=sharing)
         from kmtl.attention import fast_attention
         from kmtl.layer_norm import fast_layer_norm
 

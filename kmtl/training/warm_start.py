@@ -20,7 +20,8 @@ def warm_start(model, old_model) -> Dict[str, list]:
     """Copy ``old_model``'s weights into ``model``: the backbone (and LoRA/adapters) and the
     head of every task both have with the same kind and labels. New tasks' heads keep their
     fresh initialisation; per-task adapters are copied task by task (new tasks' adapters stay
-    the identity).
+    the identity); soft sharing's copies too, a new task's copy starting from the mean of the
+    run's copies.
 
     Into a ``progressive`` model (`kmtl.sharing.ProgressiveNetworks`): the frozen first column
     gets the run's encoder (a LoRA run's kernels with their low-rank updates merged in), the
@@ -58,6 +59,8 @@ def warm_start(model, old_model) -> Dict[str, list]:
     values.update(_soft_values(model, old_model))
     column_vars = {id(w) for w in columns.weights} if columns is not None else set()
     rows = _row_variables(model)
+    means = _mean_start_variables(model)
+    added_rows = [i for i, t in enumerate(model.tasks) if t.name not in old_index]
     copied, fresh = [], []
     for v in model.weights:
         top = v.path.split("/")[0]
@@ -78,6 +81,9 @@ def warm_start(model, old_model) -> Dict[str, list]:
             new_value = np.asarray(v.numpy()).copy()  # adapters, soft copies...: one row per task, by name
             for new_row, old_row in task_rows:
                 new_value[new_row] = value[old_row]
+            if id(v) in means:  # a new task's copy starts where the penalty pulls the copies: their mean
+                for new_row in added_rows:
+                    new_value[new_row] = value.mean(axis=0)
             v.assign(new_value)
         elif tuple(value.shape) == tuple(v.shape) and not per_task:
             v.assign(value)
@@ -160,6 +166,15 @@ def _row_variables(model) -> set:
             weights = layer.task_specific_weights() if hasattr(layer, "task_specific_weights") else layer.weights
             found.update(id(v) for v in weights)
     return found
+
+
+def _mean_start_variables(model) -> set:
+    """Ids of ``model``'s soft-sharing copies (`kmtl.sharing.soft.TaskTransformerLayer`): a task
+    the run did not have starts from the mean of the run's copies, not the pretrained layer."""
+    from kmtl.sharing.soft import TaskTransformerLayer
+
+    return {id(v) for layer in model._flatten_layers(include_self=False) if isinstance(layer, TaskTransformerLayer)
+            for v in layer.weights}
 
 
 def _soft_values(model, old_model) -> dict:
