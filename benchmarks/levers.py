@@ -46,11 +46,11 @@ PRESETS = {
     # self-attention in plain matmuls (kmtl.attention) vs Keras' MultiHeadAttention (einsums), in both precisions
     "attention": ["data=fixed,precision=mixed_bfloat16,attention=1", "data=fixed,precision=mixed_bfloat16,attention=0",
                   "data=fixed,precision=float32,attention=1", "data=fixed,precision=float32,attention=0"],
-    # the feed-forward GELU as XLA-compiled forward and backward loops in training (kmtl.activations) vs plain ops
     # soft sharing (the multi-task default: each task its own copy of the top 2 layers, rows grouped by task)
     # against full sharing, XLA off; and soft under XLA (copies picked by a one-hot of the task ids)
     "sharing": ["data=fixed,precision=mixed_bfloat16,sharing=full", "data=fixed,precision=mixed_bfloat16,sharing=soft",
                 "data=fixed,precision=mixed_bfloat16,sharing=soft,jit=1"],
+    # the feed-forward GELU as XLA-compiled forward and backward loops in training (kmtl.activations) vs plain ops
     "fusedgelu": ["data=fixed,precision=mixed_bfloat16,fusedgelu=1", "data=fixed,precision=mixed_bfloat16,fusedgelu=0",
                   "data=fixed,precision=float32,fusedgelu=1", "data=fixed,precision=float32,fusedgelu=0"],
 }
@@ -95,14 +95,11 @@ def main(argv=None):
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
         gelu32, fusedgelu, dropout16 = v.pop("gelu32", True), v.pop("fusedgelu", True), v.pop("dropout16", True)
         bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
-        if not gelu32:  # undo kmtl.activations.activations_in_float32: the activation in the compute dtype
-            for layer in bench.model._flatten_layers():
-                if isinstance(getattr(layer, "activation", None), Float32Activation):
+        for layer in bench.model._flatten_layers():  # kmtl.activations.fast_activations' wrapper
+            if isinstance(getattr(layer, "activation", None), Float32Activation):
+                layer.activation.fused = fusedgelu  # False: plain ops in training too
+                if not gelu32:  # unwrapped: the activation in the compute dtype
                     layer.activation = layer.activation.activation
-        if not fusedgelu:  # kmtl.activations.Float32Activation with plain ops in training too
-            for layer in bench.model._flatten_layers():
-                if isinstance(getattr(layer, "activation", None), Float32Activation):
-                    layer.activation.fused = False
         if not dropout16:  # undo kmtl.dropout.fast_dropout: Keras' Dropout.call again
             for layer in bench.model._flatten_layers():
                 if type(layer) is keras.layers.Dropout:

@@ -29,10 +29,10 @@ import functools
 
 import keras
 import tensorflow as tf
-from tensorflow.python.eager import record
+
+from kmtl.tape import training_tensor
 
 HALF_DTYPES = ("bfloat16", "float16")
-FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 # element-wise activations (by function name) that XLA compiles into one loop: others keep plain ops
 FUSABLE = frozenset({"gelu", "gelu_approximate", "relu", "relu6", "silu", "swish", "tanh", "sigmoid", "elu",
                      "selu", "softplus", "softsign", "mish", "hard_sigmoid", "hard_silu", "hard_swish",
@@ -109,9 +109,7 @@ class Float32Activation:
 
     def __call__(self, x):
         dtype = getattr(x, "dtype", None)
-        if (self.fused and tf.is_tensor(x) and not isinstance(x, tf.SparseTensor) and x.dtype in FLOAT_DTYPES
-                and _fusable(self.activation) and record.could_possibly_record()):
-            # TF's private record.could_possibly_record: there is no public "is a tape watching" check
+        if self.fused and _fusable(self.activation) and training_tensor(x):
             return fused_activation(self.activation, x)
         if dtype is not None and tf.as_dtype(dtype).name in HALF_DTYPES:
             return tf.cast(self.activation(tf.cast(x, tf.float32)), dtype)

@@ -43,9 +43,8 @@ import functools
 
 import keras
 import tensorflow as tf
-from tensorflow.python.eager import record
 
-FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+from kmtl.tape import training_tensor
 
 
 def layer_norm(x, gamma, beta, epsilon: float):
@@ -90,17 +89,10 @@ def layer_norm(x, gamma, beta, epsilon: float):
     return _ln(x, gamma, beta)
 
 
-def _fits(inputs) -> bool:
-    """Whether `layer_norm` can take ``inputs`` (else Keras' own call runs: symbolic or other tensors)."""
-    return (tf.is_tensor(inputs) and not isinstance(inputs, tf.SparseTensor) and inputs.dtype in FLOAT_DTYPES
-            and inputs.shape.rank is not None and inputs.shape.rank >= 1)
-
-
 def _call(layer, inputs):
-    # only while a gradient tape records (training): inference graphs (predict, SavedModel, ONNX,
-    # where ONNX Runtime fuses Keras' pattern into one LayerNormalization op) keep Keras' forward.
-    # TF's private record.could_possibly_record: there is no public "is a tape watching" check.
-    if not _fits(inputs) or not record.could_possibly_record():
+    # only while a gradient tape records (training, `kmtl.tape`): inference graphs (predict, SavedModel,
+    # ONNX, where ONNX Runtime fuses Keras' pattern into one LayerNormalization op) keep Keras' forward
+    if not training_tensor(inputs) or inputs.shape.rank is None or inputs.shape.rank < 1:
         return keras.layers.LayerNormalization.call(layer, inputs)
     out = layer_norm(inputs, layer.gamma.value, layer.beta.value, layer.epsilon)
     return tf.cast(out, layer.compute_dtype)

@@ -81,9 +81,8 @@ def warm_start(model, old_model) -> Dict[str, list]:
             new_value = np.asarray(v.numpy()).copy()  # adapters, soft copies...: one row per task, by name
             for new_row, old_row in task_rows:
                 new_value[new_row] = value[old_row]
-            if id(v) in means:  # a new task's copy starts where the penalty pulls the copies: their mean
-                for new_row in added_rows:
-                    new_value[new_row] = value.mean(axis=0)
+            if id(v) in means and added_rows:  # a new task's copy starts where the penalty pulls the copies: their mean
+                new_value[added_rows] = value.mean(axis=0)
             v.assign(new_value)
         elif tuple(value.shape) == tuple(v.shape) and not per_task:
             v.assign(value)
