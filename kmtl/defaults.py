@@ -25,10 +25,11 @@ XLA vs plain 6.9 vs 9.6 ms at batch 1, 10.9 vs 11.7 at batch 2, 16.8 vs 14.7 at 
 the length up to a bucket costs more than XLA saves), and 83-113 vs 74 ms at batch 32."""
 MULTI_TASK_SHARING = "soft"
 """The sharing mode of a config with two or more tasks that names none (`kmtl.sharing.SoftSharing`:
-each task its own copy of the encoder's top 2 layers, pulled together). On the four shared tasks
-over 3 seeds (Intel Xeon AMX, bfloat16, 2026-12-02; benchmarks/results/compare-four-tasks-soft-seeds-intel.md)
-it gave Δm +0.95 % [+0.36, +1.55] against -1.66 % [-2.93, -0.38] for ``full`` with the same
-baselines: on CoNLL full sharing lost 4.1 points where soft gained 2.7 (README "Does multi-task help?").
+each task its own copy of the encoder's top 3 layers, pulled together). On the four shared tasks
+over 3 seeds (Intel Xeon AMX, bfloat16, 2026-12-02/03; benchmarks/results/compare-four-tasks-*-intel.md)
+the top 2 layers gave Δm +0.95 % [+0.36, +1.55] against -1.66 % [-2.93, -0.38] for ``full`` with
+the same baselines (on CoNLL full sharing lost 4.1 points where soft gained 2.7), and the top 3
++2.03 % [+1.60, +2.46], every task at or above its baseline (README "Does multi-task help?").
 One task, ``init_from`` or options of another mode keep ``full``."""
 
 MULTI_TASK_WEIGHTING = "uncertainty"

@@ -214,7 +214,7 @@ def test_penalties_match_their_formulas(soft):
 
 
 def test_fit_in_joint_batches_logs_the_relation_and_copy_distances():
-    encoder = tiny_encoder(seed=5, num_layers=1)  # the default copies the top 2 layers, or all of fewer
+    encoder = tiny_encoder(seed=5, num_layers=1)  # the default copies the top 3 layers, or all of fewer
     tasks = _tasks()
     model = kmtl.build_model(encoder, tasks, sharing="soft", task_relation="given",
                              relation_matrix={"sentiment": {"entities": 1.0}, "entities": {"similarity": 0.5}})

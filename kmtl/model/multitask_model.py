@@ -14,6 +14,7 @@ from keras.src.utils.tracking import DotNotTrackScope  # private: see compile
 
 from kmtl.activations import fast_activations
 from kmtl.attention import fast_attention
+from kmtl.dense import fast_dense
 from kmtl.dropout import fast_dropout
 from kmtl.layer_norm import fast_layer_norm
 from kmtl.metrics import TaskLossTrackers, TaskMetrics
@@ -155,6 +156,7 @@ class MultiTaskModel(keras.Model):
         fast_dropout(self)  # 16 random bits per element instead of a uniform float (kmtl.dropout)
         fast_layer_norm(self)  # LayerNormalization with a hand-written float32 backward (kmtl.layer_norm)
         fast_attention(self)  # self-attention in plain matmuls instead of Keras' einsums (kmtl.attention)
+        fast_dense(self)  # inference: feed-forward matmul + bias + GELU as one oneDNN op (kmtl.dense)
 
         self.tasks = list(tasks)
         self.encoder_spec = getattr(encoder, "spec", None)
