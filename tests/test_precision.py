@@ -238,6 +238,47 @@ def test_onnx_export_of_a_bfloat16_model_is_a_float32_graph(tmp_path, bf16_model
     assert np.abs(answers["ner"] - mixed["ner"].numpy()).max() > 0  # and it is not the bfloat16 graph
 
 
+def test_the_serving_copy_stores_the_encoders_weights_in_bfloat16_and_answers_within_its_rounding():
+    from kmtl.model.precision import serving_copy
+
+    model = _model("mixed_bfloat16")
+    for layer in model._flatten_layers():  # LayerNorm scales not exact in bfloat16
+        if isinstance(layer, keras.layers.LayerNormalization):
+            layer.gamma.assign(tf.random.stateless_uniform(layer.gamma.shape, [3, 4], 0.5, 1.5))
+    x = _x(model)
+    served = serving_copy(model)
+    dtypes = {v.path: v.dtype for v in served.weights}
+    assert dtypes["token_embedding/embeddings"] == "bfloat16"
+    assert all(dtype == "float32" for path, dtype in dtypes.items() if path.startswith(("sent", "ner")))  # heads
+    assert all(v.dtype == "float32" for v in model.weights)  # the model itself keeps its float32 master weights
+    mixed, copy, exact = model(x), served(x), float32_copy(model)(x)
+    for name in ("sent", "ner"):
+        assert copy[name].dtype == tf.float32
+        gap = np.abs(copy[name].numpy() - mixed[name].numpy()).max()
+        assert 0 < gap < 5e-2  # some operands rounded to bfloat16 where the mixed model keeps float32
+        assert np.abs(copy[name].numpy() - exact[name].numpy()).max() < 5e-2
+    float32_model = _model()
+    assert serving_copy(float32_model) is float32_model  # float32 models serve as they are
+
+
+@pytest.mark.parametrize("mode,options", [("full", {}), ("lora", {}), ("adapters", {}), ("prefix", {}),
+                                          ("scalar_mix", {}), ("soft", {"soft_top_layers": 1}),
+                                          ("mmoe", {"mmoe_experts": 2}), ("progressive", {})])
+def test_every_sharing_modes_serving_form_has_a_serving_copy_that_answers_like_it(mode, options):
+    from kmtl.model.per_task import run_tasks
+    from kmtl.model.precision import serving_copy
+    from kmtl.sharing import served_model
+
+    with precision_scope("mixed_bfloat16"):
+        model = served_model(kmtl.build_model(tiny_encoder(seed=0), _tasks(), max_length=MAX_LENGTH, sharing=mode,
+                                              **options))
+    served = serving_copy(model)
+    x = _x(model)
+    want, got = run_tasks(model, x, model.tasks), run_tasks(served, x, model.tasks)  # what the export traces
+    for name in ("sent", "ner"):
+        np.testing.assert_allclose(np.asarray(got[name], "float32"), np.asarray(want[name], "float32"), atol=2e-2)
+
+
 @pytest.mark.slow
 def test_saved_model_of_a_bfloat16_model_answers_like_predict(tmp_path):
     import tensorflow_text  # noqa: F401  (the serving graph's tokenizer ops)
@@ -246,13 +287,16 @@ def test_saved_model_of_a_bfloat16_model_answers_like_predict(tmp_path):
 
     model = _model("mixed_bfloat16")
     path = export_saved_model(model, model.preprocessor, tmp_path, "bf16")
-    served = tf.saved_model.load(str(path)).signatures
+    loaded = tf.saved_model.load(str(path))
+    assert tf.bfloat16 in {v.dtype for v in loaded.variables}  # kmtl.model.precision.serving_copy's weights
+    served = loaded.signatures
     x = _x(model)
     ids = served["ids"](token_ids=x["token_ids"], segment_ids=x["segment_ids"], padding_mask=x["padding_mask"])
     expected = model(x)
     for name in ("sent", "ner"):
         assert ids[name].dtype == tf.float32
-        np.testing.assert_allclose(ids[name].numpy(), expected[name].numpy(), atol=1e-6)
+        # bfloat16 weights (serving_copy) in a graph Grappler rewrote: within bfloat16's rounding of predict
+        np.testing.assert_allclose(ids[name].numpy(), expected[name].numpy(), atol=2e-2)
     text = served["serving_default"](text=tf.constant(TEXTS))
     assert text["sent_probabilities"].dtype == tf.float32
 
@@ -340,7 +384,10 @@ def test_train_builds_the_model_in_the_configs_precision(tmp_path):
     served = tf.saved_model.load(str(result.export_path)).signatures["ids"]  # export.precision: training
     x = _x(result.model)
     answers = served(token_ids=x["token_ids"], segment_ids=x["segment_ids"], padding_mask=x["padding_mask"])
-    np.testing.assert_allclose(answers["sent"].numpy(), result.model(x)["sent"].numpy(), atol=1e-6)  # the bf16 graph
+    # the bf16 graph (bfloat16 weights: kmtl.model.precision.serving_copy); a bfloat16 graph rounds where
+    # Grappler fuses ops, eager calls do not (3e-3 apart on this model): equal within bfloat16's rounding
+    np.testing.assert_allclose(answers["sent"].numpy(), result.model(x)["sent"].numpy(), atol=2e-2)
+    assert not np.allclose(answers["sent"].numpy(), float32_copy(result.model)(x)["sent"].numpy(), atol=1e-6)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from kmtl.export.heads import decode_outputs
 from kmtl.export.versions import atomic_version_dir, check_export_target
 from kmtl.export.warmup import write_warmup
 from kmtl.model.per_task import run_tasks
-from kmtl.model.precision import float32_outputs
+from kmtl.model.precision import float32_outputs, serving_copy
 from kmtl.model.raw_text import text_inputs
 from kmtl.sharing import served_model
 
@@ -226,6 +226,9 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
     sets, backbone and max length; ``assets.extra/tf_serving_warmup_requests`` holds one
     warm-up request per signature. ``xla_max_batch`` > 0 serves batches of at most that many
     rows through XLA (see `ServingGraph`; TF Serving then needs ``--xla_cpu_compilation_enabled=true``).
+    A model built under ``mixed_bfloat16`` is served through `kmtl.model.precision.serving_copy`
+    (its encoder's weights stored in bfloat16, not cast at every call); export
+    `kmtl.model.precision.float32_copy(model)` for a float32 graph.
 
     Example:
         >>> path = export_saved_model(model, pre, "saved_models", "demo")
@@ -234,6 +237,7 @@ def export_saved_model(model, preprocessor, base_dir, name: str, version: Option
     """
     model_dir = check_export_target(base_dir, name, version)  # before any tracing
     model = served_model(model)  # a mode's serving form (prefix tuning: its MLP folded away)
+    model = serving_copy(model)  # mixed_bfloat16: weights stored in bfloat16, not cast at every call
     graph = ServingGraph(model, preprocessor, xla_max_batch=xla_max_batch)
     graph.check_xla()
     # keras.export.ExportArchive, not a bare tf.saved_model.save: its variables restore in

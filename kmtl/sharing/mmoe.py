@@ -88,16 +88,16 @@ class MultiGateExperts(keras.layers.Layer):
         return [self.expert_layers[e * d:(e + 1) * d] for e in range(self.num_experts)]
 
     def build(self, inputs_shape, padding_mask_shape=None, task_id_shape=None):
-        hidden = int(inputs_shape[-1])
+        hidden = int(inputs_shape[-1])  # the gates compute in float32 whatever the policy (bfloat16 serving copies too)
         for layer in self.expert_layers:
             layer.build(inputs_shape)
         self.gate_kernel = self.add_weight(
-            name="gate_kernel", shape=(self.num_tasks, hidden, self.num_experts), autocast=False,
+            name="gate_kernel", shape=(self.num_tasks, hidden, self.num_experts), autocast=False, dtype="float32",
             initializer=keras.initializers.TruncatedNormal(stddev=self.gate_stddev))
         self.gate_bias = self.add_weight(name="gate_bias", shape=(self.num_tasks, self.num_experts),
-                                         initializer="zeros", autocast=False)
+                                         initializer="zeros", autocast=False, dtype="float32")
         self.gate_means = self.add_weight(
-            name="gate_means", shape=(self.num_tasks, self.num_experts), trainable=False, autocast=False,
+            name="gate_means", shape=(self.num_tasks, self.num_experts), trainable=False, autocast=False, dtype="float32",
             initializer=keras.initializers.Constant(1.0 / self.num_experts), aggregation="mean")
 
     rows_by_task = True  # its task_specific_weights are [tasks, ...] in model.tasks' order (counts.task_rows)

@@ -1,0 +1,79 @@
+"""Where an inference call spends its time: the per-op profile of the MiniLM-L6 model's forward pass.
+
+    python benchmarks/profile_inference.py                               # float32, batch 32 x 22 word pieces
+    python benchmarks/profile_inference.py --precision mixed_bfloat16 --detail Cast
+    python benchmarks/profile_inference.py --precision mixed_bfloat16 --serving-copy   # what a bfloat16 export runs
+
+What the SavedModel's ``ids`` signature computes (a fresh model, a sentence and a token head, on
+random token ids): a `tf.function` of ``model(x, training=False)``, warmed up, timed, then
+``--calls`` calls recorded with the TensorFlow profiler and summed by op type
+(`profile_step.op_table`), per call. ``--serving-copy`` profiles `kmtl.model.precision.serving_copy`
+of the model (bfloat16 weights) instead of the model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kmtl  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="minilm-l6")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
+    p.add_argument("--serving-copy", action="store_true", help="profile kmtl.model.precision.serving_copy(model)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=22)
+    p.add_argument("--calls", type=int, default=10)
+    p.add_argument("--detail", nargs="*", default=(), metavar="OP_TYPE", help="where these op types' time goes")
+    args = p.parse_args(argv)
+    import tensorflow as tf
+    from profile_step import op_table
+
+    from kmtl.backbone import load_backbone
+    from kmtl.model.precision import precision_scope, serving_copy
+    from kmtl.tasks import Classification, Tagging, bio_labels
+
+    with precision_scope(args.precision):
+        encoder = load_backbone(args.backbone)
+        model = kmtl.build_model(encoder, [Classification("sentiment", ["neg", "pos"]),
+                                           Tagging("entities", bio_labels(["PER", "LOC"]))])
+    if args.serving_copy:
+        model = serving_copy(model)
+    vocabulary = encoder.backbone.vocabulary_size
+    ids = tf.random.uniform([args.batch, args.length], min(1000, vocabulary // 2), vocabulary, tf.int32, seed=0)
+    x = {"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": tf.ones_like(ids)}
+    forward = tf.function(lambda v: model(v, training=False))
+    for _ in range(5):
+        forward(x)
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    for _ in range(20):
+        forward(x)
+    print(f"{args.backbone} {args.precision}{' serving copy' if args.serving_copy else ''}, batch {args.batch} x "
+          f"{args.length}: {(time.perf_counter() - start) / 20 * 1000:.2f} ms a call (unprofiled), load {load:.2f}")
+    logdir = tempfile.mkdtemp()
+    tf.profiler.experimental.start(logdir)
+    for _ in range(args.calls):
+        forward(x)
+    tf.profiler.experimental.stop()
+    rows, total, detail = op_table(logdir, top=15, detail=tuple(args.detail))
+    print(f"profiled: {total / args.calls * 1000:.2f} ms of ops a call")
+    for name, seconds, calls in rows:
+        print(f"  {name:32s} {seconds / args.calls * 1000:8.2f} ms  {calls / args.calls:6.1f} calls")
+    for name, scopes in detail.items():
+        print(f"{name}:")
+        for scope, seconds in scopes.most_common(8):
+            print(f"  {seconds / args.calls * 1000:8.2f} ms  {scope}")
+
+
+if __name__ == "__main__":
+    main()
