@@ -37,7 +37,7 @@ def main(argv=None):
     p.add_argument("--detail", nargs="*", default=(), metavar="OP_TYPE", help="where these op types' time goes")
     args = p.parse_args(argv)
     import tensorflow as tf
-    from profile_step import op_table
+    from profile_step import op_table, print_op_table
 
     from kmtl.backbone import load_backbone
     from kmtl.model.precision import precision_scope, serving_copy
@@ -66,13 +66,9 @@ def main(argv=None):
         forward(x)
     tf.profiler.experimental.stop()
     rows, total, detail = op_table(logdir, top=15, detail=tuple(args.detail))
-    print(f"profiled: {total / args.calls * 1000:.2f} ms of ops a call")
-    for name, seconds, calls in rows:
-        print(f"  {name:32s} {seconds / args.calls * 1000:8.2f} ms  {calls / args.calls:6.1f} calls")
-    for name, scopes in detail.items():
-        print(f"{name}:")
-        for scope, seconds in scopes.most_common(8):
-            print(f"  {seconds / args.calls * 1000:8.2f} ms  {scope}")
+    print(f"op types by host time over {args.calls} profiled calls ({total / args.calls * 1e3:.2f} ms of op "
+          "events a call; ops on 2 threads can overlap):")
+    print_op_table(rows, total, detail, args.calls, "call")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,17 @@ def matmul_only_seconds(batch, seq, layers, hidden, inter, heads, rounds=3, dtyp
     return statistics.median(times)
 
 
+def print_op_table(rows, total, scopes, runs, unit="step", top_scopes=15):
+    """Print `op_table`'s figures per ``unit`` (``runs`` of them were profiled)."""
+    for name, seconds, n in rows:
+        print(f"  {name:<34} {seconds / runs * 1e3:8.2f} ms/{unit}  {100 * seconds / total:5.1f}%  "
+              f"({n // runs} calls/{unit})")
+    for kind, by_scope in scopes.items():
+        print(f"{kind} by name scope (digits dropped):")
+        for scope, seconds in by_scope.most_common(top_scopes):
+            print(f"  {seconds / runs * 1e3:8.2f} ms/{unit}  {scope}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="minilm-l6")
@@ -137,13 +148,7 @@ def main(argv=None):
           f"{100 * mm / step:.0f}% of the step")
     print(f"op types by host time over {args.steps} profiled steps (sum of op events {total:.2f} s; "
           "ops on 2 threads can overlap):")
-    for name, seconds, n in rows:
-        print(f"  {name:<34} {seconds / args.steps * 1e3:8.1f} ms/step  {100 * seconds / total:5.1f}%  "
-              f"({n // args.steps} calls/step)")
-    for kind, by_scope in scopes.items():
-        print(f"{kind} by name scope (digits dropped):")
-        for scope, seconds in by_scope.most_common(15):
-            print(f"  {seconds / args.steps * 1e3:8.1f} ms/step  {scope}")
+    print_op_table(rows, total, scopes, args.steps, "step")
 
 
 if __name__ == "__main__":
