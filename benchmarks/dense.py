@@ -54,19 +54,16 @@ def _forward(dtype, args, per_round):
     import keras
     import tensorflow as tf
 
-    from kmtl.backbone import load_backbone
+    from kmtl.bench.train import fixed_batch, fixed_tasks
     from kmtl.dense import fast_dense
     from kmtl.model.precision import precision_scope
-    from kmtl.tasks import Classification, Tagging, bio_labels
 
     precision = "float32" if dtype == "float32" else "mixed_bfloat16"
     with precision_scope(precision):
-        encoder = load_backbone(args.backbone)
-        model = kmtl.build_model(encoder, [Classification("sentiment", ["neg", "pos"]),
-                                           Tagging("entities", bio_labels(["PER", "LOC"]))])
-    vocabulary = encoder.backbone.vocabulary_size
-    ids = tf.random.uniform([args.batch, args.length], min(1000, vocabulary // 2), vocabulary, tf.int32, seed=0)
-    inputs = {"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": tf.ones_like(ids)}
+        encoder = kmtl.load_backbone(args.backbone)
+        model = kmtl.build_model(encoder, fixed_tasks())
+    batch = fixed_batch(args.batch, args.length, encoder.backbone.vocabulary_size)["x"]
+    inputs = {k: tf.constant(v) for k, v in batch.items()}
     fused = tf.function(lambda v: model(v, training=False))
     for layer in model._flatten_layers():  # the same model with Keras' Dense.call
         if type(layer) is keras.layers.Dense:

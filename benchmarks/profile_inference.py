@@ -4,11 +4,12 @@
     python benchmarks/profile_inference.py --precision mixed_bfloat16 --detail Cast
     python benchmarks/profile_inference.py --precision mixed_bfloat16 --serving-copy   # what a bfloat16 export runs
 
-What the SavedModel's ``ids`` signature computes (a fresh model, a sentence and a token head, on
-random token ids): a `tf.function` of ``model(x, training=False)``, warmed up, timed, then
-``--calls`` calls recorded with the TensorFlow profiler and summed by op type
-(`profile_step.op_table`), per call. ``--serving-copy`` profiles `kmtl.model.precision.serving_copy`
-of the model (bfloat16 weights) instead of the model itself.
+What the SavedModel's ``ids`` signature computes (a fresh model with the fixed-shape benchmark's
+two heads, `kmtl.bench.train.fixed_tasks`, on its random token ids, `fixed_batch`): a
+`tf.function` of ``model(x, training=False)``, warmed up, timed, then ``--calls`` calls recorded
+with the TensorFlow profiler and summed by op type (`profile_step.op_table`), per call.
+``--serving-copy`` profiles `kmtl.model.precision.serving_copy` of the model (bfloat16 weights)
+instead of the model itself.
 """
 
 from __future__ import annotations
@@ -39,19 +40,15 @@ def main(argv=None):
     import tensorflow as tf
     from profile_step import op_table, print_op_table
 
-    from kmtl.backbone import load_backbone
+    from kmtl.bench.train import fixed_batch, fixed_tasks
     from kmtl.model.precision import precision_scope, serving_copy
-    from kmtl.tasks import Classification, Tagging, bio_labels
 
     with precision_scope(args.precision):
-        encoder = load_backbone(args.backbone)
-        model = kmtl.build_model(encoder, [Classification("sentiment", ["neg", "pos"]),
-                                           Tagging("entities", bio_labels(["PER", "LOC"]))])
+        encoder = kmtl.load_backbone(args.backbone)
+        model = kmtl.build_model(encoder, fixed_tasks())
     if args.serving_copy:
         model = serving_copy(model)
-    vocabulary = encoder.backbone.vocabulary_size
-    ids = tf.random.uniform([args.batch, args.length], min(1000, vocabulary // 2), vocabulary, tf.int32, seed=0)
-    x = {"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": tf.ones_like(ids)}
+    x = {k: tf.constant(v) for k, v in fixed_batch(args.batch, args.length, encoder.backbone.vocabulary_size)["x"].items()}
     forward = tf.function(lambda v: model(v, training=False))
     for _ in range(5):
         forward(x)

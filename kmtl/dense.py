@@ -58,7 +58,7 @@ def inference_dense(inputs, kernel, bias, activation):
         TensorShape([2, 3, 5])
     """
     name = fused_name(activation)
-    if (name is None or training_tensor(inputs) or not tf.is_tensor(inputs) or inputs.shape.rank is None
+    if (name is None or not tf.is_tensor(inputs) or training_tensor(inputs) or inputs.shape.rank is None
             or inputs.shape.rank < 2):
         return None
     dtype = inputs.dtype

@@ -2,7 +2,8 @@
 
 `kmtl.layer_norm` and `kmtl.activations` replace Keras' ops by faster ones only while a gradient
 tape records (training); inference graphs (``predict``, the SavedModel's signatures, the ONNX
-graph) keep Keras' plain ops, which serving runtimes recognise and fuse.
+graph) keep Keras' plain ops, which serving runtimes recognise and fuse. `kmtl.dense` is the
+converse: its fused form only while no tape records.
 """
 
 from __future__ import annotations

@@ -88,9 +88,10 @@ class MultiGateExperts(keras.layers.Layer):
         return [self.expert_layers[e * d:(e + 1) * d] for e in range(self.num_experts)]
 
     def build(self, inputs_shape, padding_mask_shape=None, task_id_shape=None):
-        hidden = int(inputs_shape[-1])  # the gates compute in float32 whatever the policy (bfloat16 serving copies too)
+        hidden = int(inputs_shape[-1])
         for layer in self.expert_layers:
             layer.build(inputs_shape)
+        # the gates compute in float32 whatever the policy (bfloat16 serving copies too)
         self.gate_kernel = self.add_weight(
             name="gate_kernel", shape=(self.num_tasks, hidden, self.num_experts), autocast=False, dtype="float32",
             initializer=keras.initializers.TruncatedNormal(stddev=self.gate_stddev))
