@@ -118,6 +118,7 @@ def main(argv=None):
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
     p.add_argument("--detail", nargs="*", default=(), metavar="OP_TYPE",
                    help="also list where these op types' time goes, by name scope (e.g. --detail Mul Cast)")
+    p.add_argument("--top", type=int, default=12, help="how many op types to list (default 12)")
     args = p.parse_args(argv)
     import tensorflow as tf
 
@@ -134,7 +135,7 @@ def main(argv=None):
         model.fit(ds.take(args.steps), epochs=1, verbose=0)
         tf.profiler.experimental.stop()
         profiled = (time.perf_counter() - t0) / args.steps
-        rows, total, scopes = op_table(logdir, detail=args.detail)
+        rows, total, scopes = op_table(logdir, top=args.top, detail=args.detail)
     t0 = time.perf_counter()
     model.fit(ds.take(args.steps), epochs=1, verbose=0)
     step = (time.perf_counter() - t0) / args.steps

@@ -80,6 +80,28 @@ def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
     assert np.isnan(clip_by_global_norm([tf.constant([np.inf]), tf.constant([1.0])], 1.0)[1]).all()
 
 
+@pytest.mark.parametrize("clip_norm", [0.5, 100.0])  # binding and not
+def test_clip_by_global_norm_on_merged_rows_equals_the_dense_table(clip_norm):
+    """An embedding gradient clipped on its rows (each once, then scattered: the default) gives the
+    dense table's figures, repeated, unsorted rows included."""
+    import tensorflow as tf
+
+    from kmtl.optimizer import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    rows = tf.IndexedSlices(tf.constant(rng.normal(size=(7, 3)), tf.float32), tf.constant([5, 1, 5, 9, 0, 1, 5]),
+                            tf.constant([12, 3]))
+    other = tf.constant(rng.normal(size=(2, 2)), tf.float32)
+    merged = clip_by_global_norm([rows, other], clip_norm)
+    dense = clip_by_global_norm([rows, other], clip_norm, merge_rows=False)
+    assert not isinstance(merged[0], tf.IndexedSlices) and merged[0].shape == (12, 3)
+    for a, b in zip(merged, dense):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(np.abs(np.asarray(merged[0])).sum(1) > 0, np.isin(np.arange(12), [0, 1, 5, 9]))
+    by_tf, _ = tf.clip_by_global_norm([tf.convert_to_tensor(rows), other], clip_norm)
+    np.testing.assert_allclose(merged[0], by_tf[0], rtol=1e-6, atol=1e-7)
+
+
 def _adam_steps(optimizer, gradients, scale=1.0):
     """Two variables after ``optimizer`` applied each list of ``gradients`` (times ``scale``)."""
     import keras

@@ -143,7 +143,7 @@ class TrainBench:
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
                  fused: bool = True, layernorm: Optional[bool] = None, attention: Optional[bool] = None,
-                 sharing: str = "full"):
+                 sharing: str = "full", merge_rows: Optional[bool] = None):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
         from kmtl.model.precision import AUTO, PRECISIONS, precision_scope, resolve_precision
 
@@ -199,6 +199,9 @@ class TrainBench:
         total = warmup + repeats * steps
         optimizer = make_optimizer(5e-5, total_steps=10 * total)
         optimizer.fused = fused  # kmtl.optimizer.FusedAdamUpdate (an A/B lever: benchmarks/levers.py)
+        if merge_rows is not None:  # kmtl.optimizer.clip_by_global_norm's merge_rows (levers.py rowclip)
+            optimizer.merge_rows = merge_rows
+            self.settings["merge_rows"] = merge_rows
         self.model.compile(optimizer=optimizer, jit_compile=jit)
         self.total_steps = total
 
