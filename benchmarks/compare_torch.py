@@ -24,11 +24,17 @@ load from other jobs on the machine hits both; each side's median is reported, w
 4. ``serve`` — the exported SavedModel from raw text (``serving_default``: tokenizer in the
    graph) against the recipe's ``model.eval()`` under ``torch.no_grad()`` on the same texts
    tokenized beforehand, batch 32, 20-word sentences (the `kmtl bench serve` set-up).
+
+Memory: each process's peak resident set (``ru_maxrss``) and, sampled every 20 ms over the whole
+run by `kmtl.bench.memory.PeakMemory`, the peaks of its anonymous memory (heap, tensors) and of its
+file-backed pages (the shared libraries' code): most of the difference in resident memory between
+the two frameworks is the second. torch is never imported into kmtl's process.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -228,13 +234,13 @@ def main(argv=None):
     args.torch_precision = args.torch_precision or args.precision
     if args.backbone != "minilm-l6":
         p.error("the PyTorch recipe loads the MiniLM folder: --backbone must be minilm-l6")
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
+    # find_spec, not import: importing torch here would add its libraries to kmtl's resident memory
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
         p.error("needs the optional extra: pip install -e '.[peer]' (torch, transformers)")
+    from kmtl.bench.memory import PeakMemory
 
     peer = Peer()
+    memory = PeakMemory({"kmtl": "self", "torch": peer.proc.pid}).start()
     rows = []
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     try:
@@ -256,6 +262,7 @@ def main(argv=None):
                 rows.append(serve_target(peer, tmp, args))
         stats = peer.ask(cmd="stats")
     finally:
+        peaks = memory.stop()  # before the peer exits
         peer.close()
     from kmtl.bench.serve import machine_info
     from kmtl.bench.train import peak_rss_mib
@@ -263,10 +270,14 @@ def main(argv=None):
     print(f"\nkmtl vs PyTorch recipe, {started}; kmtl peak RSS {peak_rss_mib():.0f} MiB, torch "
           f"{stats['peak_rss_mib']:.0f} MiB; torch {stats['torch']} ({stats['threads']} threads), "
           f"transformers {stats['transformers']}")
+    if all(peaks.values()):  # Linux: /proc/<pid>/status (kmtl.bench.memory)
+        print(f"peak anonymous memory (heap, tensors; sampled every 20 ms): kmtl {peaks['kmtl']['anon']:.0f} MiB, "
+              f"torch {peaks['torch']['anon']:.0f} MiB; peak file-backed (shared libraries' pages): kmtl "
+              f"{peaks['kmtl']['file']:.0f} MiB, torch {peaks['torch']['file']:.0f} MiB")
     print(format_rows(rows))
     if args.json:
         print(json.dumps({"date": started, "machine": machine_info(), "torch": stats, "rows": rows,
-                          "settings": vars(args)}))
+                          "memory_mib": peaks, "settings": vars(args)}))
     return 0
 
 

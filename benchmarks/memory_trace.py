@@ -3,8 +3,9 @@
 Issue 16 asks for a training run's peak RSS no higher than the PyTorch recipe's. This script
 follows `kmtl.bench.train.TrainBench`'s stages one by one (import TensorFlow, import kmtl and
 keras-hub, load the backbone, build the model, compile, the first step, more steps) and prints
-the resident set (``VmRSS``) and its peak so far (``VmHWM``) after each, so the stage that costs
-the most is read, not guessed. ``--env NAME=VALUE`` runs the whole trace again in a child
+the resident set (``VmRSS``), its peak so far (``VmHWM``) and the resident set's two kinds of pages
+(anonymous: heap and tensors; file-backed: the shared libraries' code, `kmtl.bench.memory`) after
+each, so the stage that costs the most is read, not guessed. ``--env NAME=VALUE`` runs the whole trace again in a child
 process with that environment (an A/B of an allocator or oneDNN setting), one row per setting.
 
     python benchmarks/memory_trace.py                        # MiniLM-L6, 32 x 64, float32, 10 steps
@@ -15,32 +16,39 @@ process with that environment (an A/B of an allocator or oneDNN setting), one ro
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
-def memory_mib() -> dict:
-    """``{"rss": VmRSS, "peak": VmHWM}`` of this process in MiB (Linux ``/proc/self/status``)."""
-    found = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found["rss" if key == "VmRSS" else "peak"] = int(value.split()[0]) / 1024.0
-    return found
+def _memory_module():
+    """`kmtl.bench.memory`, loaded from its file: importing the kmtl package would import TensorFlow
+    before the first stage is measured."""
+    path = Path(__file__).resolve().parents[1] / "kmtl" / "bench" / "memory.py"
+    spec = importlib.util.spec_from_file_location("kmtl_bench_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+memory_mib = _memory_module().memory_mib
 
 
 def trace(backbone: str, batch_size: int, seq_len: int, steps: int, precision: str) -> list:
-    """The stages of one training run, each ``{"stage", "rss", "peak", "seconds"}``."""
+    """The stages of one training run, each ``{"stage", "rss", "hwm", "anon", "file", "seconds"}`` (MiB:
+    resident, its peak so far, anonymous and file-backed resident pages)."""
     rows, start = [], time.perf_counter()
 
     def mark(stage):
         rows.append({"stage": stage, **{k: round(v, 1) for k, v in memory_mib().items()},
                      "seconds": round(time.perf_counter() - start, 1)})
-        print(f"  {stage:<34} rss {rows[-1]['rss']:7.0f} MiB   peak {rows[-1]['peak']:7.0f} MiB", file=sys.stderr)
+        row = rows[-1]
+        print(f"  {stage:<38} rss {row['rss']:7.0f} MiB   peak {row['hwm']:7.0f} MiB   anonymous {row['anon']:7.0f} MiB"
+              f"   file-backed {row['file']:6.0f} MiB", file=sys.stderr)
 
     mark("python")
     import tensorflow as tf  # noqa: F401
@@ -110,7 +118,7 @@ def main(argv=None) -> int:
         stages = [row["stage"] for row in results[0]["rows"]]
         print(f"{'stage':<38}" + "".join(f"{r['env'][:22]:>24}" for r in results))
         for i, stage in enumerate(stages):
-            print(f"{stage:<38}" + "".join(f"{r['rows'][i]['rss']:>10.0f} / {r['rows'][i]['peak']:>7.0f} MiB"
+            print(f"{stage:<38}" + "".join(f"{r['rows'][i]['rss']:>10.0f} / {r['rows'][i]['hwm']:>7.0f} MiB"
                                            for r in results))
         print("(rss / peak so far, MiB)")
     return 0

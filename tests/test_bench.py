@@ -6,6 +6,7 @@ line and be sane; bad options must be one clear message with exit status 2.
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,20 @@ def test_train_bench_soft_sharing_routes_the_fixed_batch_by_task():
     assert bench.run()["examples_per_sec"] > 0
     after = np.array(copies[0].copies["output_kernel"])
     assert not np.allclose(after[0], after[1])  # each task's rows trained its own copy
+
+
+# ------------------------------------------------ memory: anonymous vs file-backed (issue 16)
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_peak_memory_sees_an_allocation_in_anonymous_memory():
+    from kmtl.bench.memory import PeakMemory, memory_mib
+
+    now = memory_mib()
+    assert set(now) == {"rss", "hwm", "anon", "file"} and now["anon"] + now["file"] <= now["rss"] + 1
+    assert memory_mib(2 ** 22 + 12345) is None  # no such process
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (200 << 20); time.sleep(1.0)"])
+    with PeakMemory({"self": "self", "child": child.pid}, interval=0.01) as sampler:
+        child.wait()
+    peaks = sampler.peaks
+    assert peaks["child"]["anon"] >= 180  # the 200 MiB buffer, every page written
+    assert peaks["child"]["file"] < peaks["child"]["rss"]
+    assert peaks["self"]["anon"] >= now["anon"] * 0.5 and peaks["self"]["hwm"] >= peaks["self"]["rss"]
