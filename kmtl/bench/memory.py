@@ -56,9 +56,10 @@ class PeakMemory:
         interval: seconds between samples.
 
     Example:
-        >>> with PeakMemory({"kmtl": "self"}) as peaks:
-        ...     work()
-        >>> peaks.peaks["kmtl"]["anon"]      # MiB
+        >>> with PeakMemory({"kmtl": "self"}) as sampler:
+        ...     data = b"x" * (100 << 20)    # 100 MiB written
+        >>> sampler.peaks["kmtl"]["anon"] > 100
+        True
     """
 
     def __init__(self, pids: Dict[str, object], interval: float = 0.02):
