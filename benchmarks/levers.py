@@ -9,6 +9,7 @@
     python benchmarks/levers.py attention           # fixed 32 x 64: kmtl.attention vs Keras' MultiHeadAttention, bf16 and fp32
     python benchmarks/levers.py sharing             # fixed 32 x 64, bf16: soft sharing (grouped rows; one-hot under XLA) vs full
     python benchmarks/levers.py fusedgelu           # fixed 32 x 64: GELU as XLA-fused loops vs plain ops, bf16 and fp32
+    python benchmarks/levers.py spe --warmup 4      # fixed 32 x 64: steps_per_execution 4 vs 1, bf16, fp32
     python benchmarks/levers.py rowclip             # fixed 32 x 64: embedding gradient clipped on its rows vs dense, bf16, fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
@@ -56,6 +57,10 @@ PRESETS = {
                   "data=fixed,precision=float32,fusedgelu=1", "data=fixed,precision=float32,fusedgelu=0"],
     # the token embedding's gradient clipped on the rows the batch touched, then scattered (kmtl.optimizer,
     # the default) vs made dense first (two more passes over the [30522, 384] table)
+    # Keras' steps_per_execution: 4 train steps per call of the step function (the clock reads once per call;
+    # run with --warmup 4 --steps 8) vs one
+    "spe": ["data=fixed,precision=mixed_bfloat16,steps_per_execution=4", "data=fixed,precision=mixed_bfloat16",
+            "data=fixed,precision=float32,steps_per_execution=4", "data=fixed,precision=float32"],
     "rowclip": ["data=fixed,precision=mixed_bfloat16,merge_rows=1", "data=fixed,precision=mixed_bfloat16,merge_rows=0",
                 "data=fixed,precision=float32,merge_rows=1", "data=fixed,precision=float32,merge_rows=0"],
 }
@@ -68,7 +73,7 @@ def parse_variant(text):
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
         out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag,
                     "attention": flag, "fusedgelu": flag, "merge_rows": flag}.get(key, lambda v: v)(value)
-        if key in ("batch_size", "seq_len"):
+        if key in ("batch_size", "seq_len", "steps_per_execution"):
             out[key] = int(value)
     return out
 
@@ -78,7 +83,7 @@ def main(argv=None):
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
                    help="key=value,... (data, jit, fused, merge_rows, gelu32, fusedgelu, dropout16, layernorm, attention, "
-                        "precision, padding, sharing, batch_size, seq_len)")
+                        "precision, padding, sharing, batch_size, seq_len, steps_per_execution)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

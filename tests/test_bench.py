@@ -220,6 +220,20 @@ def test_train_bench_soft_sharing_routes_the_fixed_batch_by_task():
     assert not np.allclose(after[0], after[1])  # each task's rows trained its own copy
 
 
+def test_train_bench_steps_per_execution_times_whole_executions():
+    """TrainBench's ``steps_per_execution`` lever (benchmarks/levers.py spe): Keras runs several steps per
+    call and the clock, which reads the time once per call, must see windows of whole calls."""
+    from kmtl.bench.train import TrainBench
+    from kmtl.errors import KmtlError
+
+    with pytest.raises(KmtlError, match="steps_per_execution must be at least 1 and divide --steps"):
+        TrainBench("tiny", batch_size=4, seq_len=8, steps=3, repeats=1, warmup=2, steps_per_execution=2)
+    bench = TrainBench("tiny", batch_size=4, seq_len=8, steps=4, repeats=2, warmup=2, steps_per_execution=2)
+    result = bench.run()
+    assert result["settings"]["steps_per_execution"] == 2 and result["examples_per_sec"] > 0
+    assert int(bench.model.optimizer.iterations.numpy()) == 2 + 2 * 4  # every step ran, in calls of two
+
+
 # ------------------------------------------------ memory: anonymous vs file-backed (issue 16)
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_peak_memory_sees_an_allocation_in_anonymous_memory():

@@ -143,8 +143,11 @@ class TrainBench:
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
                  fused: bool = True, layernorm: Optional[bool] = None, attention: Optional[bool] = None,
-                 sharing: str = "full", merge_rows: Optional[bool] = None):
+                 sharing: str = "full", merge_rows: Optional[bool] = None, steps_per_execution: int = 1):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
+        if steps_per_execution < 1 or steps % steps_per_execution or warmup % steps_per_execution:
+            raise KmtlError(f"steps_per_execution must be at least 1 and divide --steps ({steps}) and --warmup "
+                            f"({warmup}): the clock reads the time once per execution, got {steps_per_execution}")
         from kmtl.model.precision import AUTO, PRECISIONS, precision_scope, resolve_precision
 
         if precision not in (AUTO, *PRECISIONS):
@@ -202,7 +205,9 @@ class TrainBench:
         if merge_rows is not None:  # kmtl.optimizer.clip_by_global_norm's merge_rows (levers.py rowclip)
             optimizer.merge_rows = merge_rows
             self.settings["merge_rows"] = merge_rows
-        self.model.compile(optimizer=optimizer, jit_compile=jit)
+        if steps_per_execution > 1:  # an A/B lever (benchmarks/levers.py spe): several steps per function call
+            self.settings["steps_per_execution"] = steps_per_execution
+        self.model.compile(optimizer=optimizer, jit_compile=jit, steps_per_execution=steps_per_execution)
         self.total_steps = total
 
     # ------------------------------------------------------------------ data
