@@ -232,6 +232,8 @@ def test_train_bench_steps_per_execution_times_whole_executions():
     result = bench.run()
     assert result["settings"]["steps_per_execution"] == 2 and result["examples_per_sec"] > 0
     assert int(bench.model.optimizer.iterations.numpy()) == 2 + 2 * 4  # every step ran, in calls of two
+    if os.path.exists("/proc/self/status"):  # the fit's memory, split (kmtl.bench.memory)
+        assert 0 < result["peak_anonymous_mib"] < result["peak_rss_mib"] and result["peak_file_backed_mib"] > 0
 
 
 # ------------------------------------------------ memory: anonymous vs file-backed (issue 16)

@@ -28,6 +28,7 @@ import statistics
 import sys
 from typing import Callable, Optional
 
+from kmtl.bench.memory import PeakMemory
 from kmtl.errors import KmtlError
 
 DATA_KINDS = ("fixed", "real")
@@ -296,7 +297,8 @@ class TrainBench:
              f"({s['data']} data, batch {s['batch_size']}, {'max length' if s['data'] == 'real' else 'length'} "
              f"{s['seq_len']}, XLA {'on' if s['jit'] else 'off'})")
         load_start = load_average()
-        self.model.fit(self.dataset(), epochs=1, steps_per_epoch=self.total_steps, callbacks=[clock], verbose=0)
+        with PeakMemory({"self": "self"}) as memory:  # anonymous vs file-backed pages (kmtl.bench.memory)
+            self.model.fit(self.dataset(), epochs=1, steps_per_epoch=self.total_steps, callbacks=[clock], verbose=0)
         load_end = load_average()
 
         windows = []
@@ -333,6 +335,9 @@ class TrainBench:
             "mean_padded_length": med["mean_padded_length"],
             "mean_real_length": med["mean_real_length"],
             "peak_rss_mib": peak_rss_mib(),
+            # during the fit, sampled every 20 ms (None off Linux): the heap and tensors, the libraries' pages
+            "peak_anonymous_mib": (memory.peaks["self"] or {}).get("anon"),
+            "peak_file_backed_mib": (memory.peaks["self"] or {}).get("file"),
             "flops_formula": "6*P_mm*tokens + 12*L*S^2*H*batch + 6*H*C_sentence*batch per step "
                              "(padded tokens; kmtl/bench/flops.py)",
             "model": {**self.dims, "parameters": int(self.model.count_params())},
@@ -374,7 +379,9 @@ def format_table(result: dict) -> str:
         f"  achieved GFLOP/s  {result['gflops']:10.1f}  ({100 * result['peak_ratio']:.0f}% of the measured "
         f"{result['matmul_peak'].get('dtype', 'float32')} "
         f"matmul peak {result['peak_gflops']:.1f})",
-        f"  peak RSS          {result['peak_rss_mib']:10.0f} MiB",
+        f"  peak RSS          {result['peak_rss_mib']:10.0f} MiB"
+        + (f"  (while training: anonymous {result['peak_anonymous_mib']:.0f} MiB, the libraries' file pages "
+           f"{result['peak_file_backed_mib']:.0f} MiB)" if result.get("peak_anonymous_mib") is not None else ""),
         f"median of {s['repeats']} x {s['steps']} steps after {s['warmup_steps']} warm-up steps"
         + (f" (+ {result['xla_compiled_shapes']} XLA compile steps)" if "xla_compiled_shapes" in result else "")
         + f"; FLOPs: {result['flops_formula']}",
