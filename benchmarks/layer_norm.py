@@ -1,12 +1,14 @@
-"""Micro-benchmark: forward + backward of one layer normalization, Keras' against `kmtl.layer_norm`.
+"""Micro-benchmark: forward + backward of one layer normalization, Keras' against `kmtl.layer_norm` (and XLA).
 
     python benchmarks/layer_norm.py                      # [32, 64, 384], float32 and bfloat16
     python benchmarks/layer_norm.py --shape 32 128 384 --iters 400 --rounds 8
 
 Inputs in the given dtype, gamma and beta in float32 (as in a ``mixed_bfloat16`` model), the
 output cast back (as ``keras.layers.LayerNormalization`` does); gradients with respect to all
-three. Each candidate is a `tf.function`; rounds alternate between candidates so that load from
-other jobs hits each alike; the median over rounds is printed with the load average.
+three. ``xla``: the same float32 formula as one XLA-compiled function forward and another backward
+(measured and dropped: slower than ``kmtl``, XLA's CPU row reductions lose to oneDNN's GEMVs).
+Each candidate is a `tf.function`; rounds alternate between candidates so that load from other
+jobs hits each alike; the median over rounds is printed with the load average.
 """
 
 from __future__ import annotations
@@ -38,7 +40,32 @@ def main(argv=None):
     def keras_ln(x, g, b):
         return tf.cast(keras.ops.layer_normalization(x, g, b, axis=-1, epsilon=args.epsilon), x.dtype)
 
-    candidates = {"keras": keras_ln, "kmtl": lambda x, g, b: layer_norm(x, g, b, args.epsilon)}
+    def in_float32(x, g, b):
+        x32 = tf.cast(x, tf.float32)
+        centred = x32 - tf.reduce_mean(x32, -1, keepdims=True)
+        variance = tf.reduce_mean(centred * centred, -1, keepdims=True)
+        return tf.cast(centred * tf.math.rsqrt(variance + args.epsilon) * g + b, x.dtype)
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def xla_forward(x, g, b):
+        return in_float32(x, g, b)
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def xla_backward(x, g, b, dy):
+        with tf.GradientTape() as tape:
+            tape.watch([x, g, b])
+            y = tf.cast(in_float32(x, g, b), tf.float32)
+        dx, dg, db = tape.gradient(y, [x, g, b], output_gradients=tf.cast(dy, tf.float32))
+        return tf.cast(dx, x.dtype), dg, db
+
+    def xla(x, g, b):  # forward and backward each one XLA-compiled function (as kmtl.activations does the GELU)
+        @tf.custom_gradient
+        def fused(x, g, b):
+            return xla_forward(x, g, b), lambda dy: xla_backward(x, g, b, dy)
+
+        return fused(x, g, b)
+
+    candidates = {"keras": keras_ln, "kmtl": lambda x, g, b: layer_norm(x, g, b, args.epsilon), "xla": xla}
 
     def step_of(fn):
         @tf.function
