@@ -5,8 +5,9 @@ follows `kmtl.bench.train.TrainBench`'s stages one by one (import TensorFlow, im
 keras-hub, load the backbone, build the model, compile, the first step, more steps) and prints
 the resident set (``VmRSS``), its peak so far (``VmHWM``) and the resident set's two kinds of pages
 (anonymous: heap and tensors; file-backed: the shared libraries' code, `kmtl.bench.memory`) after
-each, so the stage that costs the most is read, not guessed. ``--env NAME=VALUE`` runs the whole trace again in a child
-process with that environment (an A/B of an allocator or oneDNN setting), one row per setting.
+each, so the stage that costs the most is read, not guessed. ``--env NAME=VALUE`` runs the whole
+trace again in a child process with that environment (an A/B of an allocator or oneDNN setting),
+one row per setting.
 
     python benchmarks/memory_trace.py                        # MiniLM-L6, 32 x 64, float32, 10 steps
     python benchmarks/memory_trace.py --precision mixed_bfloat16 --json

@@ -133,6 +133,11 @@ class TrainBench:
             matmuls); ``False``: Keras' MultiHeadAttention call; ``None`` (default): the model as kmtl builds it.
         sharing: the sharing mode (`kmtl.sharing`; default ``full``, `kmtl.build_model`'s): ``soft`` routes
             each half of the fixed batch (or each task's examples) through its task's copies of the top layers.
+        fused: the optimizer's fused Adam kernel (`kmtl.optimizer.FusedAdamUpdate`) or Keras' ops.
+        merge_rows: the embedding gradient clipped on its rows (`kmtl.optimizer.clip_by_global_norm`);
+            ``None`` (default): the optimizer's default (True).
+        steps_per_execution: train steps per call of Keras' step function; must divide ``steps`` and
+            ``warmup`` (the clock reads the time once per call).
 
     Example:
         >>> bench = TrainBench("tiny", batch_size=8, seq_len=16, steps=2, repeats=1)
