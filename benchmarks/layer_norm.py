@@ -14,14 +14,13 @@ jobs hits each alike; the median over rounds is printed with the load average.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kmtl  # noqa: E402,F401
-from kmtl.bench.clock import interleaved_ms  # noqa: E402
+from kmtl.bench.clock import interleaved_ms, times_lines  # noqa: E402
 
 
 def main(argv=None):
@@ -86,8 +85,7 @@ def main(argv=None):
         times, (load0, load1) = interleaved_ms(steps, (x, g, b, dy), args.rounds, per_round, warmup=10)
         print(f"{dtype} {args.shape}: median of {args.rounds} rounds x {per_round} calls, forward + backward; "
               f"load {load0:.2f} -> {load1:.2f}")
-        for name, t in times.items():
-            print(f"  {name:<6} {statistics.median(t):7.3f} ms   rounds {' '.join(f'{v:.2f}' for v in t)}")
+        print("\n".join(times_lines(times)))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ from other jobs hits every candidate alike; the median over rounds is printed wi
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kmtl  # noqa: E402,F401
-from kmtl.bench.clock import interleaved_ms  # noqa: E402
+from kmtl.bench.clock import interleaved_ms, times_lines  # noqa: E402
 
 TOKENS, POSITIONS, HIDDEN, INTERMEDIATE, LAYERS = 30522, 512, 384, 1536, 6
 
@@ -44,8 +43,7 @@ def kernel_shapes():
 
 def report(title, times, load):
     print(f"{title}; load {load[0]:.2f} -> {load[1]:.2f}")
-    for name, t in times.items():
-        print(f"  {name:<12} {statistics.median(t):7.2f} ms   rounds {' '.join(f'{v:.2f}' for v in t)}")
+    print("\n".join(times_lines(times)))
 
 
 def main(argv=None):

@@ -80,3 +80,17 @@ def interleaved_ms(steps: dict, inputs: tuple, rounds: int, per_round: int, warm
             times[name].append((time.perf_counter() - start) / per_round * 1e3)
     return times, (load0, os.getloadavg()[0])
 
+
+
+def times_lines(times: dict) -> list:
+    """`interleaved_ms`' timings as lines: each candidate's median over rounds, then every round.
+
+    Example:
+        >>> times_lines({"plain": [2.0, 3.0, 2.5]})
+        ['  plain    2.500 ms   rounds 2.00 3.00 2.50']
+    """
+    import statistics
+
+    width = max(len(name) for name in times)
+    return [f"  {name:<{width}}  {statistics.median(t):7.3f} ms   rounds {' '.join(f'{v:.2f}' for v in t)}"
+            for name, t in times.items()]
