@@ -10,6 +10,7 @@
     python benchmarks/levers.py sharing             # fixed 32 x 64, bf16: soft sharing (grouped rows; one-hot under XLA) vs full
     python benchmarks/levers.py fusedgelu           # fixed 32 x 64: GELU as XLA-fused loops vs plain ops, bf16 and fp32
     python benchmarks/levers.py spe --warmup 4      # fixed 32 x 64: steps_per_execution 4 vs 1, bf16, fp32
+    python benchmarks/levers.py adamwkernel         # fixed 32 x 64: kmtl's AdamW kernel vs TF's ops, bf16, fp32
     python benchmarks/levers.py rowclip             # fixed 32 x 64: embedding gradient clipped on its rows vs dense, bf16, fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
@@ -61,6 +62,9 @@ PRESETS = {
     # run with --warmup 4 --steps 8) vs one
     "spe": ["data=fixed,precision=mixed_bfloat16,steps_per_execution=4", "data=fixed,precision=mixed_bfloat16",
             "data=fixed,precision=float32,steps_per_execution=4", "data=fixed,precision=float32"],
+    # kmtl's AdamW kernel (kmtl.kernels.adamw: decay + Adam in one pass per variable) vs the decay's TF ops + ResourceApplyAdam
+    "adamwkernel": ["data=fixed,precision=mixed_bfloat16,adamw_kernel=1", "data=fixed,precision=mixed_bfloat16,adamw_kernel=0",
+                    "data=fixed,precision=float32,adamw_kernel=1", "data=fixed,precision=float32,adamw_kernel=0"],
     "rowclip": ["data=fixed,precision=mixed_bfloat16,merge_rows=1", "data=fixed,precision=mixed_bfloat16,merge_rows=0",
                 "data=fixed,precision=float32,merge_rows=1", "data=fixed,precision=float32,merge_rows=0"],
 }
@@ -72,7 +76,8 @@ def parse_variant(text):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
         out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag,
-                    "attention": flag, "fusedgelu": flag, "merge_rows": flag}.get(key, lambda v: v)(value)
+                    "attention": flag, "fusedgelu": flag, "merge_rows": flag,
+                    "adamw_kernel": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len", "steps_per_execution"):
             out[key] = int(value)
     return out
@@ -82,8 +87,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
-                   help="key=value,... (data, jit, fused, merge_rows, gelu32, fusedgelu, dropout16, layernorm, attention, "
-                        "precision, padding, sharing, batch_size, seq_len, steps_per_execution)")
+                   help="key=value,... (data, jit, fused, adamw_kernel, merge_rows, gelu32, fusedgelu, dropout16, "
+                        "layernorm, attention, precision, padding, sharing, batch_size, seq_len, steps_per_execution)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

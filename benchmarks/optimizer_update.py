@@ -1,22 +1,26 @@
-"""Micro-benchmark: ways to run AdamW's passes over MiniLM-L6's weights, TensorFlow kernels against XLA.
+"""Micro-benchmark: ways to run AdamW's passes over MiniLM-L6's weights: TensorFlow's kernels, XLA, kmtl's kernel.
 
-    python benchmarks/optimizer_update.py                 # decay of the 38 kernels, Adam on the token table
+    python benchmarks/optimizer_update.py                 # decay of the 38 kernels, Adam on the token table, the kernel
     python benchmarks/optimizer_update.py --rounds 8 --iters 160
 
-Two parts of `kmtl.optimizer.AdamW`'s update, each timed against its alternatives on the shapes of
+Parts of `kmtl.optimizer.AdamW`'s update, each timed against its alternatives on the shapes of
 MiniLM-L6's weights (float32, 2 threads as TensorFlow sets them), rounds interleaved so that load
 from other jobs hits every candidate alike; the median over rounds is printed with the load:
 
 - the decoupled weight decay ``var -= var · (lr · wd)`` of the decayed kernels (the embedding tables
-  and every dense kernel, 22.5 M weights): kmtl's ``Mul`` + ``AssignSubVariableOp`` (``mul_sub``);
+  and every dense kernel, 22.5 M weights): ``Mul`` + ``AssignSubVariableOp`` (``mul_sub``, kmtl's fallback);
   one ``ResourceApplyGradientDescent`` with the variable as its own gradient (``apply_gd``, in
   place but copy-on-write: the read keeps the buffer shared); the same arithmetic compiled by XLA
   on the variable's value, the result handed to ``AssignVariableOp`` (``xla_assign``, which adopts
   the output buffer instead of copying). ``xla_assign`` is also checked against ``mul_sub``
   (its fused multiply-add rounds differently).
 - Adam's update of the [30522, 384] token table: TensorFlow's ``ResourceApplyAdam`` kernel
-  (``raw_adam``, what `kmtl.optimizer.FusedAdamUpdate` runs) against the same formula compiled by
-  XLA on the values of the variable and its two slots, assigned back (``xla_adam``).
+  (``raw_adam``) against the same formula compiled by XLA on the values of the variable and its
+  two slots, assigned back (``xla_adam``).
+- the decay and Adam's update of every decayed kernel: TensorFlow's ops (``tf_ops``: the decay's
+  ``Mul`` + ``AssignSubVariableOp``, then ``ResourceApplyAdam``) against kmtl's kernel
+  (``kmtl_kernel``, `kmtl.kernels.adamw`, what `kmtl.optimizer.FusedAdamUpdate` runs where it
+  builds), with a check that both give the same figures to the bit.
 """
 
 from __future__ import annotations
@@ -122,6 +126,41 @@ def main(argv=None):
     times, load = interleaved_ms({"raw_adam": raw_adam, "xla_adam": xla_adam}, (), args.rounds, per_round, warmup=3)
     report(f"Adam update of the token table {list(shape)}, median of {args.rounds} rounds x {per_round} calls",
            times, load)
+
+    from kmtl import kernels
+
+    kernel = kernels.adamw()
+    if kernel is None:
+        print("kmtl's AdamW kernel: not built here (see the warning); its comparison is skipped")
+        return
+    states = {name: [[tf.Variable(w) for w in start], [tf.Variable(tf.zeros_like(w)) for w in start],
+                     [tf.Variable(tf.zeros_like(w)) for w in start]] for name in ("tf_ops", "kmtl_kernel")}
+    grads = [tf.constant(rng.normal(0.0, 1e-3, w.shape).astype("float32")) for w in start]
+
+    @tf.function
+    def tf_ops():
+        weights, ms, vs = states["tf_ops"]
+        for w in weights:
+            w.assign_sub(w * rate)
+        for w, m_, v_, g in zip(weights, ms, vs, grads):
+            tf.raw_ops.ResourceApplyAdam(var=w.handle, m=m_.handle, v=v_.handle, beta1_power=0.5, beta2_power=0.5,
+                                         lr=lr, beta1=b1, beta2=b2, epsilon=eps, grad=g)
+        return weights[0][0, 0]
+
+    @tf.function
+    def kmtl_kernel():
+        weights, ms, vs = states["kmtl_kernel"]
+        for w, m_, v_, g in zip(weights, ms, vs, grads):
+            kernel(w.handle, m_.handle, v_.handle, 0.5, 0.5, lr, b1, b2, eps, rate, g)
+        return weights[0][0, 0]
+
+    tf_ops(), kmtl_kernel()
+    same = all(np.array_equal(a.numpy(), b.numpy()) for part in range(3)
+               for a, b in zip(states["tf_ops"][part], states["kmtl_kernel"][part]))
+    times, load = interleaved_ms({"tf_ops": tf_ops, "kmtl_kernel": kmtl_kernel}, (), args.rounds, per_round, warmup=3)
+    report(f"decay + Adam of the {len(start)} kernels: TensorFlow's ops (Mul, AssignSub, ResourceApplyAdam) against "
+           f"kmtl.kernels.adamw, median of {args.rounds} rounds x {per_round} calls", times, load)
+    print(f"  the same figures to the bit after one call each: {same}")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def test_make_optimizer_given_the_model_trains_its_heads_at_the_default_head_rat
 # ------------------------------------------------- the fused Adam update (issue 16)
 
 
-def _trained_weights(fused: bool, rate_multipliers=None):
+def _trained_weights(fused: bool, rate_multipliers=None, adamw_kernel: bool = True):
     tasks = [kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0), kmtl.tasks.Tagging("ner", ["O", "B-X"])]
     encoder = tiny_encoder(seed=0)
     model = kmtl.build_model(encoder, tasks)
@@ -212,21 +212,32 @@ def _trained_weights(fused: bool, rate_multipliers=None):
                 "ner": [Example(tokens=("Paris", "is", "big"), label=("B-X", "O", "O"), where=f"n:{i}") for i in range(8)]}
     ds = kmtl.data.mixture(tasks, examples, encoder.preprocessor(16), batch_size=8, sampling="uniform", seed=0)
     optimizer = make_optimizer(1e-3, 4, warmup_ratio=0.25, clipnorm=0.5, rate_multipliers=rate_multipliers)
-    optimizer.fused = fused
+    optimizer.fused, optimizer.adamw_kernel = fused, adamw_kernel
     model.compile(optimizer=optimizer)
     model.fit(ds.take(4), epochs=1, verbose=0)
     return [np.array(v) for v in model.trainable_variables], [np.array(v) for v in optimizer.variables]
 
 
 @pytest.mark.parametrize("rates", [None, {"sent": 10.0}])
-def test_fused_adam_update_is_keras_adamw(rates, monkeypatch):
-    """ResourceApplyAdam per variable gives Keras' AdamW to float rounding: weights, moments,
-    decay and clipping included, with and without per-layer rates."""
+@pytest.mark.parametrize("adamw_kernel", [True, False])
+def test_fused_adam_update_is_keras_adamw(rates, adamw_kernel, monkeypatch):
+    """One fused update per variable (kmtl's AdamW kernel, or TensorFlow's ResourceApplyAdam after the
+    decay) gives Keras' AdamW to float rounding: weights, moments, decay and clipping included, with
+    and without per-layer rates."""
     import tensorflow as tf
 
-    fused_op, updated = tf.raw_ops.ResourceApplyAdam, []
-    monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", lambda **kw: updated.append(kw["var"]) or fused_op(**kw))
-    fused, fused_state = _trained_weights(True, rates)
+    from kmtl import kernels
+
+    updated = []
+    if adamw_kernel:
+        kernel = kernels.adamw()
+        if kernel is None:
+            pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+        monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: updated.append(a[0]) or kernel(*a))
+    else:
+        fused_op = tf.raw_ops.ResourceApplyAdam
+        monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", lambda **kw: updated.append(kw["var"]) or fused_op(**kw))
+    fused, fused_state = _trained_weights(True, rates, adamw_kernel)
     assert len(updated) >= len(fused) - 1  # every variable (the token embedding's sparse gradient may not)
     monkeypatch.undo()
     plain, plain_state = _trained_weights(False, rates)
@@ -236,6 +247,37 @@ def test_fused_adam_update_is_keras_adamw(rates, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("rates", [None, {"sent": 10.0}])
+def test_the_adamw_kernel_gives_tensorflows_figures_to_the_bit(rates):
+    """kmtl's kernel (decay and Adam in one pass) against the TensorFlow ops it replaces (the decay's
+    Mul + AssignSub, then ResourceApplyAdam): the same float operations in the same order."""
+    from kmtl import kernels
+
+    if kernels.adamw() is None:
+        pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+    with_kernel, kernel_state = _trained_weights(True, rates, adamw_kernel=True)
+    with_ops, ops_state = _trained_weights(True, rates, adamw_kernel=False)
+    for a, b in zip(with_kernel + kernel_state, with_ops + ops_state):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_without_a_compiler_the_kernel_is_skipped_with_one_warning(tmp_path, monkeypatch):
+    from kmtl import kernels
+
+    monkeypatch.setenv("KMTL_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-kmtl")
+    kernels._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler 'no-such-compiler-kmtl'.*KMTL_KERNELS=0"):
+            assert kernels.adamw() is None
+        assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+        monkeypatch.setenv("KMTL_KERNELS", "0")
+        kernels._load.cache_clear()
+        assert kernels.adamw() is None  # turned off: no build, no warning
+    finally:
+        kernels._load.cache_clear()
+
+
 def _initial_weights():
     tasks = [kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0), kmtl.tasks.Tagging("ner", ["O", "B-X"])]
     return [np.array(v) for v in kmtl.build_model(tiny_encoder(seed=0), tasks).trainable_variables]
@@ -243,9 +285,10 @@ def _initial_weights():
 
 def test_fused_flag_round_trips():
     optimizer = make_optimizer(1e-4, 10)
-    assert optimizer.fused is True
-    optimizer.fused = False
-    assert type(optimizer).from_config(optimizer.get_config()).fused is False
+    assert optimizer.fused is True and optimizer.adamw_kernel is True
+    optimizer.fused, optimizer.adamw_kernel = False, False
+    again = type(optimizer).from_config(optimizer.get_config())
+    assert again.fused is False and again.adamw_kernel is False
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -255,7 +298,7 @@ def test_decoupled_weight_decay_is_one_multiply_of_lr_times_wd(fused):
     import keras
 
     optimizer = make_optimizer(0.1, 10, warmup_ratio=0.0, weight_decay=0.5)
-    optimizer.fused = fused
+    optimizer.fused, optimizer.adamw_kernel = fused, False  # with the kernel the decay is in update_step
     kernel = keras.Variable(np.arange(1, 7, dtype="float32").reshape(2, 3), name="kernel")
     bias = keras.Variable(np.ones(3, "float32"), name="bias")
     optimizer.build([kernel, bias])

@@ -101,6 +101,12 @@ def fixed_batch(batch_size: int, seq_len: int, vocab_size: int, token_classes: i
     return {"x": x, "y": y, "w": w}
 
 
+def _adamw_kernel_builds() -> bool:
+    from kmtl import kernels
+
+    return kernels.adamw() is not None
+
+
 def _set_lever(model, kind, patch, on: bool) -> None:
     """Every exact ``kind`` layer of ``model`` back on Keras' own call, then ``patch(model)`` if ``on``."""
     for layer in model._flatten_layers():
@@ -134,6 +140,8 @@ class TrainBench:
         sharing: the sharing mode (`kmtl.sharing`; default ``full``, `kmtl.build_model`'s): ``soft`` routes
             each half of the fixed batch (or each task's examples) through its task's copies of the top layers.
         fused: the optimizer's fused Adam kernel (`kmtl.optimizer.FusedAdamUpdate`) or Keras' ops.
+        adamw_kernel: kmtl's AdamW kernel (`kmtl.kernels.adamw`: decay and Adam in one pass) where it
+            builds, or TensorFlow's ops.
         merge_rows: the embedding gradient clipped on its rows (`kmtl.optimizer.clip_by_global_norm`);
             ``None`` (default): the optimizer's default (True).
         steps_per_execution: train steps per call of Keras' step function; must divide ``steps`` and
@@ -149,7 +157,8 @@ class TrainBench:
                  repeats: int = 3, warmup: int = 3, data: str = "fixed", jit: bool = False, padding: str = "grouped",
                  data_dir=None, limit: Optional[int] = None, seed: int = 0, precision: str = "float32",
                  fused: bool = True, layernorm: Optional[bool] = None, attention: Optional[bool] = None,
-                 sharing: str = "full", merge_rows: Optional[bool] = None, steps_per_execution: int = 1):
+                 sharing: str = "full", merge_rows: Optional[bool] = None, steps_per_execution: int = 1,
+                 adamw_kernel: bool = True):
         check_options(batch_size, seq_len, steps, repeats, warmup, data, padding)
         if steps_per_execution < 1 or steps % steps_per_execution or warmup % steps_per_execution:
             raise KmtlError(f"steps_per_execution must be at least 1 and divide --steps ({steps}) and --warmup "
@@ -177,6 +186,7 @@ class TrainBench:
                          "repeats": repeats, "warmup_steps": warmup, "data": data, "jit": jit,
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
                          "precision": precision, "fused_adam": fused, "sharing": sharing,
+                         "adamw_kernel": bool(adamw_kernel and fused and _adamw_kernel_builds()),
                          **({"precision_auto": reason} if asked == AUTO else {})}
         self.compute_dtype = keras.DTypePolicy(precision).compute_dtype  # the dtype the matmul peak is measured in
         self.read_seconds = None
@@ -208,6 +218,7 @@ class TrainBench:
         total = warmup + repeats * steps
         optimizer = make_optimizer(5e-5, total_steps=10 * total)
         optimizer.fused = fused  # kmtl.optimizer.FusedAdamUpdate (an A/B lever: benchmarks/levers.py)
+        optimizer.adamw_kernel = adamw_kernel  # kmtl.kernels.adamw where it builds (levers.py adamwkernel)
         if merge_rows is not None:  # kmtl.optimizer.clip_by_global_norm's merge_rows (levers.py rowclip)
             optimizer.merge_rows = merge_rows
             self.settings["merge_rows"] = merge_rows

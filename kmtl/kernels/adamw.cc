@@ -1,0 +1,110 @@
+// kmtl's AdamW step for one variable: AdamW's decoupled weight decay and TensorFlow's
+// ResourceApplyAdam in one pass over the variable and its two slots.
+//
+// Per element, in this order (the order of kmtl.optimizer's TensorFlow path: the decay
+// `var -= var * rate`, then `ResourceApplyAdam`, tensorflow/core/kernels/training_ops.cc):
+//   var -= var * decay
+//   m   += (grad - m) * (1 - beta1)
+//   v   += (grad * grad - v) * (1 - beta2)
+//   var -= m * alpha / (sqrt(v) + epsilon),  alpha = lr * sqrt(1 - beta2_power) / (1 - beta1_power)
+// Variables are locked and copied on write as TensorFlow's own training ops do them
+// (training_op_helpers.h): a value read before the update keeps its figures.
+#define EIGEN_USE_THREADS
+
+#include <cmath>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/kernels/training_op_helpers.h"
+
+namespace kmtl {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+
+REGISTER_OP("KmtlApplyAdamW")
+    .Input("var: resource")
+    .Input("m: resource")
+    .Input("v: resource")
+    .Input("beta1_power: float")
+    .Input("beta2_power: float")
+    .Input("lr: float")
+    .Input("beta1: float")
+    .Input("beta2: float")
+    .Input("epsilon: float")
+    .Input("decay: float")
+    .Input("grad: float")
+    .SetShapeFn(tensorflow::shape_inference::NoOutputs)
+    .Doc("AdamW's decoupled decay and Adam's update of `var` in one pass (kmtl/kernels/adamw.cc).");
+
+// The loop over [begin, end), compiled for AVX-512, AVX2 and plain x86-64 and picked when the
+// library loads (GCC's function multi-versioning), the float operations in the order above
+// (the build passes -ffp-contract=off: no fused multiply-add, TensorFlow's rounding).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void adamw_range(float* w, float* mp, float* vp, const float* g, int64_t begin, int64_t end, float decay,
+                        float one_minus_beta1, float one_minus_beta2, float alpha, float epsilon) {
+  const bool decays = decay != 0.0f;  // no decay: var untouched by it (as without the Mul), inf included
+  for (int64_t i = begin; i < end; ++i) {
+    float x = w[i];
+    if (decays) x -= x * decay;
+    const float mi = mp[i] + (g[i] - mp[i]) * one_minus_beta1;
+    const float vi = vp[i] + (g[i] * g[i] - vp[i]) * one_minus_beta2;
+    mp[i] = mi;
+    vp[i] = vi;
+    w[i] = x - (mi * alpha) / (std::sqrt(vi) + epsilon);
+  }
+}
+
+class ApplyAdamWOp : public OpKernel {
+ public:
+  explicit ApplyAdamWOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    using Device = Eigen::ThreadPoolDevice;
+    auto locks = tensorflow::MaybeLockVariableInputMutexesInOrder<Device, float>(ctx, false, false, {0, 1, 2});
+    Tensor var, m, v;
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 0, false, false, &var));
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 1, false, false, &m));
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 2, false, false, &v));
+    OP_REQUIRES(ctx, var.IsInitialized() && m.IsInitialized() && v.IsInitialized(),
+                tensorflow::errors::FailedPrecondition("KmtlApplyAdamW: uninitialized variable or slot"));
+    const Tensor& grad = ctx->input(10);
+    OP_REQUIRES(ctx, var.shape().IsSameSize(m.shape()) && var.shape().IsSameSize(v.shape()) &&
+                         var.shape().IsSameSize(grad.shape()),
+                tensorflow::errors::InvalidArgument("KmtlApplyAdamW: var, m, v and grad differ in shape: ",
+                                                    var.shape().DebugString(), " ", grad.shape().DebugString()));
+    for (int i = 3; i < 10; ++i) {
+      OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape()),
+                  tensorflow::errors::InvalidArgument("KmtlApplyAdamW: input ", i, " must be a scalar"));
+    }
+    const float beta1_power = ctx->input(3).scalar<float>()();
+    const float beta2_power = ctx->input(4).scalar<float>()();
+    const float lr = ctx->input(5).scalar<float>()();
+    const float beta1 = ctx->input(6).scalar<float>()();
+    const float beta2 = ctx->input(7).scalar<float>()();
+    const float epsilon = ctx->input(8).scalar<float>()();
+    const float decay = ctx->input(9).scalar<float>()();
+    const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
+
+    float* w = var.flat<float>().data();
+    float* mp = m.flat<float>().data();
+    float* vp = v.flat<float>().data();
+    const float* g = grad.flat<float>().data();
+    auto work = [=](int64_t begin, int64_t end) {
+      adamw_range(w, mp, vp, g, begin, end, decay, one_minus_beta1, one_minus_beta2, alpha, epsilon);
+    };
+    // cost per element in cycles, roughly: 4 loads, 3 stores, a square root and a division
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(var.NumElements(), 40, work);
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("KmtlApplyAdamW").Device(tensorflow::DEVICE_CPU), ApplyAdamWOp);
+
+}  // namespace kmtl
