@@ -179,13 +179,19 @@ class FusedAdamUpdate:
             return None
         return tf.cast(self.learning_rate, tf.float32) * tf.cast(self.weight_decay, tf.float32)
 
+    def _decay_here(self, variable):
+        """With the kernel, `_apply_weight_decay` skipped the decay: variables updated without the
+        kernel are decayed here, before their update."""
+        rate = self._decay_rate(variable)
+        if rate is not None:
+            variable.assign_sub(variable * tf.cast(rate, variable.dtype))
+
     def update_step(self, gradient, variable, learning_rate):
         kernel = self._kernel()
         if (not self.fused or self.amsgrad or isinstance(gradient, tf.IndexedSlices)
                 or variable.dtype != "float32" or not isinstance(_tf_variable(variable), tf.Variable)):
-            rate = self._decay_rate(variable) if kernel is not None else None
-            if rate is not None:  # the kernel's optimizer skipped it in _apply_weight_decay
-                variable.assign_sub(variable * tf.cast(rate, variable.dtype))
+            if kernel is not None:
+                self._decay_here(variable)
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, tf.float32)
@@ -195,10 +201,12 @@ class FusedAdamUpdate:
         powers = (tf.pow(beta_1, step), tf.pow(beta_2, step))
         lr, epsilon = tf.cast(learning_rate, tf.float32), tf.constant(self.epsilon, tf.float32)
         grad = tf.cast(gradient, tf.float32)
-        if kernel is not None:
+        if kernel is not None and on_cpu(_tf_variable(variable)):
             rate = self._decay_rate(variable)
             kernel(*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate, grad)
             return
+        if kernel is not None:  # a variable on a GPU: the kernel is CPU-only
+            self._decay_here(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=handles[0], m=handles[1], v=handles[2], beta1_power=powers[0], beta2_power=powers[1],
             lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad, use_locking=False)
@@ -227,6 +235,17 @@ class FusedAdamUpdate:
 
     def get_config(self):
         return {**super().get_config(), "fused": self.fused, "adamw_kernel": self.adamw_kernel}
+
+
+def on_cpu(variable) -> bool:
+    """Whether ``variable`` lives on a CPU (or has no device yet): where `kmtl.kernels.adamw` runs.
+
+    Example:
+        >>> on_cpu(tf.Variable(1.0))   # on a machine without GPU
+        True
+    """
+    device = tf.DeviceSpec.from_string(getattr(variable, "device", "") or "")
+    return device.device_type in (None, "CPU")
 
 
 def _tf_variable(variable):

@@ -261,6 +261,37 @@ def test_the_adamw_kernel_gives_tensorflows_figures_to_the_bit(rates):
         np.testing.assert_array_equal(a, b)
 
 
+def test_variables_off_the_cpu_take_tensorflows_ops_and_keep_their_decay(monkeypatch):
+    """The kernel is CPU-only: a variable on a GPU is updated by ResourceApplyAdam, decayed first (the
+    kernel's optimizer skips `_apply_weight_decay`), and ends where the ops-only optimizer ends."""
+    from kmtl import kernels
+    from kmtl import optimizer as optimizer_module
+
+    kernel = kernels.adamw()
+    if kernel is None:
+        pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+    calls = []
+    monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(optimizer_module, "on_cpu", lambda variable: False)
+    off_cpu, off_cpu_state = _trained_weights(True, None, adamw_kernel=True)
+    assert calls == []
+    monkeypatch.undo()
+    with_ops, ops_state = _trained_weights(True, None, adamw_kernel=False)
+    for a, b in zip(off_cpu + off_cpu_state, with_ops + ops_state):
+        np.testing.assert_array_equal(a, b)
+
+    class OnGpu:
+        device = "/job:localhost/replica:0/task:0/device:GPU:0"
+
+    assert not optimizer_module.on_cpu(OnGpu()) and optimizer_module.on_cpu(tf_variable())
+
+
+def tf_variable():
+    import tensorflow as tf
+
+    return tf.Variable(1.0)
+
+
 def test_without_a_compiler_the_kernel_is_skipped_with_one_warning(tmp_path, monkeypatch):
     from kmtl import kernels
 
