@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent / "kmtl"
 
 LAYERS = [
     {"errors", "files", "keras_registration", "progress", "registry", "tf_startup", "defaults",
-     "activations", "dropout", "layer_norm", "attention", "dense", "tape"},  # leaves (the last six: float32
-    # activations, 16-bit dropout, LayerNorm's backward, matmul attention, fused inference dense, "in training?")
+     "activations", "dropout", "layer_norm", "attention", "dense", "tape", "kernels"},  # leaves (the last
+    # seven: float32 activations, 16-bit dropout, LayerNorm's backward, matmul attention, fused inference dense,
+    # "in training?", C++ ops)
     {"data", "config"},                                                 # examples, sources, tf.data; the YAML schema
     {"tasks", "metrics"},                                               # task kinds, their metrics
     {"backbone", "sharing", "optimizer"},   # the encoder, how tasks share it; AdamW (finds the heads' layers)
