@@ -203,6 +203,16 @@ def test_make_optimizer_given_the_model_trains_its_heads_at_the_default_head_rat
 # ------------------------------------------------- the fused Adam update (issue 16)
 
 
+def _kernel_or_skip():
+    """kmtl's AdamW op, or skip the test where it cannot be built (no C++ compiler)."""
+    from kmtl import kernels
+
+    kernel = kernels.adamw()
+    if kernel is None:
+        pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+    return kernel
+
+
 def _trained_weights(fused: bool, rate_multipliers=None, adamw_kernel: bool = True):
     tasks = [kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0), kmtl.tasks.Tagging("ner", ["O", "B-X"])]
     encoder = tiny_encoder(seed=0)
@@ -230,9 +240,7 @@ def test_fused_adam_update_is_keras_adamw(rates, adamw_kernel, monkeypatch):
 
     updated = []
     if adamw_kernel:
-        kernel = kernels.adamw()
-        if kernel is None:
-            pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+        kernel = _kernel_or_skip()
         monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: updated.append(a[0]) or kernel(*a))
     else:
         fused_op = tf.raw_ops.ResourceApplyAdam
@@ -251,10 +259,7 @@ def test_fused_adam_update_is_keras_adamw(rates, adamw_kernel, monkeypatch):
 def test_the_adamw_kernel_gives_tensorflows_figures_to_the_bit(rates):
     """kmtl's kernel (decay and Adam in one pass) against the TensorFlow ops it replaces (the decay's
     Mul + AssignSub, then ResourceApplyAdam): the same float operations in the same order."""
-    from kmtl import kernels
-
-    if kernels.adamw() is None:
-        pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+    _kernel_or_skip()
     with_kernel, kernel_state = _trained_weights(True, rates, adamw_kernel=True)
     with_ops, ops_state = _trained_weights(True, rates, adamw_kernel=False)
     for a, b in zip(with_kernel + kernel_state, with_ops + ops_state):
@@ -267,9 +272,7 @@ def test_variables_off_the_cpu_take_tensorflows_ops_and_keep_their_decay(monkeyp
     from kmtl import kernels
     from kmtl import optimizer as optimizer_module
 
-    kernel = kernels.adamw()
-    if kernel is None:
-        pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
+    kernel = _kernel_or_skip()
     calls = []
     monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: calls.append(1) or kernel(*a))
     monkeypatch.setattr(optimizer_module, "on_cpu", lambda variable: False)
@@ -283,13 +286,9 @@ def test_variables_off_the_cpu_take_tensorflows_ops_and_keep_their_decay(monkeyp
     class OnGpu:
         device = "/job:localhost/replica:0/task:0/device:GPU:0"
 
-    assert not optimizer_module.on_cpu(OnGpu()) and optimizer_module.on_cpu(tf_variable())
-
-
-def tf_variable():
     import tensorflow as tf
 
-    return tf.Variable(1.0)
+    assert not optimizer_module.on_cpu(OnGpu()) and optimizer_module.on_cpu(tf.Variable(1.0))
 
 
 def test_without_a_compiler_the_kernel_is_skipped_with_one_warning(tmp_path, monkeypatch):
