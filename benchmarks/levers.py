@@ -11,6 +11,8 @@
     python benchmarks/levers.py fusedgelu           # fixed 32 x 64: GELU as XLA-fused loops vs plain ops, bf16 and fp32
     python benchmarks/levers.py spe --warmup 4      # fixed 32 x 64: steps_per_execution 4 vs 1, bf16, fp32
     python benchmarks/levers.py adamwkernel         # fixed 32 x 64: kmtl's AdamW kernel vs TF's ops, bf16, fp32
+    python benchmarks/levers.py dropoutkernel       # fixed 32 x 64: kmtl's dropout kernel vs its TF ops, bf16, fp32
+    python benchmarks/levers.py clipfold            # fixed 32 x 64: the clip's multiply in the AdamW kernel vs its own pass
     python benchmarks/levers.py rowclip             # fixed 32 x 64: embedding gradient clipped on its rows vs dense, bf16, fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
 
@@ -65,6 +67,13 @@ PRESETS = {
     # kmtl's AdamW kernel (kmtl.kernels.adamw: decay + Adam in one pass per variable) vs the decay's TF ops + ResourceApplyAdam
     "adamwkernel": ["data=fixed,precision=mixed_bfloat16,adamw_kernel=1", "data=fixed,precision=mixed_bfloat16,adamw_kernel=0",
                     "data=fixed,precision=float32,adamw_kernel=1", "data=fixed,precision=float32,adamw_kernel=0"],
+    # kmtl.dropout by kmtl's one-pass kernel (the default where it builds) vs TensorFlow's ops
+    "dropoutkernel": ["data=fixed,precision=mixed_bfloat16,dropoutkernel=1",
+                      "data=fixed,precision=mixed_bfloat16,dropoutkernel=0",
+                      "data=fixed,precision=float32,dropoutkernel=1", "data=fixed,precision=float32,dropoutkernel=0"],
+    # the global-norm clip's multiply inside kmtl's AdamW kernel (the default) vs a Mul per gradient
+    "clipfold": ["data=fixed,precision=mixed_bfloat16,fold_clip=1", "data=fixed,precision=mixed_bfloat16,fold_clip=0",
+                 "data=fixed,precision=float32,fold_clip=1", "data=fixed,precision=float32,fold_clip=0"],
     "rowclip": ["data=fixed,precision=mixed_bfloat16,merge_rows=1", "data=fixed,precision=mixed_bfloat16,merge_rows=0",
                 "data=fixed,precision=float32,merge_rows=1", "data=fixed,precision=float32,merge_rows=0"],
 }
@@ -75,8 +84,8 @@ def parse_variant(text):
     for part in text.split(","):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
-        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "layernorm": flag,
-                    "attention": flag, "fusedgelu": flag, "merge_rows": flag,
+        out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "dropoutkernel": flag,
+                    "layernorm": flag, "attention": flag, "fusedgelu": flag, "merge_rows": flag, "fold_clip": flag,
                     "adamw_kernel": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len", "steps_per_execution"):
             out[key] = int(value)
@@ -87,8 +96,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
-                   help="key=value,... (data, jit, fused, adamw_kernel, merge_rows, gelu32, fusedgelu, dropout16, "
-                        "layernorm, attention, precision, padding, sharing, batch_size, seq_len, steps_per_execution)")
+                   help="key=value,... (data, jit, fused, adamw_kernel, merge_rows, fold_clip, gelu32, fusedgelu, "
+                        "dropout16, dropoutkernel, layernorm, attention, precision, padding, sharing, batch_size, "
+                        "seq_len, steps_per_execution)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -103,22 +113,29 @@ def main(argv=None):
     from kmtl.activations import Float32Activation
     from kmtl.bench.peak import matmul_peak
     from kmtl.bench.train import TrainBench
+    from kmtl.dropout import fast_dropout
 
     benches = []
     for text in variants:
         v = parse_variant(text)
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
         gelu32, fusedgelu, dropout16 = v.pop("gelu32", True), v.pop("fusedgelu", True), v.pop("dropout16", True)
+        dropout_kernel, fold_clip = v.pop("dropoutkernel", True), v.pop("fold_clip", True)
         bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
         for layer in bench.model._flatten_layers():  # kmtl.activations.fast_activations' wrapper
             if isinstance(getattr(layer, "activation", None), Float32Activation):
                 layer.activation.fused = fusedgelu  # False: plain ops in training too
                 if not gelu32:  # unwrapped: the activation in the compute dtype
                     layer.activation = layer.activation.activation
-        if not dropout16:  # undo kmtl.dropout.fast_dropout: Keras' Dropout.call again
+        if not dropout16 or not dropout_kernel:  # undo kmtl.dropout.fast_dropout: Keras' Dropout.call again
             for layer in bench.model._flatten_layers():
                 if type(layer) is keras.layers.Dropout:
                     layer.__dict__.pop("call", None)
+            if dropout16:  # kmtl's dropout in TensorFlow's ops, not its kernel
+                fast_dropout(bench.model, kernel=False)
+        if not fold_clip:  # kmtl.optimizer.AllReducedClipping: the clip's multiply before the update again
+            optimizer = bench.model.optimizer
+            getattr(optimizer, "inner_optimizer", optimizer).fold_clip = False
         benches.append((text, bench))
     peak = matmul_peak()
     batches = {text: b.batches() for text, b in benches}

@@ -151,7 +151,7 @@ def main(argv=None):
     def kmtl_kernel():
         weights, ms, vs = states["kmtl_kernel"]
         for w, m_, v_, g in zip(weights, ms, vs, grads):
-            kernel(w.handle, m_.handle, v_.handle, 0.5, 0.5, lr, b1, b2, eps, rate, g)
+            kernel(w.handle, m_.handle, v_.handle, 0.5, 0.5, lr, b1, b2, eps, rate, g, 1.0)
         return weights[0][0, 0]
 
     tf_ops(), kmtl_kernel()

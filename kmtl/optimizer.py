@@ -60,23 +60,36 @@ def clip_by_global_norm(gradients, clip_norm, merge_rows: bool = True):
         >>> clip_by_global_norm([tf.constant([3.0]), tf.constant([4.0])], 1.0)  # norm 5
         [<tf.Tensor: ... [0.6]>, <tf.Tensor: ... [0.8]>]
     """
+    gradients, scale = _clip_scale(gradients, clip_norm, merge_rows)
+    if scale is None:
+        return gradients
+    return [None if g is None else _scaled(g, scale) for g in gradients]
+
+
+def _clip_scale(gradients, clip_norm, merge_rows: bool = True):
+    """``(gradients, scale)``: the gradients as `clip_by_global_norm` scales them (`tf.IndexedSlices`
+    rows merged, or made dense without ``merge_rows``), not scaled yet, and the float32 scalar
+    ``clip_norm / max(norm, clip_norm)`` (NaN where the norm is not finite); ``scale`` is None
+    where every gradient is None."""
     gradients = [(_merged(g) if merge_rows else tf.convert_to_tensor(g)) if isinstance(g, tf.IndexedSlices) else g
                  for g in gradients]
     present = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients if g is not None]
     if not present:
-        return gradients
+        return gradients, None
     # one L2Loss per tensor and one AddN, instead of Keras' per-variable clip (~8 ops each);
     # squares summed in float32 (a float16 sum of squares overflows at 65504)
     norm = tf.sqrt(2.0 * tf.add_n([tf.nn.l2_loss(g if g.dtype == tf.float32 else tf.cast(g, tf.float32))
                                    for g in present]))
-    scale = clip_norm / tf.maximum(norm, clip_norm) + (norm - norm)  # + (norm - norm): NaN if not finite
+    return gradients, clip_norm / tf.maximum(norm, clip_norm) + (norm - norm)  # + (norm - norm): NaN if not finite
 
-    def scaled(g):
-        if isinstance(g, tf.IndexedSlices):  # merged rows: scaled, then scattered into the dense table
-            return tf.convert_to_tensor(tf.IndexedSlices(g.values * tf.cast(scale, g.dtype), g.indices, g.dense_shape))
-        return g * tf.cast(scale, g.dtype)
 
-    return [None if g is None else scaled(g) for g in gradients]
+def _scaled(gradient, scale):
+    """``gradient * scale`` in the gradient's dtype (`clip_by_global_norm`'s multiply); merged
+    `tf.IndexedSlices` rows are scaled, then scattered into the dense table."""
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.convert_to_tensor(tf.IndexedSlices(gradient.values * tf.cast(scale, gradient.dtype),
+                                                     gradient.indices, gradient.dense_shape))
+    return gradient * tf.cast(scale, gradient.dtype)
 
 
 def _merged(rows: tf.IndexedSlices) -> tf.IndexedSlices:
@@ -104,17 +117,31 @@ class AllReducedClipping:
     decay and `keras.optimizers.LossScaleOptimizer` (which unscales before calling `apply`)
     are unchanged. ``clipnorm`` and ``clipvalue`` keep Keras' per-replica behaviour.
 
+    The clip's multiply (``gradient * scale``, `clip_by_global_norm`'s) is done before the
+    update, except for the gradients whose ``update_step`` takes the scale itself
+    (``_takes_grad_scale``: `FusedAdamUpdate` with kmtl's AdamW kernel, which multiplies each
+    element as it reads it, one pass over the gradient fewer, the same figures to the bit).
+
     Keras private methods overridden (TensorFlow backend, keras 3.15): ``_clip_gradients``
     (skips ``global_clipnorm`` there) and ``_backend_update_step`` (the TF backend's: all-reduce
-    with ``_all_reduce_sum_gradients``, clip, then ``_distributed_tf_update_step``).
+    with ``_all_reduce_sum_gradients``, clip, then ``_distributed_clipped_update_step``, the TF
+    backend's ``_distributed_tf_update_step`` handing the clip's scale to ``update_step`` where
+    it takes it).
     """
 
     merge_rows = True  # clip_by_global_norm's merge_rows (an A/B lever: benchmarks/levers.py rowclip)
+    fold_clip = True  # False: every gradient scaled before its update (an A/B lever: benchmarks/levers.py clipfold)
 
     def _clip_gradients(self, grads):
         if self.global_clipnorm:
             return grads  # clipped after the all-reduce, in _backend_update_step
         return super()._clip_gradients(grads)
+
+    def _takes_grad_scale(self, gradient, variable) -> bool:
+        """Whether ``update_step(gradient, variable, lr, grad_scale=scale)`` applies the clip's
+        ``scale`` itself, to the same figures as the clip's multiply: never here (`FusedAdamUpdate`
+        overrides it)."""
+        return False
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if not self.global_clipnorm:
@@ -123,11 +150,36 @@ class AllReducedClipping:
         # between the all-reduce and the update (that method clips nothing itself)
         variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
         reduced = self._all_reduce_sum_gradients(list(zip(grads, variables)))
-        clipped = clip_by_global_norm([g for g, _ in reduced], self.global_clipnorm, merge_rows=self.merge_rows)
+        gradients, scale = _clip_scale([g for g, _ in reduced], self.global_clipnorm, merge_rows=self.merge_rows)
+        updates = []  # (gradient, variable, the scale update_step applies, or None: scaled here)
+        for gradient, variable in zip(gradients, variables):
+            if gradient is None or scale is None:
+                updates.append((gradient, variable, None))
+            elif self.fold_clip and self._takes_grad_scale(gradient, variable):
+                updates.append((gradient, variable, scale))
+            else:
+                updates.append((_scaled(gradient, scale), variable, None))
         tf.__internal__.distribute.interim.maybe_merge_call(
-            self._distributed_tf_update_step, self._distribution_strategy,
-            list(zip(clipped, variables)), learning_rate,
+            self._distributed_clipped_update_step, self._distribution_strategy, updates, learning_rate,
         )
+
+    def _distributed_clipped_update_step(self, distribution, updates, learning_rate):
+        """keras/src/backend/tensorflow/optimizer.py::_distributed_tf_update_step for
+        ``(gradient, variable, grad_scale)`` triples: ``update_step`` on each variable's devices,
+        given ``grad_scale`` where it is not None."""
+
+        def apply(variable, gradient, learning_rate):
+            return self.update_step(gradient, variable, learning_rate)
+
+        def apply_scaled(variable, gradient, learning_rate, grad_scale):
+            return self.update_step(gradient, variable, learning_rate, grad_scale=grad_scale)
+
+        for gradient, variable, grad_scale in updates:
+            if grad_scale is None:
+                distribution.extended.update(variable, apply, args=(gradient, learning_rate), group=False)
+            else:
+                distribution.extended.update(variable, apply_scaled, args=(gradient, learning_rate, grad_scale),
+                                             group=False)
 
 
 class FusedAdamUpdate:
@@ -152,7 +204,14 @@ class FusedAdamUpdate:
     compiler) the decay and the Adam update of each variable are one pass instead of three: the
     same figures to the bit, 14 against 30 ms for MiniLM-L6's weights (2026-12-03, Intel(R) Xeon(R)
     Processor, 2 vCPUs; ``python benchmarks/optimizer_update.py``). Where the kernel cannot be
-    built, the decay and ``ResourceApplyAdam`` run as TensorFlow ops.
+    built, the decay and ``ResourceApplyAdam`` run as TensorFlow ops. The kernel also takes the
+    global-norm clip's scale (`AllReducedClipping`, ``global_clipnorm``) and uses
+    ``g = grad · scale`` in the formulas above (a float32 multiply, the clip's own: the same figures
+    to the bit), so the clip makes no pass of its own over the float32 gradients of the variables
+    the kernel updates; ``scale`` is 1 without the clip. The other gradients are scaled before
+    their update, as `clip_by_global_norm` does: an embedding's merged rows (scaled, then scattered
+    into the dense table the kernel gets with a scale of 1), non-float32 gradients, and those of
+    variables off the CPU or not updated by the kernel.
 
     Args:
         fused: False: Keras' own ``update_step`` everywhere (for an A/B).
@@ -186,10 +245,26 @@ class FusedAdamUpdate:
         if rate is not None:
             variable.assign_sub(variable * tf.cast(rate, variable.dtype))
 
-    def update_step(self, gradient, variable, learning_rate):
+    def _fused_for(self, gradient, variable) -> bool:
+        """Whether `update_step` updates ``variable`` with one fused op (kmtl's kernel or
+        ``ResourceApplyAdam``), not Keras' ``update_step``."""
+        return not (not self.fused or self.amsgrad or isinstance(gradient, tf.IndexedSlices)
+                    or variable.dtype != "float32" or not isinstance(_tf_variable(variable), tf.Variable))
+
+    def _takes_grad_scale(self, gradient, variable) -> bool:
+        # kmtl's kernel updates the variable and the gradient is float32: the kernel's multiply
+        # (float32, no fused multiply-add) is the clip's `gradient * scale`, to the bit
+        return (gradient.dtype == tf.float32 and self._kernel() is not None and self._fused_for(gradient, variable)
+                and on_cpu(_tf_variable(variable)))
+
+    def update_step(self, gradient, variable, learning_rate, grad_scale=None):
+        """Keras' ``update_step``; ``grad_scale`` (the global-norm clip's scale, from
+        `AllReducedClipping`) multiplies the gradient: in kmtl's kernel, or first as
+        `clip_by_global_norm` does where the kernel does not update ``variable``."""
+        if grad_scale is not None and not self._takes_grad_scale(gradient, variable):
+            gradient, grad_scale = _scaled(gradient, grad_scale), None
         kernel = self._kernel()
-        if (not self.fused or self.amsgrad or isinstance(gradient, tf.IndexedSlices)
-                or variable.dtype != "float32" or not isinstance(_tf_variable(variable), tf.Variable)):
+        if not self._fused_for(gradient, variable):
             if kernel is not None:
                 self._decay_here(variable)
             return super().update_step(gradient, variable, learning_rate)
@@ -203,7 +278,8 @@ class FusedAdamUpdate:
         grad = tf.cast(gradient, tf.float32)
         if kernel is not None and on_cpu(_tf_variable(variable)):
             rate = self._decay_rate(variable)
-            kernel(*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate, grad)
+            scale = tf.ones([]) if grad_scale is None else tf.cast(grad_scale, tf.float32)  # x * 1 is x
+            kernel(*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate, grad, scale)
             return
         if kernel is not None:  # a variable on a GPU: the kernel is CPU-only
             self._decay_here(variable)
@@ -308,11 +384,11 @@ class LayerRateAdamW(AdamW):
         super().build(variables)
         self._factors = [self.multiplier_of(v) for v in variables]
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient, variable, learning_rate, grad_scale=None):
         factor = self._factors[self._get_variable_index(variable)]
         if factor != 1.0:
             learning_rate = ops.multiply(learning_rate, factor)
-        return super().update_step(gradient, variable, learning_rate)
+        return super().update_step(gradient, variable, learning_rate, grad_scale=grad_scale)
 
     def get_config(self):
         return {**super().get_config(), "rate_multipliers": dict(self.rate_multipliers)}

@@ -54,3 +54,91 @@ def test_the_models_dropout_layers_use_it_and_training_is_random_inference_is_no
         loss = tf.reduce_sum(model(x, training=True)["s"] ** 2)
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None for g in grads[:3])
+
+
+def _kernel_or_skip():
+    from kmtl import kernels
+
+    ops = kernels.dropout()
+    if ops is None:
+        pytest.skip("kmtl's dropout kernel does not build here (no C++ compiler, or KMTL_KERNELS=0)")
+    return ops
+
+
+def _bits(t):
+    return tf.bitcast(t, tf.int32 if t.dtype == tf.float32 else tf.int16).numpy()
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
+@pytest.mark.parametrize("shape", [[1], [9], [3, 5, 7], [4, 3, 16, 16]])
+def test_the_kernel_gives_the_ops_mask_and_figures_to_the_bit(dtype, shape):
+    _kernel_or_skip()
+    for seed in (tf.constant([1, 2]), tf.constant([-7, 123456789]), tf.constant([5, -3], tf.int64)):
+        x = tf.cast(tf.random.stateless_normal(shape, seed=[7, 8]), dtype)
+        dy = tf.cast(tf.random.stateless_normal(shape, seed=[9, 8]), dtype)
+        results = []
+        for kernel in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = dropout(x, 0.3, seed, kernel=kernel)
+            results.append((y, tape.gradient(y, x, dy)))
+        (y, dx), (y_ops, dx_ops) = results
+        np.testing.assert_array_equal(_bits(y), _bits(y_ops))
+        np.testing.assert_array_equal(_bits(dx), _bits(dx_ops))
+        np.testing.assert_array_equal(y.numpy() != 0, keep_mask(shape, 0.3, seed).numpy() & (x.numpy() != 0))
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_both_philox_loops_give_tensorflows_words(portable):
+    ops = _kernel_or_skip()  # portable=False: the AVX-512 loop where the CPU has it
+    for shape, seed in (([5000], [1, 2]), ([3, 4099], [-5, 2 ** 31 - 1]), ([17], [0, 0])):
+        x = tf.ones(shape)
+        y, keep = ops.kmtl_dropout(x, tf.constant(seed), tf.constant(2.0), threshold=threshold(0.5), portable=portable)
+        np.testing.assert_array_equal(keep.numpy(), keep_mask(shape, 0.5, tf.constant(seed)).numpy())
+        np.testing.assert_array_equal(y.numpy(), np.where(keep.numpy(), 2.0, 0.0))
+
+
+def test_the_kernel_drops_nan_and_inf_and_keeps_them_where_kept():
+    _kernel_or_skip()
+    x = tf.constant([np.nan, np.inf, -np.inf, 1.0] * 64)
+    y, y_ops = dropout(x, 0.5, tf.constant([1, 1])), dropout(x, 0.5, tf.constant([1, 1]), kernel=False)
+    np.testing.assert_array_equal(_bits(y), _bits(y_ops))  # NaN where kept, +0 where dropped, in both
+
+
+def test_the_kernel_inside_a_compiled_training_step_matches_the_ops():
+    _kernel_or_skip()
+    layer = keras.layers.Dropout(0.2, seed=11)
+    x = tf.random.stateless_normal([8, 33], seed=[1, 2])
+    outs = {}
+    for kernel in (True, False):
+        layer.__dict__.pop("call", None)
+        fast_dropout(keras.Sequential([layer]), kernel=kernel)
+        layer.seed_generator.state.assign([11, 0])
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * y)
+            return y, tape.gradient(loss, x)
+
+        outs[kernel] = [t.numpy() for t in step(x)]
+    for a, b in zip(outs[True], outs[False]):
+        np.testing.assert_array_equal(a, b)
+    assert 0 < (outs[True][0] == 0).mean() < 0.5
+
+
+def test_without_a_compiler_the_ops_run(monkeypatch, tmp_path):
+    from kmtl import kernels
+
+    kernels._load.cache_clear()
+    monkeypatch.setenv("KMTL_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-kmtl")
+    try:
+        with pytest.warns(RuntimeWarning, match="dropout kernel is not used"):
+            assert kernels.dropout() is None
+        y = dropout(tf.ones([100]), 0.5, tf.constant([1, 2]))  # the ops path, same figures
+        np.testing.assert_array_equal(y.numpy(), dropout(tf.ones([100]), 0.5, tf.constant([1, 2]), kernel=False).numpy())
+    finally:
+        kernels._load.cache_clear()

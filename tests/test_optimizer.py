@@ -213,7 +213,7 @@ def _kernel_or_skip():
     return kernel
 
 
-def _trained_weights(fused: bool, rate_multipliers=None, adamw_kernel: bool = True):
+def _trained_weights(fused: bool, rate_multipliers=None, adamw_kernel: bool = True, clipnorm: float = 0.5):
     tasks = [kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0), kmtl.tasks.Tagging("ner", ["O", "B-X"])]
     encoder = tiny_encoder(seed=0)
     model = kmtl.build_model(encoder, tasks)
@@ -221,7 +221,7 @@ def _trained_weights(fused: bool, rate_multipliers=None, adamw_kernel: bool = Tr
                          enumerate([("a good film", "pos"), ("a bad plot", "neg")] * 4)],
                 "ner": [Example(tokens=("Paris", "is", "big"), label=("B-X", "O", "O"), where=f"n:{i}") for i in range(8)]}
     ds = kmtl.data.mixture(tasks, examples, encoder.preprocessor(16), batch_size=8, sampling="uniform", seed=0)
-    optimizer = make_optimizer(1e-3, 4, warmup_ratio=0.25, clipnorm=0.5, rate_multipliers=rate_multipliers)
+    optimizer = make_optimizer(1e-3, 4, warmup_ratio=0.25, clipnorm=clipnorm, rate_multipliers=rate_multipliers)
     optimizer.fused, optimizer.adamw_kernel = fused, adamw_kernel
     model.compile(optimizer=optimizer)
     model.fit(ds.take(4), epochs=1, verbose=0)
@@ -264,6 +264,110 @@ def test_the_adamw_kernel_gives_tensorflows_figures_to_the_bit(rates):
     with_ops, ops_state = _trained_weights(True, rates, adamw_kernel=False)
     for a, b in zip(with_kernel + kernel_state, with_ops + ops_state):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_adamw_kernel_applies_the_global_clip_to_tensorflows_figures_to_the_bit(monkeypatch):
+    """With the kernel the global-norm clip's multiply is the kernel's (``g = grad * grad_scale``): the
+    clip scales only the gradients the kernel does not take (the embeddings' merged rows), and a fit
+    ends where the TensorFlow ops (the clip's Mul on every gradient, decay, ResourceApplyAdam) end, to
+    the bit, with a clip that binds on every step and with one that never does."""
+    import tensorflow as tf
+
+    from kmtl import optimizer as optimizer_module
+
+    _kernel_or_skip()
+    scaled = optimizer_module._scaled
+    scale_multiplies = {True: [], False: []}
+    finals = {}
+    for clipnorm in (1e-3, 1e6):  # the gradient's global norm is far above 1e-3 and far below 1e6
+        for adamw_kernel in (True, False):
+            seen = scale_multiplies[adamw_kernel]
+            monkeypatch.setattr(optimizer_module, "_scaled", lambda g, scale, seen=seen: seen.append(g) or scaled(g, scale))
+            finals[clipnorm, adamw_kernel] = _trained_weights(True, None, adamw_kernel=adamw_kernel, clipnorm=clipnorm)
+            monkeypatch.undo()
+        (with_kernel, kernel_state), (with_ops, ops_state) = finals[clipnorm, True], finals[clipnorm, False]
+        for a, b in zip(with_kernel + kernel_state, with_ops + ops_state):
+            np.testing.assert_array_equal(a, b)
+    # the clip bound: Adam's steps of a gradient scaled down to a global norm of 1e-3 (elements
+    # near epsilon) are far shorter than the unclipped ones
+    binding, free = finals[1e-3, True][0], finals[1e6, True][0]
+    assert max(np.abs(a - b).max() for a, b in zip(binding, free)) > 1e-4
+    # with the kernel only the merged embedding rows are multiplied by the clip; without, every gradient
+    assert scale_multiplies[True] and all(isinstance(g, tf.IndexedSlices) for g in scale_multiplies[True])
+    assert sum(not isinstance(g, tf.IndexedSlices) for g in scale_multiplies[False]) >= len(binding) - 2
+
+
+def _clipped_apply_steps(adamw_kernel: bool, steps, monkeypatch, wrap=None, **options):
+    """The variables (a vector, a matrix, an embedding table given sparse rows) after ``optimizer.apply``
+    of each step's gradients, and the ``grad_scale`` of every kernel call."""
+    import keras
+    import tensorflow as tf
+
+    from kmtl import kernels
+    from kmtl.optimizer import AdamW
+
+    scales = []
+    if adamw_kernel:
+        kernel = _kernel_or_skip()
+        monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: scales.append(float(a[-1])) or kernel(*a))
+    optimizer = AdamW(learning_rate=0.1, weight_decay=0.1, global_clipnorm=1.0, adamw_kernel=adamw_kernel, **options)
+    if wrap is not None:
+        optimizer = wrap(optimizer)
+    variables = [keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones((2, 2), "float32")),
+                 keras.Variable(np.ones((4, 2), "float32"))]
+    for dense, rows in steps:
+        table = tf.IndexedSlices(tf.constant(rows, tf.float32), tf.constant([2, 0]), tf.constant([4, 2]))
+        optimizer.apply([tf.constant(g, tf.float32) for g in dense] + [table], variables)
+    monkeypatch.undo()
+    return [np.array(v) for v in variables], scales
+
+
+# step 1: global norm 13 (clipped to 1); step 2: norm 0.5 (not clipped)
+SPARSE_STEPS = [([[3.0, 0.0, 0.0], [[0.0, 0.0], [0.0, 4.0]]], [[12.0, 0.0], [0.0, 0.0]]),
+                ([[0.3, 0.0, 0.0], [[0.0, 0.4], [0.0, 0.0]]], [[0.0, 0.0], [0.0, 0.0]])]
+
+
+def test_the_kernel_takes_the_clips_scale_and_ends_where_the_ops_end(monkeypatch):
+    """Eager steps, one clipped (norm 13), one not: the kernel gets the clip's scale (1/13, then 1) with
+    the dense gradients; the embedding's rows are scaled by the clip (then scattered into the dense
+    table the kernel gets with a scale of 1); the variables are the TensorFlow ops' to the bit."""
+    with_kernel, scales = _clipped_apply_steps(True, SPARSE_STEPS, monkeypatch)
+    with_ops, _ = _clipped_apply_steps(False, SPARSE_STEPS, monkeypatch)
+    assert scales == pytest.approx([1 / 13, 1 / 13, 1.0] + [1.0] * 3, rel=1e-6)
+    for a, b in zip(with_kernel, with_ops):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(with_kernel[2][[0, 2]] - 1.0).min() > 1e-3 and (with_kernel[2][[1, 3]] != 1.0).all()  # decayed
+
+
+@pytest.mark.parametrize("options", [{"gradient_accumulation_steps": 2, "use_ema": True}, {"loss_scale": 1024.0}],
+                         ids=["accumulation_ema", "loss_scale"])
+def test_the_kernels_clip_with_accumulation_ema_and_loss_scaling(options, monkeypatch):
+    """Gradient accumulation with EMA, and `keras.optimizers.LossScaleOptimizer` (which unscales before
+    the clip): the kernel's clip gives the ops' figures to the bit."""
+    import keras
+
+    options = dict(options)
+    factor = options.pop("loss_scale", None)
+    wrap, steps = None, SPARSE_STEPS * 2
+    if factor is not None:
+        def wrap(optimizer):
+            return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=factor)
+
+        steps = [([np.asarray(g) * factor for g in dense], np.asarray(rows) * factor) for dense, rows in steps]
+    with_kernel, scales = _clipped_apply_steps(True, steps, monkeypatch, wrap, **options)
+    with_ops, _ = _clipped_apply_steps(False, steps, monkeypatch, wrap, **options)
+    assert scales and min(scales) < 0.5  # the kernel ran, given a clip that binds
+    for a, b in zip(with_kernel, with_ops):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(with_kernel[0] - 1.0).max() > 1e-3
+
+
+@pytest.mark.parametrize("adamw_kernel", [True, False])
+def test_a_gradient_with_a_non_finite_norm_makes_every_update_nan(adamw_kernel, monkeypatch):
+    steps = [([[np.inf, 0.0, 0.0], [[0.0, 0.0], [0.0, 1.0]]], [[1.0, 0.0], [0.0, 0.0]])]
+    variables, _ = _clipped_apply_steps(adamw_kernel, steps, monkeypatch)
+    assert np.isnan(variables[0]).all() and np.isnan(variables[1]).all()
+    assert np.isnan(variables[2][[0, 2]]).all()  # the table's rows in the batch (the others only decay)
 
 
 def test_variables_off_the_cpu_take_tensorflows_ops_and_keep_their_decay(monkeypatch):

@@ -1,11 +1,14 @@
-// kmtl's AdamW step for one variable: AdamW's decoupled weight decay and TensorFlow's
-// ResourceApplyAdam in one pass over the variable and its two slots.
+// kmtl's AdamW step for one variable: the global-norm clip's scaling of the gradient, AdamW's
+// decoupled weight decay and TensorFlow's ResourceApplyAdam in one pass over the gradient, the
+// variable and its two slots.
 //
-// Per element, in this order (the order of kmtl.optimizer's TensorFlow path: the decay
-// `var -= var * rate`, then `ResourceApplyAdam`, tensorflow/core/kernels/training_ops.cc):
+// Per element, the float operations of kmtl.optimizer's TensorFlow path (the decay
+// `var -= var * rate` and the global-norm clip's `grad * scale`, each a Mul of its own, then
+// `ResourceApplyAdam`, tensorflow/core/kernels/training_ops.cc), in this order:
+//   g    = grad * grad_scale     (grad_scale: clip_norm / max(norm, clip_norm), or 1 without the clip)
 //   var -= var * decay
-//   m   += (grad - m) * (1 - beta1)
-//   v   += (grad * grad - v) * (1 - beta2)
+//   m   += (g - m) * (1 - beta1)
+//   v   += (g * g - v) * (1 - beta2)
 //   var -= m * alpha / (sqrt(v) + epsilon),  alpha = lr * sqrt(1 - beta2_power) / (1 - beta1_power)
 // Variables are locked and copied on write as TensorFlow's own training ops do them
 // (training_op_helpers.h): a value read before the update keeps its figures.
@@ -38,8 +41,9 @@ REGISTER_OP("KmtlApplyAdamW")
     .Input("epsilon: float")
     .Input("decay: float")
     .Input("grad: float")
+    .Input("grad_scale: float")
     .SetShapeFn(tensorflow::shape_inference::NoOutputs)
-    .Doc("AdamW's decoupled decay and Adam's update of `var` in one pass (kmtl/kernels/adamw.cc).");
+    .Doc("`grad * grad_scale`, AdamW's decoupled decay and Adam's update of `var` in one pass (kmtl/kernels/adamw.cc).");
 
 // The loop over [begin, end), compiled for AVX-512, AVX2 and plain x86-64 and picked when the
 // library loads (GCC's function multi-versioning), the float operations in the order above
@@ -47,14 +51,15 @@ REGISTER_OP("KmtlApplyAdamW")
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void adamw_range(float* w, float* mp, float* vp, const float* g, int64_t begin, int64_t end, float decay,
-                        float one_minus_beta1, float one_minus_beta2, float alpha, float epsilon) {
+static void adamw_range(float* w, float* mp, float* vp, const float* g, int64_t begin, int64_t end, float grad_scale,
+                        float decay, float one_minus_beta1, float one_minus_beta2, float alpha, float epsilon) {
   const bool decays = decay != 0.0f;  // no decay: var untouched by it (as without the Mul), inf included
   for (int64_t i = begin; i < end; ++i) {
     float x = w[i];
     if (decays) x -= x * decay;
-    const float mi = mp[i] + (g[i] - mp[i]) * one_minus_beta1;
-    const float vi = vp[i] + (g[i] * g[i] - vp[i]) * one_minus_beta2;
+    const float gi = g[i] * grad_scale;  // the clip's Mul, rounded to float as it is (x * 1 is x)
+    const float mi = mp[i] + (gi - mp[i]) * one_minus_beta1;
+    const float vi = vp[i] + (gi * gi - vp[i]) * one_minus_beta2;
     mp[i] = mi;
     vp[i] = vi;
     w[i] = x - (mi * alpha) / (std::sqrt(vi) + epsilon);
@@ -79,7 +84,7 @@ class ApplyAdamWOp : public OpKernel {
                          var.shape().IsSameSize(grad.shape()),
                 tensorflow::errors::InvalidArgument("KmtlApplyAdamW: var, m, v and grad differ in shape: ",
                                                     var.shape().DebugString(), " ", grad.shape().DebugString()));
-    for (int i = 3; i < 10; ++i) {
+    for (int i : {3, 4, 5, 6, 7, 8, 9, 11}) {
       OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape()),
                   tensorflow::errors::InvalidArgument("KmtlApplyAdamW: input ", i, " must be a scalar"));
     }
@@ -90,6 +95,7 @@ class ApplyAdamWOp : public OpKernel {
     const float beta2 = ctx->input(7).scalar<float>()();
     const float epsilon = ctx->input(8).scalar<float>()();
     const float decay = ctx->input(9).scalar<float>()();
+    const float grad_scale = ctx->input(11).scalar<float>()();
     const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
     const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
 
@@ -98,7 +104,7 @@ class ApplyAdamWOp : public OpKernel {
     float* vp = v.flat<float>().data();
     const float* g = grad.flat<float>().data();
     auto work = [=](int64_t begin, int64_t end) {
-      adamw_range(w, mp, vp, g, begin, end, decay, one_minus_beta1, one_minus_beta2, alpha, epsilon);
+      adamw_range(w, mp, vp, g, begin, end, grad_scale, decay, one_minus_beta1, one_minus_beta2, alpha, epsilon);
     };
     // cost per element in cycles, roughly: 4 loads, 3 stores, a square root and a division
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(var.NumElements(), 40, work);
