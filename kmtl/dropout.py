@@ -23,8 +23,8 @@ time in AVX-512 registers where the CPU has them. The same mask and the same fig
 (tests/test_dropout.py). Measured 2026-12-03 (Intel(R) Xeon(R) Processor, 2 vCPUs, idle, load
 1.0-1.1; ``python benchmarks/dropout.py``), forward + backward at rate 0.1: [32, 12, 64, 64]
 1.56 ms against 2.77 in float32, 1.59 against 2.85 in bfloat16; [32, 64, 384] 1.02 against 1.65
-and 1.01 against 1.66. Where it does not build, where a GPU is visible (it has no GPU kernel) or
-with a ``noise_shape``, the TensorFlow ops below run.
+and 1.01 against 1.66. Where it does not build, where a GPU is visible (it has no GPU kernel),
+inside an XLA-compiled step (``jit_compile``) or with a ``noise_shape``, the TensorFlow ops below run.
 
 The rate is rounded to a multiple of 2^-16 (0.1 becomes 0.100006) and the kept elements are
 scaled by the exact inverse of the rounded keep probability, so the expectation is unchanged.
@@ -81,10 +81,12 @@ def dropout(inputs, rate: float, seed, noise_shape=None, kernel: bool = True):
 
 def _kernel(dtype):
     """`kmtl.kernels.dropout`'s library where it serves ``dtype`` on this machine, else None."""
-    if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
-        return None  # the kernel is CPU-only: with a GPU visible, ops TensorFlow can place anywhere
     from kmtl import kernels
 
+    if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
+        return None  # the kernel is CPU-only: with a GPU visible, ops TensorFlow can place anywhere
+    if kernels.in_xla_function():  # jit_compile: XLA compiles TensorFlow's ops, not kmtl's
+        return None
     return kernels.dropout()
 
 

@@ -230,6 +230,8 @@ class FusedAdamUpdate:
             return None
         from kmtl import kernels
 
+        if kernels.in_xla_function():  # jit_compile: XLA compiles TensorFlow's ops, not kmtl's
+            return None
         return kernels.adamw()
 
     def _decay_rate(self, variable):

@@ -16,7 +16,8 @@ Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 when the library loads. About 5 s, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
 ``~/.cache/kmtl/kernels``) under a name that changes with the source, TensorFlow's version and
 the flags. Where there is no compiler, the build fails or the library does not load, `adamw`
-returns None after one warning and kmtl uses TensorFlow's ops (the same figures, slower).
+returns None after one warning and kmtl uses TensorFlow's ops (the same figures, slower); so do
+XLA-compiled functions (`in_xla_function`: XLA has no kernel for kmtl's ops).
 ``KMTL_KERNELS=0`` turns the kernels off.
 
 Example:
@@ -48,6 +49,23 @@ def kernel_dir() -> Path:
 def enabled() -> bool:
     """False when ``KMTL_KERNELS`` is ``0`` (or ``false``, ``off``, ``no``)."""
     return os.environ.get("KMTL_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def in_xla_function() -> bool:
+    """True while tracing inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras'
+    ``jit_compile``): XLA cannot compile kmtl's ops, so callers take TensorFlow's there.
+
+    Example:
+        >>> in_xla_function()
+        False
+    """
+    import tensorflow as tf
+
+    try:  # TensorFlow's own test for it (tf.function's OptionalXlaContext); private, hence the guard
+        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+    except ImportError:  # pragma: no cover - a TensorFlow without it: assume XLA only where asked
+        return False
+    return bool(GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _warn(name: str, why: str) -> None:
