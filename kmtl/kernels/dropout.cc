@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -56,10 +57,7 @@ REGISTER_OP("KmtlDropoutGrad")
     .Input("scale: T")
     .Output("dx: T")
     .Attr("T: {float, bfloat16, half}")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    })
+    .SetShapeFn(tensorflow::shape_inference::UnchangedShape)
     .Doc("KmtlDropout's gradient: dy * scale where kept, 0 elsewhere (kmtl/kernels/dropout.cc).");
 
 // TensorFlow's GenerateKey: the seed's two values (int32 ones sign-extended) as the counter,
