@@ -117,10 +117,10 @@ def _call(layer, inputs, training=False, kernel=True):
 
 def fast_dropout(model, kernel: bool = True) -> int:
     """Make every ``keras.layers.Dropout`` inside ``model`` (its own class, not subclasses) drop
-    with `dropout`; returns how many were changed. ``kernel=False``: TensorFlow's ops even where
-    kmtl's kernel runs (for an A/B: ``python benchmarks/levers.py dropoutkernel``). `kmtl.model.MultiTaskModel` calls it on
+    with `dropout`; returns how many were changed. `kmtl.model.MultiTaskModel` calls it on
     itself. Layers keep their config (rate, noise shape, seed): a model rebuilt from its config
-    calls this again.
+    calls this again. ``kernel=False``: TensorFlow's ops even where kmtl's kernel runs (for an
+    A/B: ``python benchmarks/levers.py dropoutkernel``).
 
     Example:
         >>> layer = keras.layers.Dropout(0.1)

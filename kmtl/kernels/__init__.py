@@ -16,7 +16,7 @@ Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 when the library loads. About 5 s, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
 ``~/.cache/kmtl/kernels``) under a name that changes with the source, TensorFlow's version and
 the flags. Where there is no compiler, the build fails or the library does not load, `adamw`
-returns None after one warning and kmtl uses TensorFlow's ops (the same figures, slower); so do
+and `dropout` return None after one warning and kmtl uses TensorFlow's ops (the same figures, slower); so do
 XLA-compiled functions (`in_xla_function`: XLA has no kernel for kmtl's ops).
 ``KMTL_KERNELS=0`` turns the kernels off.
 
