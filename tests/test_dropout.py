@@ -98,11 +98,14 @@ def test_both_philox_loops_give_tensorflows_words(portable):
         np.testing.assert_array_equal(y.numpy(), np.where(keep.numpy(), 2.0, 0.0))
 
 
-def test_the_kernel_drops_nan_and_inf_and_keeps_them_where_kept():
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
+def test_the_kernel_drops_nan_and_inf_and_keeps_them_where_kept(dtype):
     _kernel_or_skip()
-    x = tf.constant([np.nan, np.inf, -np.inf, 1.0] * 64)
+    largest = float(dtype.max)  # times the scale: overflows to inf, as the ops' Mul does
+    x = tf.cast(tf.constant([np.nan, np.inf, -np.inf, 1.0, largest, -0.0, 1e-40, -np.nan] * 64, tf.float32), dtype)
     y, y_ops = dropout(x, 0.5, tf.constant([1, 1])), dropout(x, 0.5, tf.constant([1, 1]), kernel=False)
     np.testing.assert_array_equal(_bits(y), _bits(y_ops))  # NaN where kept, +0 where dropped, in both
+    assert np.isinf(tf.cast(y, tf.float32).numpy()).any() and np.isnan(tf.cast(y, tf.float32).numpy()).any()
 
 
 def test_the_kernel_inside_a_compiled_training_step_matches_the_ops():
