@@ -107,6 +107,12 @@ def _adamw_kernel_builds() -> bool:
     return kernels.adamw() is not None
 
 
+def _dropout_kernel_builds() -> bool:
+    from kmtl import kernels
+
+    return kernels.dropout() is not None
+
+
 def _set_lever(model, kind, patch, on: bool) -> None:
     """Every exact ``kind`` layer of ``model`` back on Keras' own call, then ``patch(model)`` if ``on``."""
     for layer in model._flatten_layers():
@@ -186,7 +192,9 @@ class TrainBench:
                          "repeats": repeats, "warmup_steps": warmup, "data": data, "jit": jit,
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
                          "precision": precision, "fused_adam": fused, "sharing": sharing,
-                         "adamw_kernel": bool(adamw_kernel and fused and _adamw_kernel_builds()),
+                         # kmtl's kernels where they build (an XLA-compiled step takes TensorFlow's ops)
+                         "adamw_kernel": bool(adamw_kernel and fused and not jit and _adamw_kernel_builds()),
+                         "dropout_kernel": bool(not jit and _dropout_kernel_builds()),
                          **({"precision_auto": reason} if asked == AUTO else {})}
         self.compute_dtype = keras.DTypePolicy(precision).compute_dtype  # the dtype the matmul peak is measured in
         self.read_seconds = None
