@@ -58,8 +58,6 @@ PRESETS = {
     # the feed-forward GELU as XLA-compiled forward and backward loops in training (kmtl.activations) vs plain ops
     "fusedgelu": ["data=fixed,precision=mixed_bfloat16,fusedgelu=1", "data=fixed,precision=mixed_bfloat16,fusedgelu=0",
                   "data=fixed,precision=float32,fusedgelu=1", "data=fixed,precision=float32,fusedgelu=0"],
-    # the token embedding's gradient clipped on the rows the batch touched, then scattered (kmtl.optimizer,
-    # the default) vs made dense first (two more passes over the [30522, 384] table)
     # Keras' steps_per_execution: 4 train steps per call of the step function (the clock reads once per call;
     # run with --warmup 4 --steps 8) vs one
     "spe": ["data=fixed,precision=mixed_bfloat16,steps_per_execution=4", "data=fixed,precision=mixed_bfloat16",
@@ -74,6 +72,8 @@ PRESETS = {
     # the global-norm clip's multiply inside kmtl's AdamW kernel (the default) vs a Mul per gradient
     "clipfold": ["data=fixed,precision=mixed_bfloat16,fold_clip=1", "data=fixed,precision=mixed_bfloat16,fold_clip=0",
                  "data=fixed,precision=float32,fold_clip=1", "data=fixed,precision=float32,fold_clip=0"],
+    # the token embedding's gradient clipped on the rows the batch touched, then scattered (kmtl.optimizer,
+    # the default) vs made dense first (two more passes over the [30522, 384] table)
     "rowclip": ["data=fixed,precision=mixed_bfloat16,merge_rows=1", "data=fixed,precision=mixed_bfloat16,merge_rows=0",
                 "data=fixed,precision=float32,merge_rows=1", "data=fixed,precision=float32,merge_rows=0"],
 }

@@ -81,13 +81,11 @@ def dropout(inputs, rate: float, seed, noise_shape=None, kernel: bool = True):
 
 def _kernel(dtype):
     """`kmtl.kernels.dropout`'s library where it serves ``dtype`` on this machine, else None."""
-    from kmtl import kernels
-
     if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
         return None  # the kernel is CPU-only: with a GPU visible, ops TensorFlow can place anywhere
-    if kernels.in_xla_function():  # jit_compile: XLA compiles TensorFlow's ops, not kmtl's
-        return None
-    return kernels.dropout()
+    from kmtl import kernels
+
+    return kernels.dropout()  # None inside an XLA-compiled step too
 
 
 def _kernel_dropout(ops, inputs, rate, seed):

@@ -230,21 +230,24 @@ class FusedAdamUpdate:
             return None
         from kmtl import kernels
 
-        if kernels.in_xla_function():  # jit_compile: XLA compiles TensorFlow's ops, not kmtl's
-            return None
-        return kernels.adamw()
+        return kernels.adamw()  # None inside an XLA-compiled step too
 
-    def _decay_rate(self, variable):
-        """``lr · wd`` (the schedule's base rate, not a layer's multiplied one) for a decayed variable, else None."""
-        if self.weight_decay is None or not self._use_weight_decay(variable):
-            return None
+    def _base_decay_rate(self):
+        """``lr · wd``: the schedule's base rate, not a layer's multiplied one."""
         return tf.cast(self.learning_rate, tf.float32) * tf.cast(self.weight_decay, tf.float32)
 
-    def _decay_here(self, variable):
-        """With the kernel, `_apply_weight_decay` skipped the decay: variables updated without the
-        kernel are decayed here, before their update."""
-        rate = self._decay_rate(variable)
-        if rate is not None:
+    def _decay_rate(self, variable):
+        """`_base_decay_rate` for a decayed variable, else None."""
+        if self.weight_decay is None or not self._use_weight_decay(variable):
+            return None
+        return self._base_decay_rate()
+
+    def _decay_here(self, variable, rate=None):
+        """``variable -= variable · rate`` if it is decayed (``rate``: `_base_decay_rate`'s, computed
+        here unless given). With the kernel, `_apply_weight_decay` skipped the decay: variables
+        updated without the kernel are decayed here, before their update."""
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            rate = self._base_decay_rate() if rate is None else rate
             variable.assign_sub(variable * tf.cast(rate, variable.dtype))
 
     def _fused_for(self, gradient, variable) -> bool:
@@ -253,11 +256,17 @@ class FusedAdamUpdate:
         return not (not self.fused or self.amsgrad or isinstance(gradient, tf.IndexedSlices)
                     or variable.dtype != "float32" or not isinstance(_tf_variable(variable), tf.Variable))
 
+    def _kernel_for(self, gradient, variable):
+        """kmtl's kernel where it updates ``variable`` (fused, on a CPU), else None."""
+        kernel = self._kernel()
+        if kernel is None or not self._fused_for(gradient, variable) or not on_cpu(_tf_variable(variable)):
+            return None
+        return kernel
+
     def _takes_grad_scale(self, gradient, variable) -> bool:
         # kmtl's kernel updates the variable and the gradient is float32: the kernel's multiply
         # (float32, no fused multiply-add) is the clip's `gradient * scale`, to the bit
-        return (gradient.dtype == tf.float32 and self._kernel() is not None and self._fused_for(gradient, variable)
-                and on_cpu(_tf_variable(variable)))
+        return gradient.dtype == tf.float32 and self._kernel_for(gradient, variable) is not None
 
     def update_step(self, gradient, variable, learning_rate, grad_scale=None):
         """Keras' ``update_step``; ``grad_scale`` (the global-norm clip's scale, from
@@ -265,10 +274,10 @@ class FusedAdamUpdate:
         `clip_by_global_norm` does where the kernel does not update ``variable``."""
         if grad_scale is not None and not self._takes_grad_scale(gradient, variable):
             gradient, grad_scale = _scaled(gradient, grad_scale), None
-        kernel = self._kernel()
+        kernel = self._kernel_for(gradient, variable)
+        if kernel is None and self._kernel() is not None:
+            self._decay_here(variable)  # `_apply_weight_decay` left it to the kernel, which does not run here
         if not self._fused_for(gradient, variable):
-            if kernel is not None:
-                self._decay_here(variable)
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, tf.float32)
@@ -278,13 +287,11 @@ class FusedAdamUpdate:
         powers = (tf.pow(beta_1, step), tf.pow(beta_2, step))
         lr, epsilon = tf.cast(learning_rate, tf.float32), tf.constant(self.epsilon, tf.float32)
         grad = tf.cast(gradient, tf.float32)
-        if kernel is not None and on_cpu(_tf_variable(variable)):
+        if kernel is not None:
             rate = self._decay_rate(variable)
             scale = tf.ones([]) if grad_scale is None else tf.cast(grad_scale, tf.float32)  # x * 1 is x
             kernel(*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate, grad, scale)
             return
-        if kernel is not None:  # a variable on a GPU: the kernel is CPU-only
-            self._decay_here(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=handles[0], m=handles[1], v=handles[2], beta1_power=powers[0], beta2_power=powers[1],
             lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad, use_locking=False)
@@ -300,14 +307,9 @@ class FusedAdamUpdate:
             return
 
         def apply(distribution, variables):
-            rate = tf.cast(self.learning_rate, tf.float32) * tf.cast(self.weight_decay, tf.float32)
-
-            def decay(variable):
-                if self._use_weight_decay(variable):
-                    variable.assign_sub(variable * tf.cast(rate, variable.dtype))
-
+            rate = self._base_decay_rate()  # once for all variables
             for variable in variables:
-                distribution.extended.update(_tf_variable(variable), decay, group=False)
+                distribution.extended.update(_tf_variable(variable), self._decay_here, args=(rate,), group=False)
 
         tf.__internal__.distribute.interim.maybe_merge_call(apply, self._distribution_strategy, variables)
 

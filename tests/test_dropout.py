@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from kernel_skip import kernel_or_skip
 
 import kmtl
 from kmtl.backbone import tiny_encoder
@@ -56,15 +57,6 @@ def test_the_models_dropout_layers_use_it_and_training_is_random_inference_is_no
     assert all(g is not None for g in grads[:3])
 
 
-def _kernel_or_skip():
-    from kmtl import kernels
-
-    ops = kernels.dropout()
-    if ops is None:
-        pytest.skip("kmtl's dropout kernel does not build here (no C++ compiler, or KMTL_KERNELS=0)")
-    return ops
-
-
 def _bits(t):
     return tf.bitcast(t, tf.int32 if t.dtype == tf.float32 else tf.int16).numpy()
 
@@ -72,7 +64,7 @@ def _bits(t):
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
 @pytest.mark.parametrize("shape", [[1], [9], [3, 5, 7], [4, 3, 16, 16]])
 def test_the_kernel_gives_the_ops_mask_and_figures_to_the_bit(dtype, shape):
-    _kernel_or_skip()
+    kernel_or_skip("dropout")
     for seed in (tf.constant([1, 2]), tf.constant([-7, 123456789]), tf.constant([5, -3], tf.int64)):
         x = tf.cast(tf.random.stateless_normal(shape, seed=[7, 8]), dtype)
         dy = tf.cast(tf.random.stateless_normal(shape, seed=[9, 8]), dtype)
@@ -90,7 +82,7 @@ def test_the_kernel_gives_the_ops_mask_and_figures_to_the_bit(dtype, shape):
 
 @pytest.mark.parametrize("portable", [False, True])
 def test_both_philox_loops_give_tensorflows_words(portable):
-    ops = _kernel_or_skip()  # portable=False: the AVX-512 loop where the CPU has it
+    ops = kernel_or_skip("dropout")  # portable=False: the AVX-512 loop where the CPU has it
     for shape, seed in (([5000], [1, 2]), ([3, 4099], [-5, 2 ** 31 - 1]), ([17], [0, 0])):
         x = tf.ones(shape)
         y, keep = ops.kmtl_dropout(x, tf.constant(seed), tf.constant(2.0), threshold=threshold(0.5), portable=portable)
@@ -100,7 +92,7 @@ def test_both_philox_loops_give_tensorflows_words(portable):
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
 def test_the_kernel_drops_nan_and_inf_and_keeps_them_where_kept(dtype):
-    _kernel_or_skip()
+    kernel_or_skip("dropout")
     largest = float(dtype.max)  # times the scale: overflows to inf, as the ops' Mul does
     x = tf.cast(tf.constant([np.nan, np.inf, -np.inf, 1.0, largest, -0.0, 1e-40, -np.nan] * 64, tf.float32), dtype)
     y, y_ops = dropout(x, 0.5, tf.constant([1, 1])), dropout(x, 0.5, tf.constant([1, 1]), kernel=False)
@@ -109,7 +101,7 @@ def test_the_kernel_drops_nan_and_inf_and_keeps_them_where_kept(dtype):
 
 
 def test_the_kernel_inside_a_compiled_training_step_matches_the_ops():
-    _kernel_or_skip()
+    kernel_or_skip("dropout")
     layer = keras.layers.Dropout(0.2, seed=11)
     x = tf.random.stateless_normal([8, 33], seed=[1, 2])
     outs = {}

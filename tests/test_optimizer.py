@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from kernel_skip import kernel_or_skip
 
 import kmtl
 from kmtl.backbone import tiny_encoder
@@ -203,16 +204,6 @@ def test_make_optimizer_given_the_model_trains_its_heads_at_the_default_head_rat
 # ------------------------------------------------- the fused Adam update (issue 16)
 
 
-def _kernel_or_skip():
-    """kmtl's AdamW op, or skip the test where it cannot be built (no C++ compiler)."""
-    from kmtl import kernels
-
-    kernel = kernels.adamw()
-    if kernel is None:
-        pytest.skip("kmtl's AdamW kernel cannot be built here (no C++ compiler?)")
-    return kernel
-
-
 def _trained_weights(fused: bool, rate_multipliers=None, adamw_kernel: bool = True, clipnorm: float = 0.5):
     tasks = [kmtl.tasks.Classification("sent", ["neg", "pos"], dropout=0.0), kmtl.tasks.Tagging("ner", ["O", "B-X"])]
     encoder = tiny_encoder(seed=0)
@@ -240,7 +231,7 @@ def test_fused_adam_update_is_keras_adamw(rates, adamw_kernel, monkeypatch):
 
     updated = []
     if adamw_kernel:
-        kernel = _kernel_or_skip()
+        kernel = kernel_or_skip("adamw")
         monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: updated.append(a[0]) or kernel(*a))
     else:
         fused_op = tf.raw_ops.ResourceApplyAdam
@@ -259,7 +250,7 @@ def test_fused_adam_update_is_keras_adamw(rates, adamw_kernel, monkeypatch):
 def test_the_adamw_kernel_gives_tensorflows_figures_to_the_bit(rates):
     """kmtl's kernel (decay and Adam in one pass) against the TensorFlow ops it replaces (the decay's
     Mul + AssignSub, then ResourceApplyAdam): the same float operations in the same order."""
-    _kernel_or_skip()
+    kernel_or_skip("adamw")
     with_kernel, kernel_state = _trained_weights(True, rates, adamw_kernel=True)
     with_ops, ops_state = _trained_weights(True, rates, adamw_kernel=False)
     for a, b in zip(with_kernel + kernel_state, with_ops + ops_state):
@@ -275,7 +266,7 @@ def test_the_adamw_kernel_applies_the_global_clip_to_tensorflows_figures_to_the_
 
     from kmtl import optimizer as optimizer_module
 
-    _kernel_or_skip()
+    kernel_or_skip("adamw")
     scaled = optimizer_module._scaled
     scale_multiplies = {True: [], False: []}
     finals = {}
@@ -308,7 +299,7 @@ def _clipped_apply_steps(adamw_kernel: bool, steps, monkeypatch, wrap=None, **op
 
     scales = []
     if adamw_kernel:
-        kernel = _kernel_or_skip()
+        kernel = kernel_or_skip("adamw")
         monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: scales.append(float(a[-1])) or kernel(*a))
     optimizer = AdamW(learning_rate=0.1, weight_decay=0.1, global_clipnorm=1.0, adamw_kernel=adamw_kernel, **options)
     if wrap is not None:
@@ -376,7 +367,7 @@ def test_variables_off_the_cpu_take_tensorflows_ops_and_keep_their_decay(monkeyp
     from kmtl import kernels
     from kmtl import optimizer as optimizer_module
 
-    kernel = _kernel_or_skip()
+    kernel = kernel_or_skip("adamw")
     calls = []
     monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: calls.append(1) or kernel(*a))
     monkeypatch.setattr(optimizer_module, "on_cpu", lambda variable: False)

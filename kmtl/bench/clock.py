@@ -81,7 +81,6 @@ def interleaved_ms(steps: dict, inputs: tuple, rounds: int, per_round: int, warm
     return times, (load0, os.getloadavg()[0])
 
 
-
 def times_lines(times: dict) -> list:
     """`interleaved_ms`' timings as lines: each candidate's median over rounds, then every round.
 

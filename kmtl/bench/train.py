@@ -101,16 +101,11 @@ def fixed_batch(batch_size: int, seq_len: int, vocab_size: int, token_classes: i
     return {"x": x, "y": y, "w": w}
 
 
-def _adamw_kernel_builds() -> bool:
+def _kernel_builds(name: str) -> bool:
+    """Whether `kmtl.kernels`' ``name`` (``adamw``, ``dropout``) builds and loads here."""
     from kmtl import kernels
 
-    return kernels.adamw() is not None
-
-
-def _dropout_kernel_builds() -> bool:
-    from kmtl import kernels
-
-    return kernels.dropout() is not None
+    return getattr(kernels, name)() is not None
 
 
 def _set_lever(model, kind, patch, on: bool) -> None:
@@ -193,8 +188,8 @@ class TrainBench:
                          "padding": padding if data == "real" else "none (fixed shapes)", "seed": seed,
                          "precision": precision, "fused_adam": fused, "sharing": sharing,
                          # kmtl's kernels where they build (an XLA-compiled step takes TensorFlow's ops)
-                         "adamw_kernel": bool(adamw_kernel and fused and not jit and _adamw_kernel_builds()),
-                         "dropout_kernel": bool(not jit and _dropout_kernel_builds()),
+                         "adamw_kernel": bool(adamw_kernel and fused and not jit and _kernel_builds("adamw")),
+                         "dropout_kernel": bool(not jit and _kernel_builds("dropout")),
                          **({"precision_auto": reason} if asked == AUTO else {})}
         self.compute_dtype = keras.DTypePolicy(precision).compute_dtype  # the dtype the matmul peak is measured in
         self.read_seconds = None

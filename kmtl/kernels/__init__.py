@@ -16,9 +16,9 @@ Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 when the library loads. About 5 s, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
 ``~/.cache/kmtl/kernels``) under a name that changes with the source, TensorFlow's version and
 the flags. Where there is no compiler, the build fails or the library does not load, `adamw`
-and `dropout` return None after one warning and kmtl uses TensorFlow's ops (the same figures, slower); so do
-XLA-compiled functions (`in_xla_function`: XLA has no kernel for kmtl's ops).
-``KMTL_KERNELS=0`` turns the kernels off.
+and `dropout` return None after one warning and kmtl uses TensorFlow's ops (the same figures,
+slower). They also return None while an XLA-compiled function is traced (`in_xla_function`: XLA
+has no kernel for kmtl's ops). ``KMTL_KERNELS=0`` turns the kernels off.
 
 Example:
     >>> apply = adamw()          # None where it cannot be built
@@ -53,7 +53,7 @@ def enabled() -> bool:
 
 def in_xla_function() -> bool:
     """True while tracing inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras'
-    ``jit_compile``): XLA cannot compile kmtl's ops, so callers take TensorFlow's there.
+    ``jit_compile``): XLA cannot compile kmtl's ops, so `adamw` and `dropout` give None there.
 
     Example:
         >>> in_xla_function()
@@ -70,7 +70,7 @@ def in_xla_function() -> bool:
 
 def _warn(name: str, why: str) -> None:
     warnings.warn(f"kmtl: the {name} kernel is not used ({why}); TensorFlow's ops give the same figures, slower. "
-                  f"Set KMTL_KERNELS=0 to skip the build.", RuntimeWarning, stacklevel=3)
+                  f"Set KMTL_KERNELS=0 to skip the build.", RuntimeWarning, stacklevel=4)
 
 
 def build(name: str) -> Path:
@@ -104,6 +104,11 @@ def build(name: str) -> Path:
     return target
 
 
+def _library(name: str):
+    """The loaded library of ``<name>.cc`` where kmtl's kernels can run here and now, else None."""
+    return None if in_xla_function() else _load(name)
+
+
 @functools.lru_cache(maxsize=None)
 def _load(name: str):
     if not enabled():
@@ -121,14 +126,14 @@ def adamw() -> Optional[callable]:
     """The ``KmtlApplyAdamW`` op (``adamw.cc``): ``(var, m, v, beta1_power, beta2_power, lr, beta1,
     beta2, epsilon, decay, grad, grad_scale)``, the first three resource handles, the rest float32
     (``grad_scale`` multiplies ``grad``: the global-norm clip's scale, 1 without); None where
-    the kernel cannot be built or is turned off."""
-    library = _load("adamw")
+    the kernel cannot be built, is turned off or is traced into an XLA-compiled function."""
+    library = _library("adamw")
     return None if library is None else library.kmtl_apply_adam_w
 
 
 def dropout():
     """The library of ``dropout.cc``, ops ``kmtl_dropout(x, seed, scale, threshold=...)`` -> ``(y,
     keep)`` and ``kmtl_dropout_grad(dy, keep, scale)`` -> ``dx`` (``x``, ``scale``: float32,
-    bfloat16 or float16; ``seed``: int32 or int64 ``[2]``); None where the kernel cannot be built
-    or is turned off."""
-    return _load("dropout")
+    bfloat16 or float16; ``seed``: int32 or int64 ``[2]``); None where the kernel cannot be built,
+    is turned off or is traced into an XLA-compiled function."""
+    return _library("dropout")

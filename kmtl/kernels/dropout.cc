@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -62,24 +63,55 @@ REGISTER_OP("KmtlDropoutGrad")
 
 // TensorFlow's GenerateKey: the seed's two values (int32 ones sign-extended) as the counter,
 // scrambled by one Philox call into the key and the counter's high half.
-static void key_and_counter(int64_t seed0, int64_t seed1, Philox::Key* key, Philox::ResultType* counter) {
+static void key_and_counter(int64_t seed0, int64_t seed1, uint32_t key[2], uint32_t counter[4]) {
   const uint64_t s0 = static_cast<uint64_t>(seed0), s1 = static_cast<uint64_t>(seed1);
-  (*key)[0] = 0x3ec8f720;
-  (*key)[1] = 0x02461e29;
-  (*counter)[0] = static_cast<uint32_t>(s0);
-  (*counter)[1] = static_cast<uint32_t>(s0 >> 32);
-  (*counter)[2] = static_cast<uint32_t>(s1);
-  (*counter)[3] = static_cast<uint32_t>(s1 >> 32);
-  const Philox::ResultType mix = Philox(*counter, *key)();
-  (*key)[0] = mix[0];
-  (*key)[1] = mix[1];
-  (*counter)[0] = (*counter)[1] = 0;
-  (*counter)[2] = mix[2];
-  (*counter)[3] = mix[3];
+  Philox::ResultType seeds;
+  seeds[0] = static_cast<uint32_t>(s0);
+  seeds[1] = static_cast<uint32_t>(s0 >> 32);
+  seeds[2] = static_cast<uint32_t>(s1);
+  seeds[3] = static_cast<uint32_t>(s1 >> 32);
+  Philox::Key scramble;
+  scramble[0] = 0x3ec8f720u;
+  scramble[1] = 0x02461e29u;
+  const Philox::ResultType mix = Philox(seeds, scramble)();
+  key[0] = mix[0];
+  key[1] = mix[1];
+  counter[0] = counter[1] = 0;
+  counter[2] = mix[2];
+  counter[3] = mix[3];
 }
 
 constexpr int64_t kPerBlock = 8;    // one Philox call: 4 words, 8 halves, 8 elements
 constexpr int64_t kLanes = 256;      // Philox calls computed side by side (a chunk of 2,048 elements)
+// Philox-4x32-10's multipliers and key increments (philox_random.h)
+constexpr uint32_t kMulA = 0xD2511F53u, kMulB = 0xCD9E8D57u, kKeyStepA = 0x9E3779B9u, kKeyStepB = 0xBB67AE85u;
+
+// c0..c3[i], i < n: the 128-bit counter plus first_block + i, as PhiloxRandom::Skip adds it.
+static inline void counters_from(const uint32_t counter[4], uint64_t first_block, int64_t n, uint32_t* c0,
+                                 uint32_t* c1, uint32_t* c2, uint32_t* c3) {
+  const uint64_t base_lo = (static_cast<uint64_t>(counter[1]) << 32) | counter[0];
+  const uint64_t base_hi = (static_cast<uint64_t>(counter[3]) << 32) | counter[2];
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t step = first_block + static_cast<uint64_t>(i);
+    const uint64_t lo = base_lo + step;
+    const uint64_t hi = base_hi + (lo < step ? 1 : 0);
+    c0[i] = static_cast<uint32_t>(lo);
+    c1[i] = static_cast<uint32_t>(lo >> 32);
+    c2[i] = static_cast<uint32_t>(hi);
+    c3[i] = static_cast<uint32_t>(hi >> 32);
+  }
+}
+
+// words[4i .. 4i + 3] = c0..c3[i], i < n: the calls' words in stream order.
+static inline void words_in_order(const uint32_t* c0, const uint32_t* c1, const uint32_t* c2, const uint32_t* c3,
+                                  int64_t n, uint32_t* words) {
+  for (int64_t i = 0; i < n; ++i) {
+    words[4 * i] = c0[i];
+    words[4 * i + 1] = c1[i];
+    words[4 * i + 2] = c2[i];
+    words[4 * i + 3] = c3[i];
+  }
+}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define KMTL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -94,22 +126,12 @@ constexpr int64_t kLanes = 256;      // Philox calls computed side by side (a ch
 KMTL_CLONES static void philox_words_portable(const uint32_t key[2], const uint32_t counter[4], uint64_t first_block,
                                               int64_t blocks, uint32_t* __restrict words) {
   uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-  const uint64_t base_lo = (static_cast<uint64_t>(counter[1]) << 32) | counter[0];
-  const uint64_t base_hi = (static_cast<uint64_t>(counter[3]) << 32) | counter[2];
-  for (int64_t i = 0; i < blocks; ++i) {  // the 128-bit counter plus the call's index
-    const uint64_t step = first_block + static_cast<uint64_t>(i);
-    const uint64_t lo = base_lo + step;
-    const uint64_t hi = base_hi + (lo < step ? 1 : 0);
-    c0[i] = static_cast<uint32_t>(lo);
-    c1[i] = static_cast<uint32_t>(lo >> 32);
-    c2[i] = static_cast<uint32_t>(hi);
-    c3[i] = static_cast<uint32_t>(hi >> 32);
-  }
+  counters_from(counter, first_block, blocks, c0, c1, c2, c3);
   uint32_t k0 = key[0], k1 = key[1];
   for (int round = 0; round < 10; ++round) {
     for (int64_t i = 0; i < blocks; ++i) {
-      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[i];
-      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[i];
+      const uint64_t p0 = static_cast<uint64_t>(kMulA) * c0[i];
+      const uint64_t p1 = static_cast<uint64_t>(kMulB) * c2[i];
       const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[i] ^ k0;
       const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[i] ^ k1;
       c1[i] = static_cast<uint32_t>(p1);
@@ -117,15 +139,10 @@ KMTL_CLONES static void philox_words_portable(const uint32_t key[2], const uint3
       c0[i] = n0;
       c2[i] = n2;
     }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+    k0 += kKeyStepA;
+    k1 += kKeyStepB;
   }
-  for (int64_t i = 0; i < blocks; ++i) {
-    words[4 * i] = c0[i];
-    words[4 * i + 1] = c1[i];
-    words[4 * i + 2] = c2[i];
-    words[4 * i + 3] = c3[i];
-  }
+  words_in_order(c0, c1, c2, c3, blocks, words);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -140,21 +157,11 @@ KMTL_CLONES static void philox_words_portable(const uint32_t key[2], const uint3
 __attribute__((target("avx512f"))) static void philox_words_avx512(const uint32_t key[2], const uint32_t counter[4],
                                                                     uint64_t first_block, int64_t blocks,
                                                                     uint32_t* __restrict words) {
-  const uint64_t base_lo = (static_cast<uint64_t>(counter[1]) << 32) | counter[0];
-  const uint64_t base_hi = (static_cast<uint64_t>(counter[3]) << 32) | counter[2];
-  const __m512i mul_a = _mm512_set1_epi64(0xD2511F53u), mul_b = _mm512_set1_epi64(0xCD9E8D57u);
+  const __m512i mul_a = _mm512_set1_epi64(kMulA), mul_b = _mm512_set1_epi64(kMulB);
   const __m512i low = _mm512_set1_epi64(0xffffffffu);
   for (int64_t g = 0; g < blocks; g += 16) {
     alignas(64) uint32_t a0[16], a1[16], a2[16], a3[16];
-    for (int i = 0; i < 16; ++i) {  // the 128-bit counter plus the call's index
-      const uint64_t step = first_block + static_cast<uint64_t>(g + i);
-      const uint64_t lo = base_lo + step;
-      const uint64_t hi = base_hi + (lo < step ? 1 : 0);
-      a0[i] = static_cast<uint32_t>(lo);
-      a1[i] = static_cast<uint32_t>(lo >> 32);
-      a2[i] = static_cast<uint32_t>(hi);
-      a3[i] = static_cast<uint32_t>(hi >> 32);
-    }
+    counters_from(counter, first_block + static_cast<uint64_t>(g), 16, a0, a1, a2, a3);
     __m512i c0 = _mm512_load_si512(a0), c1 = _mm512_load_si512(a1);
     __m512i c2 = _mm512_load_si512(a2), c3 = _mm512_load_si512(a3);
     uint32_t k0 = key[0], k1 = key[1];
@@ -171,20 +178,14 @@ __attribute__((target("avx512f"))) static void philox_words_avx512(const uint32_
       c3 = lo0;
       c0 = n0;
       c2 = n2;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
+      k0 += kKeyStepA;
+      k1 += kKeyStepB;
     }
     _mm512_store_si512(a0, c0);
     _mm512_store_si512(a1, c1);
     _mm512_store_si512(a2, c2);
     _mm512_store_si512(a3, c3);
-    const int64_t n = blocks - g < 16 ? blocks - g : 16;
-    for (int64_t i = 0; i < n; ++i) {
-      words[4 * (g + i)] = a0[i];
-      words[4 * (g + i) + 1] = a1[i];
-      words[4 * (g + i) + 2] = a2[i];
-      words[4 * (g + i) + 3] = a3[i];
-    }
+    words_in_order(a0, a1, a2, a3, std::min<int64_t>(blocks - g, 16), words + 4 * g);
   }
 }
 #endif
@@ -323,11 +324,8 @@ class DropoutOp : public OpKernel {
       seed0 = seed.flat<int64_t>()(0);
       seed1 = seed.flat<int64_t>()(1);
     }
-    Philox::Key philox_key;
-    Philox::ResultType philox_counter;
-    key_and_counter(seed0, seed1, &philox_key, &philox_counter);
-    const uint32_t key[2] = {philox_key[0], philox_key[1]};
-    const uint32_t counter[4] = {philox_counter[0], philox_counter[1], philox_counter[2], philox_counter[3]};
+    uint32_t key[2], counter[4];
+    key_and_counter(seed0, seed1, key, counter);
 
     Tensor* y = nullptr;
     Tensor* keep = nullptr;
@@ -342,17 +340,14 @@ class DropoutOp : public OpKernel {
     const bool portable = portable_;
     auto work = [=](int64_t first_chunk, int64_t last_chunk) {
       uint32_t words[4 * kLanes];
+      uint16_t levels[2 * 4 * kLanes];
       for (int64_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
         const int64_t begin = chunk * kLanes * kPerBlock;
         const int64_t count = std::min<int64_t>(n - begin, kLanes * kPerBlock);
         const int64_t blocks = (count + kPerBlock - 1) / kPerBlock;
         philox_words(portable, key, counter, static_cast<uint64_t>(chunk * kLanes), blocks, words);
-        // the words' 16-bit halves, low half first: the order of tf.bitcast(words, tf.uint16)
-        uint16_t levels[2 * 4 * kLanes];
-        for (int64_t w = 0; w < 4 * blocks; ++w) {
-          levels[2 * w] = static_cast<uint16_t>(words[w]);
-          levels[2 * w + 1] = static_cast<uint16_t>(words[w] >> 16);
-        }
+        // the words' 16-bit halves in memory order: what tf.bitcast(words, tf.uint16) gives
+        std::memcpy(levels, words, sizeof(uint32_t) * 4 * blocks);
         Loops<T>::drop(in + begin, levels, count, threshold, scale, out + begin, kept + begin);
       }
     };
