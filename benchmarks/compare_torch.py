@@ -276,8 +276,11 @@ def main(argv=None):
               f"{peaks['kmtl']['file']:.0f} MiB, torch {peaks['torch']['file']:.0f} MiB")
     print(format_rows(rows))
     if args.json:
-        print(json.dumps({"date": started, "machine": machine_info(), "torch": stats, "rows": rows,
-                          "memory_mib": peaks, "settings": vars(args)}))
+        machine = machine_info()
+        print(json.dumps({"date": started, "machine": machine, "torch": stats, "rows": rows,
+                          "memory_mib": peaks, "settings": vars(args),
+                          "note": f"ratios against PyTorch hold for this CPU ({machine.get('cpu_model')}) only; "
+                                  "rows[].load: the 1-min load average at the start and end of each target"}))
     return 0
 
 
