@@ -34,7 +34,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from kmtl.layer_norm import layer_norm
+    from kmtl.layer_norm import _kernel, layer_norm
 
     def keras_ln(x, g, b):
         return tf.cast(keras.ops.layer_normalization(x, g, b, axis=-1, epsilon=args.epsilon), x.dtype)
@@ -64,7 +64,10 @@ def main(argv=None):
 
         return fused(x, g, b)
 
-    candidates = {"keras": keras_ln, "kmtl": lambda x, g, b: layer_norm(x, g, b, args.epsilon), "xla": xla}
+    candidates = {"keras": keras_ln, "kmtl-ops": lambda x, g, b: layer_norm(x, g, b, args.epsilon, kernel=False),
+                  "xla": xla}
+    if _kernel(tf.float32) is not None:  # kmtl's default where its kernel builds (a CPU, no GPU)
+        candidates["kmtl-kernel"] = lambda x, g, b: layer_norm(x, g, b, args.epsilon)
 
     def step_of(fn):
         @tf.function

@@ -12,6 +12,7 @@
     python benchmarks/levers.py spe --warmup 4      # fixed 32 x 64: steps_per_execution 4 vs 1, bf16, fp32
     python benchmarks/levers.py adamwkernel         # fixed 32 x 64: kmtl's AdamW kernel vs TF's ops, bf16, fp32
     python benchmarks/levers.py dropoutkernel       # fixed 32 x 64: kmtl's dropout kernel vs its TF ops, bf16, fp32
+    python benchmarks/levers.py layernormkernel     # fixed 32 x 64: kmtl's layer-norm kernel vs its TF ops, bf16, fp32
     python benchmarks/levers.py clipfold            # fixed 32 x 64: the clip's multiply in the AdamW kernel vs its own pass
     python benchmarks/levers.py rowclip             # fixed 32 x 64: embedding gradient clipped on its rows vs dense, bf16, fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
@@ -69,6 +70,10 @@ PRESETS = {
     "dropoutkernel": ["data=fixed,precision=mixed_bfloat16,dropoutkernel=1",
                       "data=fixed,precision=mixed_bfloat16,dropoutkernel=0",
                       "data=fixed,precision=float32,dropoutkernel=1", "data=fixed,precision=float32,dropoutkernel=0"],
+    # kmtl.layer_norm by kmtl's one-pass kernels (the default where they build) vs TensorFlow's ops
+    "layernormkernel": ["data=fixed,precision=mixed_bfloat16,layernormkernel=1",
+                        "data=fixed,precision=mixed_bfloat16,layernormkernel=0",
+                        "data=fixed,precision=float32,layernormkernel=1", "data=fixed,precision=float32,layernormkernel=0"],
     # the global-norm clip's multiply inside kmtl's AdamW kernel (the default) vs a Mul per gradient
     "clipfold": ["data=fixed,precision=mixed_bfloat16,fold_clip=1", "data=fixed,precision=mixed_bfloat16,fold_clip=0",
                  "data=fixed,precision=float32,fold_clip=1", "data=fixed,precision=float32,fold_clip=0"],
@@ -85,8 +90,8 @@ def parse_variant(text):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
         out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "dropoutkernel": flag,
-                    "layernorm": flag, "attention": flag, "fusedgelu": flag, "merge_rows": flag, "fold_clip": flag,
-                    "adamw_kernel": flag}.get(key, lambda v: v)(value)
+                    "layernormkernel": flag, "layernorm": flag, "attention": flag, "fusedgelu": flag,
+                    "merge_rows": flag, "fold_clip": flag, "adamw_kernel": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len", "steps_per_execution"):
             out[key] = int(value)
     return out
@@ -97,8 +102,8 @@ def main(argv=None):
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
                    help="key=value,... (data, jit, fused, adamw_kernel, merge_rows, fold_clip, gelu32, fusedgelu, "
-                        "dropout16, dropoutkernel, layernorm, attention, precision, padding, sharing, batch_size, "
-                        "seq_len, steps_per_execution)")
+                        "dropout16, dropoutkernel, layernorm, layernormkernel, attention, precision, padding, sharing, "
+                        "batch_size, seq_len, steps_per_execution)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -114,6 +119,7 @@ def main(argv=None):
     from kmtl.bench.peak import matmul_peak
     from kmtl.bench.train import TrainBench
     from kmtl.dropout import fast_dropout
+    from kmtl.layer_norm import fast_layer_norm
 
     benches = []
     for text in variants:
@@ -121,6 +127,7 @@ def main(argv=None):
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
         gelu32, fusedgelu, dropout16 = v.pop("gelu32", True), v.pop("fusedgelu", True), v.pop("dropout16", True)
         dropout_kernel, fold_clip = v.pop("dropoutkernel", True), v.pop("fold_clip", True)
+        layernorm_kernel = v.pop("layernormkernel", True)
         bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
         for layer in bench.model._flatten_layers():  # kmtl.activations.fast_activations' wrapper
             if isinstance(getattr(layer, "activation", None), Float32Activation):
@@ -133,6 +140,11 @@ def main(argv=None):
                     layer.__dict__.pop("call", None)
             if dropout16:  # kmtl's dropout in TensorFlow's ops, not its kernel
                 fast_dropout(bench.model, kernel=False)
+        if not layernorm_kernel:  # kmtl.layer_norm in TensorFlow's ops, not its kernels
+            for layer in bench.model._flatten_layers():
+                if type(layer) is keras.layers.LayerNormalization:
+                    layer.__dict__.pop("call", None)
+            fast_layer_norm(bench.model, kernel=False)
         if not fold_clip:  # kmtl.optimizer.AllReducedClipping: the clip's multiply before the update again
             optimizer = bench.model.optimizer
             getattr(optimizer, "inner_optimizer", optimizer).fold_clip = False

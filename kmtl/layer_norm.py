@@ -47,9 +47,10 @@ import tensorflow as tf
 from kmtl.tape import training_tensor
 
 
-def layer_norm(x, gamma, beta, epsilon: float):
+def layer_norm(x, gamma, beta, epsilon: float, kernel: bool = True):
     """``(x - mean) / sqrt(var + epsilon) · gamma + beta`` over the last axis of ``x``, in float32,
     in ``x``'s dtype; differentiable in ``x``, ``gamma`` and ``beta`` (float32, shape ``[d]``).
+    ``kernel``: kmtl's one-pass kernel where it can run (False: TensorFlow's ops, for an A/B).
 
     Example:
         >>> layer_norm(tf.constant([[1.0, 2.0, 3.0]]), tf.ones([3]), tf.zeros([3]), 1e-3).numpy().round(3)
@@ -58,6 +59,10 @@ def layer_norm(x, gamma, beta, epsilon: float):
     gamma = tf.convert_to_tensor(gamma, tf.float32)
     beta = tf.convert_to_tensor(beta, tf.float32)
     epsilon = float(epsilon)
+    x = tf.convert_to_tensor(x)
+    ops = _kernel(x.dtype) if kernel else None
+    if ops is not None:
+        return _kernel_layer_norm(ops, x, gamma, beta, epsilon)
 
     @tf.custom_gradient
     def _ln(x, gamma, beta):
@@ -89,12 +94,33 @@ def layer_norm(x, gamma, beta, epsilon: float):
     return _ln(x, gamma, beta)
 
 
-def _call(layer, inputs):
+def _kernel(dtype):
+    """`kmtl.kernels.layer_norm`'s library where it serves ``dtype`` on this machine, else None."""
+    if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
+        return None  # the kernel is CPU-only: with a GPU visible, ops TensorFlow can place anywhere
+    from kmtl import kernels
+
+    return kernels.layer_norm()  # None inside an XLA-compiled step too
+
+
+def _kernel_layer_norm(ops, x, gamma, beta, epsilon):
+    """`layer_norm` by kmtl's kernel: one pass forward, one backward (x̂ recomputed from the
+    row's mean and rstd, the only float32 tensors kept between them)."""
+
+    @tf.custom_gradient
+    def _ln(x, gamma, beta):
+        y, mean, rstd = ops.kmtl_layer_norm(x, gamma, beta, epsilon=epsilon)
+        return y, lambda dy: ops.kmtl_layer_norm_grad(tf.cast(dy, x.dtype), x, gamma, mean, rstd)
+
+    return _ln(x, gamma, beta)
+
+
+def _call(layer, inputs, kernel=True):
     # only while a gradient tape records (training, `kmtl.tape`): inference graphs (predict, SavedModel,
     # ONNX, where ONNX Runtime fuses Keras' pattern into one LayerNormalization op) keep Keras' forward
     if not training_tensor(inputs) or inputs.shape.rank is None or inputs.shape.rank < 1:
         return keras.layers.LayerNormalization.call(layer, inputs)
-    out = layer_norm(inputs, layer.gamma.value, layer.beta.value, layer.epsilon)
+    out = layer_norm(inputs, layer.gamma.value, layer.beta.value, layer.epsilon, kernel=kernel)
     return tf.cast(out, layer.compute_dtype)
 
 
@@ -103,13 +129,15 @@ def _supported(layer) -> bool:
     return layer.axis in (-1, [-1]) and layer.center and layer.scale and not getattr(layer, "rms_scaling", False)
 
 
-def fast_layer_norm(model) -> int:
+def fast_layer_norm(model, kernel: bool = True) -> int:
     """Make every ``keras.layers.LayerNormalization`` inside ``model`` (its own class, not
     subclasses) that normalizes the last axis (``axis=-1``) with both gamma and beta compute with
     `layer_norm` in training (while a gradient tape records; inference keeps Keras' forward, so
     exported graphs do not change); returns how many were changed. Other configurations (other or several axes, no
     center or no scale, ``rms_scaling``) keep Keras' call. Layers keep their config and weights
-    (saving is unaffected): a model rebuilt from its config calls this again.
+    (saving is unaffected): a model rebuilt from its config calls this again. ``kernel=False``:
+    TensorFlow's ops even where kmtl's kernel runs (for an A/B: ``python benchmarks/levers.py
+    layernormkernel``).
 
     Example:
         >>> layer = keras.layers.LayerNormalization(epsilon=1e-12)
@@ -120,6 +148,6 @@ def fast_layer_norm(model) -> int:
     for layer in model._flatten_layers(include_self=False):
         if (type(layer) is keras.layers.LayerNormalization and _supported(layer)
                 and not isinstance(layer.call, functools.partial)):
-            layer.call = functools.partial(_call, layer)
+            layer.call = functools.partial(_call, layer, kernel=kernel)
             changed += 1
     return changed

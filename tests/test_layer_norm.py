@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from kernel_skip import kernel_or_skip
 
 import kmtl
 from kmtl.layer_norm import fast_layer_norm, layer_norm
@@ -158,3 +159,86 @@ def test_a_kmtl_model_is_patched_and_computes_the_same():
         np.testing.assert_allclose(g, k, atol=1e-5 * max(1.0, np.abs(k).max()))
     assert model.get_config() == config
     assert all(np.array_equal(w.numpy(), v) for w, v in zip(model.weights, weights))
+
+
+def _forward_backward_of(x, gamma, beta, dy, kernel, epsilon=1e-12):
+    with tf.GradientTape() as tape:
+        tape.watch([x, gamma, beta])
+        y = layer_norm(x, gamma, beta, epsilon, kernel=kernel)
+    return [t.numpy().astype(np.float32) for t in (y, *tape.gradient(y, [x, gamma, beta], output_gradients=dy))]
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
+@pytest.mark.parametrize("shape", [[4, 1], [3, 5, 37], [300, 384], [2, 70, 16]])
+def test_the_kernel_gives_the_ops_figures_within_rounding(dtype, shape):
+    kernel_or_skip("layer_norm")
+    rng = np.random.default_rng(3)
+    x = tf.cast(rng.normal(2.0, 3.0, shape).astype(np.float32), dtype)
+    dy = tf.cast(rng.normal(0.0, 1.0, shape).astype(np.float32), dtype)
+    gamma = tf.constant(rng.normal(1.0, 0.5, shape[-1]).astype(np.float32))
+    beta = tf.constant(rng.normal(0.0, 0.5, shape[-1]).astype(np.float32))
+    got = _forward_backward_of(x, gamma, beta, dy, kernel=True)
+    want = _forward_backward_of(x, gamma, beta, dy, kernel=False)
+    # float32 inside both: the results differ by the order of the sums, then by one rounding to x's dtype
+    tolerance = {tf.float32: 1e-5, tf.bfloat16: 2 ** -7, tf.float16: 2 ** -10}[dtype]
+    for name, g, w in zip(NAMES, got, want):
+        assert g.shape == w.shape, name
+        scale = max(np.abs(w).max(), 1e-6)
+        assert np.abs(g - w).max() <= tolerance * scale, (name, np.abs(g - w).max() / scale)
+    # the same figures run after run (the row blocks' partial sums are added in block order)
+    again = _forward_backward_of(x, gamma, beta, dy, kernel=True)
+    for g, a in zip(got, again):
+        np.testing.assert_array_equal(g, a)
+
+
+def test_the_kernel_runs_in_a_compiled_step_and_xla_takes_the_ops():
+    kernel_or_skip("layer_norm")
+    layer = twin("float32", 1e-12)
+    fast_layer_norm(keras.Sequential([layer]))
+    x, w = inputs(constant_row=False)
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * w)
+        return tape.gradient(loss, x)
+
+    graph = tf.function(step).get_concrete_function(x).graph  # a tape records: kmtl's training path
+    kinds = {op.type for op in graph.get_operations()}
+    assert {"KmtlLayerNorm", "KmtlLayerNormGrad"} <= kinds
+    xla = tf.function(step, jit_compile=True).get_concrete_function(x).graph
+    assert not {op.type for op in xla.get_operations()} & {"KmtlLayerNorm", "KmtlLayerNormGrad"}
+    np.testing.assert_allclose(tf.function(step, jit_compile=True)(x), tf.function(step)(x), rtol=2e-5, atol=1e-5)
+
+
+def test_the_kernel_says_what_is_wrong_with_its_inputs():
+    ops = kernel_or_skip("layer_norm")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"gamma must be \[4\]"):
+        ops.kmtl_layer_norm(tf.ones([2, 4]), tf.ones([3]), tf.zeros([3]), epsilon=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="beta must be shaped as gamma"):
+        ops.kmtl_layer_norm(tf.ones([2, 4]), tf.ones([4]), tf.zeros([5]), epsilon=1e-5)
+    y, mean, rstd = ops.kmtl_layer_norm(tf.ones([2, 4]), tf.ones([4]), tf.zeros([4]), epsilon=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="dy and x differ in shape"):
+        ops.kmtl_layer_norm_grad(tf.ones([2, 3]), tf.ones([2, 4]), tf.ones([4]), mean, rstd)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one value per row"):
+        ops.kmtl_layer_norm_grad(tf.ones([3, 4]), tf.ones([3, 4]), tf.ones([4]), mean, rstd)
+    empty = ops.kmtl_layer_norm(tf.ones([0, 4]), tf.ones([4]), tf.zeros([4]), epsilon=1e-5)
+    assert empty[0].shape == (0, 4) and empty[1].shape == (0,)
+    dx, dgamma, dbeta = ops.kmtl_layer_norm_grad(tf.ones([0, 4]), tf.ones([0, 4]), tf.ones([4]), empty[1], empty[2])
+    assert dx.shape == (0, 4) and not dgamma.numpy().any() and not dbeta.numpy().any()
+
+
+def test_without_a_compiler_the_ops_run(monkeypatch, tmp_path):
+    from kmtl import kernels
+
+    kernels._load.cache_clear()
+    monkeypatch.setenv("KMTL_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-kmtl")
+    try:
+        with pytest.warns(RuntimeWarning, match="layer_norm kernel is not used"):
+            assert kernels.layer_norm() is None
+        x = tf.random.stateless_normal([3, 8], seed=[1, 2])
+        np.testing.assert_array_equal(layer_norm(x, tf.ones([8]), tf.zeros([8]), 1e-5),
+                                      layer_norm(x, tf.ones([8]), tf.zeros([8]), 1e-5, kernel=False))
+    finally:
+        kernels._load.cache_clear()

@@ -10,19 +10,26 @@ TensorFlow ops, each a full pass over memory. The kernels here do them in one:
   Xeon(R) Processor, 2 vCPUs, idle; MiniLM-L6's 22.5 M decayed weights, `python
   benchmarks/optimizer_update.py`): 14 ms against 30 ms, the same figures to the bit.
 
+- ``dropout.cc``: `kmtl.dropout`'s mask from TensorFlow's own Philox stream, the compare, the
+  scale and the select in one pass, and its gradient in one.
+- ``layer_norm.cc``: `kmtl.layer_norm` forward in one pass (float32 inside, the row's mean and
+  rstd kept) and its closed-form gradient in one pass, in place of a dozen full-size ops each way.
+
 Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 -ffp-contract=off`` (no fused multiply-add: TensorFlow's own rounding) ``-fno-math-errno``
 (vectorized square roots); the hot loop is compiled for AVX-512, AVX2 and plain x86-64 and chosen
 when the library loads. About 5 s, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
 ``~/.cache/kmtl/kernels``) under a name that changes with the source, TensorFlow's version and
-the flags. Where there is no compiler, the build fails or the library does not load, `adamw`
-and `dropout` return None after one warning and kmtl uses TensorFlow's ops (the same figures,
-slower). They also return None while an XLA-compiled function is traced (`in_xla_function`: XLA
-has no kernel for kmtl's ops). ``KMTL_KERNELS=0`` turns the kernels off.
+the flags. Where there is no compiler, the build fails or the library does not load, `adamw`,
+`dropout` and `layer_norm` return None after one warning and kmtl uses TensorFlow's ops (the same
+figures, slower; the layer norm's within float rounding: its sums add in another order). They
+also return None while an XLA-compiled function is traced (`in_xla_function`: XLA has no kernel
+for kmtl's ops). ``KMTL_KERNELS=0`` turns the kernels off.
 
 Example:
     >>> apply = adamw()          # None where it cannot be built
     >>> ops = dropout()          # the same
+    >>> norm = layer_norm()      # the same
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ def enabled() -> bool:
 
 def in_xla_function() -> bool:
     """True while tracing inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras'
-    ``jit_compile``): XLA cannot compile kmtl's ops, so `adamw` and `dropout` give None there.
+    ``jit_compile``): XLA cannot compile kmtl's ops, so `adamw`, `dropout` and `layer_norm` give None there.
 
     Example:
         >>> in_xla_function()
@@ -69,7 +76,7 @@ def in_xla_function() -> bool:
 
 
 def _warn(name: str, why: str) -> None:
-    warnings.warn(f"kmtl: the {name} kernel is not used ({why}); TensorFlow's ops give the same figures, slower. "
+    warnings.warn(f"kmtl: the {name} kernel is not used ({why}); TensorFlow's ops run instead, slower. "
                   f"Set KMTL_KERNELS=0 to skip the build.", RuntimeWarning, stacklevel=4)
 
 
@@ -137,3 +144,11 @@ def dropout():
     bfloat16 or float16; ``seed``: int32 or int64 ``[2]``); None where the kernel cannot be built,
     is turned off or is traced into an XLA-compiled function."""
     return _library("dropout")
+
+
+def layer_norm():
+    """The library of ``layer_norm.cc``, ops ``kmtl_layer_norm(x, gamma, beta, epsilon=...)`` ->
+    ``(y, mean, rstd)`` and ``kmtl_layer_norm_grad(dy, x, gamma, mean, rstd)`` -> ``(dx, dgamma,
+    dbeta)`` (``x``, ``dy``: float32, bfloat16 or float16; the rest float32); None where the kernel
+    cannot be built, is turned off or is traced into an XLA-compiled function."""
+    return _library("layer_norm")
