@@ -21,6 +21,9 @@ from other jobs hits every candidate alike; the median over rounds is printed wi
   ``Mul`` + ``AssignSubVariableOp``, then ``ResourceApplyAdam``) against kmtl's kernel
   (``kmtl_kernel``, `kmtl.kernels.adamw`, what `kmtl.optimizer.FusedAdamUpdate` runs where it
   builds), with a check that both give the same figures to the bit.
+- the token table's update from a batch's merged rows: scaled, scattered into a dense gradient and
+  given to kmtl's kernel (``scatter_kernel``, kmtl before 2026-12-03 15:30) against
+  ``KmtlApplyAdamWRows`` on the rows (``rows_kernel``), with the same check.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iters", type=int, default=120, help="calls per candidate, over all rounds")
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--distinct-rows", type=int, default=1500,
+                   help="rows of the token table a batch touches (default 1,500 of a 32 x 64 batch)")
     args = p.parse_args(argv)
     import numpy as np
     import tensorflow as tf
@@ -160,6 +165,40 @@ def main(argv=None):
     times, load = interleaved_ms({"tf_ops": tf_ops, "kmtl_kernel": kmtl_kernel}, (), args.rounds, per_round, warmup=3)
     report(f"decay + Adam of the {len(start)} kernels: TensorFlow's ops (Mul, AssignSub, ResourceApplyAdam) against "
            f"kmtl.kernels.adamw, median of {args.rounds} rounds x {per_round} calls", times, load)
+    print(f"  the same figures to the bit after one call each: {same}")
+
+    # the token table's update from a batch's merged rows (32 x 64 tokens: up to 2,048 distinct rows):
+    # the rows scaled by the clip and scattered into a dense gradient, then the kernel, against
+    # KmtlApplyAdamWRows on the rows themselves (what kmtl.optimizer.FusedAdamUpdate runs)
+    rows_kernel = kernels.adamw_rows()
+    indices = tf.constant(np.sort(rng.choice(TOKENS, args.distinct_rows, replace=False)).astype("int32"))
+    rows = tf.constant(rng.normal(0.0, 1e-3, (args.distinct_rows, HIDDEN)).astype("float32"))
+    scale = tf.constant(0.5)
+    tables = {name: [tf.Variable(np.abs(rng.normal(0.0, 0.02, shape)).astype("float32")) for _ in range(3)]
+              for name in ("scatter_kernel", "rows_kernel")}  # (v >= 0: no NaN, which equals nothing)
+    for target, source in zip(tables["rows_kernel"], tables["scatter_kernel"]):
+        target.assign(source)
+
+    @tf.function
+    def scatter_kernel():
+        table, m_, v_ = tables["scatter_kernel"]
+        dense = tf.convert_to_tensor(tf.IndexedSlices(rows * scale, indices, tf.constant(shape)))
+        kernel(table.handle, m_.handle, v_.handle, 0.5, 0.5, lr, b1, b2, eps, rate, dense, 1.0)
+        return table[0, 0]
+
+    @tf.function
+    def rows_only():
+        table, m_, v_ = tables["rows_kernel"]
+        rows_kernel(table.handle, m_.handle, v_.handle, 0.5, 0.5, lr, b1, b2, eps, rate, rows, indices, scale)
+        return table[0, 0]
+
+    scatter_kernel(), rows_only()
+    same = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(tables["scatter_kernel"], tables["rows_kernel"]))
+    times, load = interleaved_ms({"scatter_kernel": scatter_kernel, "rows_kernel": rows_only}, (), args.rounds,
+                                 per_round, warmup=3)
+    report(f"the token table {list(shape)} from {args.distinct_rows} merged rows: scaled, scattered into a dense "
+           f"gradient + kmtl.kernels.adamw against kmtl.kernels.adamw_rows, median of {args.rounds} rounds x "
+           f"{per_round} calls", times, load)
     print(f"  the same figures to the bit after one call each: {same}")
 
 

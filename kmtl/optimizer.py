@@ -192,7 +192,7 @@ class FusedAdamUpdate:
     ``var -= lr·sqrt(1 - b2^t)/(1 - b1^t) · m / (sqrt(v) + eps)``, so the two agree to float
     rounding (tests/test_optimizer.py). AdamW's decoupled weight decay, applied before, is Keras'
     with ``lr · wd`` multiplied first (one pass over each variable instead of two). Sparse
-    gradients, ``amsgrad`` and non-float32 variables take Keras' path.
+    gradients (but for kmtl's kernel, below), ``amsgrad`` and non-float32 variables take Keras' path.
 
     Measured and dropped (2026-12-03, Intel(R) Xeon(R) Processor, 2 vCPUs, idle, MiniLM-L6
     32 x 64, 4 interleaved rounds): the whole update (global-norm clip, decay, ``ResourceApplyAdam``
@@ -208,10 +208,14 @@ class FusedAdamUpdate:
     global-norm clip's scale (`AllReducedClipping`, ``global_clipnorm``) and uses
     ``g = grad · scale`` in the formulas above (a float32 multiply, the clip's own: the same figures
     to the bit), so the clip makes no pass of its own over the float32 gradients of the variables
-    the kernel updates; ``scale`` is 1 without the clip. The other gradients are scaled before
-    their update, as `clip_by_global_norm` does: an embedding's merged rows (scaled, then scattered
-    into the dense table the kernel gets with a scale of 1), non-float32 gradients, and those of
-    variables off the CPU or not updated by the kernel.
+    the kernel updates; ``scale`` is 1 without the clip. An embedding table's gradient (a
+    `tf.IndexedSlices`) goes to the kernel as its merged rows (``KmtlApplyAdamWRows``: each row
+    the batch touched multiplied by the scale, the other rows a gradient of exactly 0, which
+    still decay and move with their moments): the same figures to the bit as the rows scaled,
+    scattered into a dense gradient and updated, without the dense [vocabulary, hidden] gradient
+    (47 MB for MiniLM's token table: written, then read, every step). The other gradients are
+    scaled before their update, as `clip_by_global_norm` does: non-float32 gradients, and those
+    of variables off the CPU or not updated by the kernel.
 
     Args:
         fused: False: Keras' own ``update_step`` everywhere (for an A/B).
@@ -263,10 +267,22 @@ class FusedAdamUpdate:
             return None
         return kernel
 
+    def _rows_kernel_for(self, gradient, variable):
+        """kmtl's rows kernel where it updates ``variable`` (a float32 table on a CPU) from
+        ``gradient``'s rows (a float32 `tf.IndexedSlices` with its table's shape), else None."""
+        if (not isinstance(gradient, tf.IndexedSlices) or gradient.dense_shape is None or self._kernel() is None
+                or self.amsgrad or gradient.dtype != tf.float32 or variable.dtype != "float32"
+                or not isinstance(_tf_variable(variable), tf.Variable) or not on_cpu(_tf_variable(variable))):
+            return None
+        from kmtl import kernels
+
+        return kernels.adamw_rows()
+
     def _takes_grad_scale(self, gradient, variable) -> bool:
         # kmtl's kernel updates the variable and the gradient is float32: the kernel's multiply
         # (float32, no fused multiply-add) is the clip's `gradient * scale`, to the bit
-        return gradient.dtype == tf.float32 and self._kernel_for(gradient, variable) is not None
+        return gradient.dtype == tf.float32 and (self._kernel_for(gradient, variable) is not None
+                                                 or self._rows_kernel_for(gradient, variable) is not None)
 
     def update_step(self, gradient, variable, learning_rate, grad_scale=None):
         """Keras' ``update_step``; ``grad_scale`` (the global-norm clip's scale, from
@@ -274,10 +290,11 @@ class FusedAdamUpdate:
         `clip_by_global_norm` does where the kernel does not update ``variable``."""
         if grad_scale is not None and not self._takes_grad_scale(gradient, variable):
             gradient, grad_scale = _scaled(gradient, grad_scale), None
-        kernel = self._kernel_for(gradient, variable)
+        rows_kernel = self._rows_kernel_for(gradient, variable)
+        kernel = rows_kernel or self._kernel_for(gradient, variable)
         if kernel is None and self._kernel() is not None:
             self._decay_here(variable)  # `_apply_weight_decay` left it to the kernel, which does not run here
-        if not self._fused_for(gradient, variable):
+        if kernel is None and not self._fused_for(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, tf.float32)
@@ -286,12 +303,17 @@ class FusedAdamUpdate:
                    _tf_variable(self._velocities[index]).handle)
         powers = (tf.pow(beta_1, step), tf.pow(beta_2, step))
         lr, epsilon = tf.cast(learning_rate, tf.float32), tf.constant(self.epsilon, tf.float32)
-        grad = tf.cast(gradient, tf.float32)
         if kernel is not None:
             rate = self._decay_rate(variable)
             scale = tf.ones([]) if grad_scale is None else tf.cast(grad_scale, tf.float32)  # x * 1 is x
-            kernel(*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate, grad, scale)
+            settings = (*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate)
+            if rows_kernel is not None:  # rows given a scale were merged by AllReducedClipping; others here
+                rows = gradient if grad_scale is not None else _merged(gradient)
+                rows_kernel(*settings, rows.values, rows.indices, scale)
+            else:
+                kernel(*settings, tf.cast(gradient, tf.float32), scale)
             return
+        grad = tf.cast(gradient, tf.float32)
         tf.raw_ops.ResourceApplyAdam(
             var=handles[0], m=handles[1], v=handles[2], beta1_power=powers[0], beta2_power=powers[1],
             lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad, use_locking=False)

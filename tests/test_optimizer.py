@@ -258,22 +258,32 @@ def test_the_adamw_kernel_gives_tensorflows_figures_to_the_bit(rates):
 
 
 def test_the_adamw_kernel_applies_the_global_clip_to_tensorflows_figures_to_the_bit(monkeypatch):
-    """With the kernel the global-norm clip's multiply is the kernel's (``g = grad * grad_scale``): the
-    clip scales only the gradients the kernel does not take (the embeddings' merged rows), and a fit
-    ends where the TensorFlow ops (the clip's Mul on every gradient, decay, ResourceApplyAdam) end, to
-    the bit, with a clip that binds on every step and with one that never does."""
+    """With the kernel the global-norm clip's multiply is the kernel's (``g = grad * grad_scale``), the
+    embeddings' merged rows included (``KmtlApplyAdamWRows``: no dense gradient), and a fit ends where
+    the TensorFlow ops (the clip's Mul on every gradient, the rows scattered into a dense gradient,
+    decay, ResourceApplyAdam) end, to the bit, with a clip that binds on every step and with one that
+    never does."""
     import tensorflow as tf
 
+    from kmtl import kernels
     from kmtl import optimizer as optimizer_module
 
     kernel_or_skip("adamw")
+    rows_kernel = kernels.adamw_rows()
     scaled = optimizer_module._scaled
     scale_multiplies = {True: [], False: []}
+    row_updates = []
+
+    def counted_rows(*args):
+        row_updates.append(args[-1])
+        return rows_kernel(*args)
+
     finals = {}
     for clipnorm in (1e-3, 1e6):  # the gradient's global norm is far above 1e-3 and far below 1e6
         for adamw_kernel in (True, False):
             seen = scale_multiplies[adamw_kernel]
             monkeypatch.setattr(optimizer_module, "_scaled", lambda g, scale, seen=seen: seen.append(g) or scaled(g, scale))
+            monkeypatch.setattr(kernels, "adamw_rows", lambda: counted_rows)
             finals[clipnorm, adamw_kernel] = _trained_weights(True, None, adamw_kernel=adamw_kernel, clipnorm=clipnorm)
             monkeypatch.undo()
         (with_kernel, kernel_state), (with_ops, ops_state) = finals[clipnorm, True], finals[clipnorm, False]
@@ -283,9 +293,11 @@ def test_the_adamw_kernel_applies_the_global_clip_to_tensorflows_figures_to_the_
     # near epsilon) are far shorter than the unclipped ones
     binding, free = finals[1e-3, True][0], finals[1e6, True][0]
     assert max(np.abs(a - b).max() for a, b in zip(binding, free)) > 1e-4
-    # with the kernel only the merged embedding rows are multiplied by the clip; without, every gradient
-    assert scale_multiplies[True] and all(isinstance(g, tf.IndexedSlices) for g in scale_multiplies[True])
+    # with the kernels no gradient is multiplied by the clip before its update; without, every one,
+    # the embeddings' rows (scattered into a dense gradient after) included
+    assert not scale_multiplies[True] and row_updates
     assert sum(not isinstance(g, tf.IndexedSlices) for g in scale_multiplies[False]) >= len(binding) - 2
+    assert any(isinstance(g, tf.IndexedSlices) for g in scale_multiplies[False])
 
 
 def _clipped_apply_steps(adamw_kernel: bool, steps, monkeypatch, wrap=None, **options):
@@ -299,8 +311,9 @@ def _clipped_apply_steps(adamw_kernel: bool, steps, monkeypatch, wrap=None, **op
 
     scales = []
     if adamw_kernel:
-        kernel = kernel_or_skip("adamw")
+        kernel, rows_kernel = kernel_or_skip("adamw"), kernels.adamw_rows()
         monkeypatch.setattr(kernels, "adamw", lambda: lambda *a: scales.append(float(a[-1])) or kernel(*a))
+        monkeypatch.setattr(kernels, "adamw_rows", lambda: lambda *a: scales.append(float(a[-1])) or rows_kernel(*a))
     optimizer = AdamW(learning_rate=0.1, weight_decay=0.1, global_clipnorm=1.0, adamw_kernel=adamw_kernel, **options)
     if wrap is not None:
         optimizer = wrap(optimizer)
@@ -319,12 +332,12 @@ SPARSE_STEPS = [([[3.0, 0.0, 0.0], [[0.0, 0.0], [0.0, 4.0]]], [[12.0, 0.0], [0.0
 
 
 def test_the_kernel_takes_the_clips_scale_and_ends_where_the_ops_end(monkeypatch):
-    """Eager steps, one clipped (norm 13), one not: the kernel gets the clip's scale (1/13, then 1) with
-    the dense gradients; the embedding's rows are scaled by the clip (then scattered into the dense
-    table the kernel gets with a scale of 1); the variables are the TensorFlow ops' to the bit."""
+    """Eager steps, one clipped (norm 13), one not: the kernels get the clip's scale (1/13, then 1)
+    with the dense gradients and with the embedding's rows (``KmtlApplyAdamWRows``); the variables are
+    the TensorFlow ops' (the rows scaled, scattered into a dense gradient, then updated) to the bit."""
     with_kernel, scales = _clipped_apply_steps(True, SPARSE_STEPS, monkeypatch)
     with_ops, _ = _clipped_apply_steps(False, SPARSE_STEPS, monkeypatch)
-    assert scales == pytest.approx([1 / 13, 1 / 13, 1.0] + [1.0] * 3, rel=1e-6)
+    assert scales == pytest.approx([1 / 13] * 3 + [1.0] * 3, rel=1e-6)
     for a, b in zip(with_kernel, with_ops):
         np.testing.assert_array_equal(a, b)
     assert np.abs(with_kernel[2][[0, 2]] - 1.0).min() > 1e-3 and (with_kernel[2][[1, 3]] != 1.0).all()  # decayed
@@ -359,6 +372,43 @@ def test_a_gradient_with_a_non_finite_norm_makes_every_update_nan(adamw_kernel, 
     variables, _ = _clipped_apply_steps(adamw_kernel, steps, monkeypatch)
     assert np.isnan(variables[0]).all() and np.isnan(variables[1]).all()
     assert np.isnan(variables[2][[0, 2]]).all()  # the table's rows in the batch (the others only decay)
+
+
+@pytest.mark.parametrize("index_dtype", ["int32", "int64"])
+def test_the_rows_kernel_is_the_dense_kernel_on_the_scattered_rows_to_the_bit(index_dtype):
+    """``KmtlApplyAdamWRows`` on a table's rows (each index once) ends where ``KmtlApplyAdamW`` ends on
+    the rows times the scale scattered into zeros, given a scale of 1: every row decays and moves with
+    its moments, the untouched rows with a gradient of exactly 0 (also under a NaN scale); it says
+    which index is wrong when one repeats or falls outside the table."""
+    import tensorflow as tf
+
+    from kmtl import kernels
+
+    dense_kernel, rows_kernel = kernel_or_skip("adamw"), kernels.adamw_rows()
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(6, 3)).astype("float32") for _ in range(3)]  # var, m, v (v made positive)
+    start[2] = np.abs(start[2])
+    rows = tf.constant(rng.normal(size=(3, 3)).astype("float32"))
+    indices = tf.constant([4, 0, 2], index_dtype)
+    settings = [tf.constant(x, tf.float32) for x in (0.9 ** 3, 0.999 ** 3, 0.01, 0.9, 0.999, 1e-6, 1e-3)]
+    for scale in (0.25, float("nan")):
+        table = [tf.Variable(x) for x in start]
+        dense = [tf.Variable(x) for x in start]
+        for _ in range(2):
+            rows_kernel(*(v.handle for v in table), *settings, rows, indices, tf.constant(scale))
+            scattered = tf.scatter_nd(tf.reshape(tf.cast(indices, tf.int32), [-1, 1]), rows * scale, [6, 3])
+            dense_kernel(*(v.handle for v in dense), *settings, scattered, tf.constant(1.0))
+        for a, b in zip(table, dense):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        untouched = table[0].numpy()[[1, 3, 5]]
+        assert np.isfinite(untouched).all() and not np.array_equal(untouched, start[0][[1, 3, 5]])
+    table = [tf.Variable(x) for x in start]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="index 4 given twice; merge the rows first"):
+        rows_kernel(*(v.handle for v in table), *settings, rows, tf.constant([4, 0, 4], index_dtype), tf.constant(1.0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="index 6 outside the table's 6 rows"):
+        rows_kernel(*(v.handle for v in table), *settings, rows, tf.constant([6, 0, 1], index_dtype), tf.constant(1.0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"rows must be \[len\(indices\)\]"):
+        rows_kernel(*(v.handle for v in table), *settings, rows[:2], indices, tf.constant(1.0))
 
 
 def test_variables_off_the_cpu_take_tensorflows_ops_and_keep_their_decay(monkeypatch):

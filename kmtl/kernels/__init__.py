@@ -6,10 +6,10 @@ TensorFlow ops, each a full pass over memory. The kernels here do them in one:
 - ``adamw.cc``: AdamW's decoupled weight decay and Adam's update of one variable, the gradient
   multiplied by the global-norm clip's scale as it is read (`kmtl.optimizer.FusedAdamUpdate`), in
   place of the clip's ``Mul``, the decay's ``Mul`` + ``AssignSubVariableOp`` and
-  ``ResourceApplyAdam``: four passes become one. Measured 2026-12-03 (Intel(R)
+  ``ResourceApplyAdam``: four passes become one; an embedding table's update from its
+  gradient's rows without the dense gradient (``KmtlApplyAdamWRows``). Measured 2026-12-03 (Intel(R)
   Xeon(R) Processor, 2 vCPUs, idle; MiniLM-L6's 22.5 M decayed weights, `python
   benchmarks/optimizer_update.py`): 14 ms against 30 ms, the same figures to the bit.
-
 - ``dropout.cc``: `kmtl.dropout`'s mask from TensorFlow's own Philox stream, the compare, the
   scale and the select in one pass, and its gradient in one.
 - ``layer_norm.cc``: `kmtl.layer_norm` forward in one pass (float32 inside, the row's mean and
@@ -136,6 +136,15 @@ def adamw() -> Optional[callable]:
     the kernel cannot be built, is turned off or is traced into an XLA-compiled function."""
     library = _library("adamw")
     return None if library is None else library.kmtl_apply_adam_w
+
+
+def adamw_rows() -> Optional[callable]:
+    """The ``KmtlApplyAdamWRows`` op (``adamw.cc``): `adamw`'s update of a table whose gradient is
+    given as rows, each index once: ``(var, m, v, beta1_power, beta2_power, lr, beta1, beta2,
+    epsilon, decay, rows, indices, grad_scale)``; the table's other rows get a zero gradient (they
+    still decay and move with their moments). None where `adamw` is None."""
+    library = _library("adamw")
+    return None if library is None else library.kmtl_apply_adam_w_rows
 
 
 def dropout():

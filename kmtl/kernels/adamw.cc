@@ -14,7 +14,9 @@
 // (training_op_helpers.h): a value read before the update keeps its figures.
 #define EIGEN_USE_THREADS
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -112,5 +114,113 @@ class ApplyAdamWOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("KmtlApplyAdamW").Device(tensorflow::DEVICE_CPU), ApplyAdamWOp);
+
+// KmtlApplyAdamWRows: the same update of a table whose gradient is given as rows (an embedding's
+// gradient, its rows merged: each index once), as if those rows were scattered into a dense
+// gradient of zeros: rows[k] * grad_scale where indices[k] = r, exactly 0 in the table's other
+// rows (which still decay, and move with their moments, as Adam's dense update moves them). The
+// same figures to the bit as the clip's multiply of the rows, their scatter and KmtlApplyAdamW
+// with a scale of 1 (a row the batch did not touch gets g = 0 whatever the scale: the clip
+// scales the rows before the scatter), without the dense gradient in memory.
+REGISTER_OP("KmtlApplyAdamWRows")
+    .Input("var: resource")
+    .Input("m: resource")
+    .Input("v: resource")
+    .Input("beta1_power: float")
+    .Input("beta2_power: float")
+    .Input("lr: float")
+    .Input("beta1: float")
+    .Input("beta2: float")
+    .Input("epsilon: float")
+    .Input("decay: float")
+    .Input("rows: float")
+    .Input("indices: Tindices")
+    .Input("grad_scale: float")
+    .Attr("Tindices: {int32, int64}")
+    .SetShapeFn(tensorflow::shape_inference::NoOutputs)
+    .Doc("KmtlApplyAdamW of a table given its gradient's rows, each index once (kmtl/kernels/adamw.cc).");
+
+template <typename Index>
+class ApplyAdamWRowsOp : public OpKernel {
+ public:
+  explicit ApplyAdamWRowsOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    using Device = Eigen::ThreadPoolDevice;
+    auto locks = tensorflow::MaybeLockVariableInputMutexesInOrder<Device, float>(ctx, false, false, {0, 1, 2});
+    Tensor var, m, v;
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 0, false, false, &var));
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 1, false, false, &m));
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 2, false, false, &v));
+    OP_REQUIRES(ctx, var.IsInitialized() && m.IsInitialized() && v.IsInitialized(),
+                tensorflow::errors::FailedPrecondition("KmtlApplyAdamWRows: uninitialized variable or slot"));
+    OP_REQUIRES(ctx, var.dims() >= 1 && var.shape().IsSameSize(m.shape()) && var.shape().IsSameSize(v.shape()),
+                tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: var, m and v must be one table shape, got ",
+                                                    var.shape().DebugString()));
+    const Tensor& rows = ctx->input(10);
+    const Tensor& indices = ctx->input(11);
+    tensorflow::TensorShape row_shape = var.shape();
+    row_shape.RemoveDim(0);
+    tensorflow::TensorShape want({indices.NumElements()});
+    want.AppendShape(row_shape);
+    OP_REQUIRES(ctx, indices.dims() == 1 && rows.shape().IsSameSize(want),
+                tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: rows must be [len(indices)] + var.shape[1:] = ",
+                                                    want.DebugString(), ", got ", rows.shape().DebugString(),
+                                                    " for indices ", indices.shape().DebugString()));
+    for (int i : {3, 4, 5, 6, 7, 8, 9, 12}) {
+      OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape()),
+                  tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: input ", i, " must be a scalar"));
+    }
+    const int64_t table_rows = var.dim_size(0);
+    const int64_t d = row_shape.num_elements();
+    // where each table row's gradient is: its position in `rows`, or -1 (a zero gradient)
+    std::vector<int64_t> position(table_rows, -1);
+    const auto index = indices.flat<Index>();
+    for (int64_t k = 0; k < index.size(); ++k) {
+      const int64_t r = static_cast<int64_t>(index(k));
+      OP_REQUIRES(ctx, r >= 0 && r < table_rows,
+                  tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: index ", r, " outside the table's ",
+                                                      table_rows, " rows"));
+      OP_REQUIRES(ctx, position[r] < 0,
+                  tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: index ", r,
+                                                      " given twice; merge the rows first (each index once)"));
+      position[r] = k;
+    }
+    const float beta1_power = ctx->input(3).scalar<float>()();
+    const float beta2_power = ctx->input(4).scalar<float>()();
+    const float lr = ctx->input(5).scalar<float>()();
+    const float beta1 = ctx->input(6).scalar<float>()();
+    const float beta2 = ctx->input(7).scalar<float>()();
+    const float epsilon = ctx->input(8).scalar<float>()();
+    const float decay = ctx->input(9).scalar<float>()();
+    const float grad_scale = ctx->input(12).scalar<float>()();
+    const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
+
+    float* w = var.flat<float>().data();
+    float* mp = m.flat<float>().data();
+    float* vp = v.flat<float>().data();
+    const float* g = rows.flat<float>().data();
+    const int64_t* where = position.data();
+    auto work = [=](int64_t begin, int64_t end) {
+      const std::vector<float> zeros(d, 0.0f);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t k = where[r];
+        // a touched row: its gradient times the clip's scale; another: exactly 0 (0 * 1)
+        const float* gradient = k < 0 ? zeros.data() : g + k * d;
+        adamw_range(w + r * d, mp + r * d, vp + r * d, gradient, 0, d, k < 0 ? 1.0f : grad_scale, decay,
+                    one_minus_beta1, one_minus_beta2, alpha, epsilon);
+      }
+    };
+    // cost per row in cycles, roughly: as KmtlApplyAdamW's per element, d elements
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(table_rows, 40 * std::max<int64_t>(d, 1),
+                                                                         work);
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("KmtlApplyAdamWRows").Device(tensorflow::DEVICE_CPU).TypeConstraint<int32_t>("Tindices"),
+                        ApplyAdamWRowsOp<int32_t>);
+REGISTER_KERNEL_BUILDER(Name("KmtlApplyAdamWRows").Device(tensorflow::DEVICE_CPU).TypeConstraint<int64_t>("Tindices"),
+                        ApplyAdamWRowsOp<int64_t>);
 
 }  // namespace kmtl
