@@ -34,7 +34,8 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from kmtl.layer_norm import _kernel, layer_norm
+    from kmtl.kernels import for_dtype
+    from kmtl.layer_norm import layer_norm
 
     def keras_ln(x, g, b):
         return tf.cast(keras.ops.layer_normalization(x, g, b, axis=-1, epsilon=args.epsilon), x.dtype)
@@ -66,7 +67,7 @@ def main(argv=None):
 
     candidates = {"keras": keras_ln, "kmtl-ops": lambda x, g, b: layer_norm(x, g, b, args.epsilon, kernel=False),
                   "xla": xla}
-    if _kernel(tf.float32) is not None:  # kmtl's default where its kernel builds (a CPU, no GPU)
+    if for_dtype("layer_norm", tf.float32) is not None:  # kmtl's default where its kernel builds (a CPU, no GPU)
         candidates["kmtl-kernel"] = lambda x, g, b: layer_norm(x, g, b, args.epsilon)
 
     def step_of(fn):

@@ -13,6 +13,7 @@
     python benchmarks/levers.py adamwkernel         # fixed 32 x 64: kmtl's AdamW kernel vs TF's ops, bf16, fp32
     python benchmarks/levers.py dropoutkernel       # fixed 32 x 64: kmtl's dropout kernel vs its TF ops, bf16, fp32
     python benchmarks/levers.py layernormkernel     # fixed 32 x 64: kmtl's layer-norm kernel vs its TF ops, bf16, fp32
+    python benchmarks/levers.py softmaxkernel       # fixed 32 x 64: kmtl's softmax-gradient kernel vs TF's ops, bf16, fp32
     python benchmarks/levers.py clipfold            # fixed 32 x 64: the clip's multiply in the AdamW kernel vs its own pass
     python benchmarks/levers.py rowclip             # fixed 32 x 64: embedding gradient clipped on its rows vs dense, bf16, fp32
     python benchmarks/levers.py --variants data=fixed,jit=1 data=fixed,jit=0 --rounds 5
@@ -74,6 +75,10 @@ PRESETS = {
     "layernormkernel": ["data=fixed,precision=mixed_bfloat16,layernormkernel=1",
                         "data=fixed,precision=mixed_bfloat16,layernormkernel=0",
                         "data=fixed,precision=float32,layernormkernel=1", "data=fixed,precision=float32,layernormkernel=0"],
+    # the attention softmax's gradient by kmtl's one-pass kernel (the default where it builds) vs TF's ops
+    "softmaxkernel": ["data=fixed,precision=mixed_bfloat16,softmaxkernel=1",
+                      "data=fixed,precision=mixed_bfloat16,softmaxkernel=0",
+                      "data=fixed,precision=float32,softmaxkernel=1", "data=fixed,precision=float32,softmaxkernel=0"],
     # the global-norm clip's multiply inside kmtl's AdamW kernel (the default) vs a Mul per gradient
     "clipfold": ["data=fixed,precision=mixed_bfloat16,fold_clip=1", "data=fixed,precision=mixed_bfloat16,fold_clip=0",
                  "data=fixed,precision=float32,fold_clip=1", "data=fixed,precision=float32,fold_clip=0"],
@@ -90,7 +95,7 @@ def parse_variant(text):
         key, value = part.split("=")
         flag = lambda v: v in ("1", "true", "on")  # noqa: E731
         out[key] = {"jit": flag, "fused": flag, "gelu32": flag, "dropout16": flag, "dropoutkernel": flag,
-                    "layernormkernel": flag, "layernorm": flag, "attention": flag, "fusedgelu": flag,
+                    "layernormkernel": flag, "softmaxkernel": flag, "layernorm": flag, "attention": flag, "fusedgelu": flag,
                     "merge_rows": flag, "fold_clip": flag, "adamw_kernel": flag}.get(key, lambda v: v)(value)
         if key in ("batch_size", "seq_len", "steps_per_execution"):
             out[key] = int(value)
@@ -102,8 +107,8 @@ def main(argv=None):
     p.add_argument("preset", nargs="?", choices=tuple(PRESETS))
     p.add_argument("--variants", nargs="+",
                    help="key=value,... (data, jit, fused, adamw_kernel, merge_rows, fold_clip, gelu32, fusedgelu, "
-                        "dropout16, dropoutkernel, layernorm, layernormkernel, attention, precision, padding, sharing, "
-                        "batch_size, seq_len, steps_per_execution)")
+                        "dropout16, dropoutkernel, layernorm, layernormkernel, softmaxkernel, attention, precision, "
+                        "padding, sharing, batch_size, seq_len, steps_per_execution)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -116,6 +121,7 @@ def main(argv=None):
     import keras
 
     from kmtl.activations import Float32Activation
+    from kmtl.attention import fast_attention
     from kmtl.bench.peak import matmul_peak
     from kmtl.bench.train import TrainBench
     from kmtl.dropout import fast_dropout
@@ -127,7 +133,7 @@ def main(argv=None):
         v.setdefault("seq_len", 128 if v.get("data") == "real" else 64)
         gelu32, fusedgelu, dropout16 = v.pop("gelu32", True), v.pop("fusedgelu", True), v.pop("dropout16", True)
         dropout_kernel, fold_clip = v.pop("dropoutkernel", True), v.pop("fold_clip", True)
-        layernorm_kernel = v.pop("layernormkernel", True)
+        layernorm_kernel, softmax_kernel = v.pop("layernormkernel", True), v.pop("softmaxkernel", True)
         bench = TrainBench(args.backbone, steps=args.steps, repeats=1, warmup=args.warmup, **v)
         for layer in bench.model._flatten_layers():  # kmtl.activations.fast_activations' wrapper
             if isinstance(getattr(layer, "activation", None), Float32Activation):
@@ -145,6 +151,11 @@ def main(argv=None):
                 if type(layer) is keras.layers.LayerNormalization:
                     layer.__dict__.pop("call", None)
             fast_layer_norm(bench.model, kernel=False)
+        if not softmax_kernel:  # kmtl.attention with TensorFlow's softmax gradient, not its kernel
+            for layer in bench.model._flatten_layers():
+                if type(layer) is keras.layers.MultiHeadAttention:
+                    layer.__dict__.pop("call", None)
+            fast_attention(bench.model, softmax_kernel=False)
         if not fold_clip:  # kmtl.optimizer.AllReducedClipping: the clip's multiply before the update again
             optimizer = bench.model.optimizer
             getattr(optimizer, "inner_optimizer", optimizer).fold_clip = False

@@ -39,6 +39,8 @@ import functools
 import keras
 import tensorflow as tf
 
+from kmtl import kernels
+
 LEVELS = 1 << 16
 
 
@@ -67,7 +69,7 @@ def dropout(inputs, rate: float, seed, noise_shape=None, kernel: bool = True):
     """``inputs`` with each element (or each slice of ``noise_shape``) zeroed with probability
     ``rate``, the rest scaled to keep the expectation; the drop pattern comes from `keep_mask`.
     ``kernel``: kmtl's one-pass kernel where it can run (False: TensorFlow's ops, for an A/B)."""
-    ops = _kernel(inputs.dtype) if kernel and noise_shape is None else None
+    ops = kernels.for_dtype("dropout", inputs.dtype) if kernel and noise_shape is None else None
     if ops is not None:
         return _kernel_dropout(ops, inputs, rate, seed)
     shape = tf.shape(inputs)
@@ -77,15 +79,6 @@ def dropout(inputs, rate: float, seed, noise_shape=None, kernel: bool = True):
     keep = keep_mask(shape, rate, seed)
     scale = LEVELS / (LEVELS - threshold(rate))
     return tf.where(keep, inputs * tf.cast(scale, inputs.dtype), tf.zeros([], inputs.dtype))
-
-
-def _kernel(dtype):
-    """`kmtl.kernels.dropout`'s library where it serves ``dtype`` on this machine, else None."""
-    if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
-        return None  # the kernel is CPU-only: with a GPU visible, ops TensorFlow can place anywhere
-    from kmtl import kernels
-
-    return kernels.dropout()  # None inside an XLA-compiled step too
 
 
 def _kernel_dropout(ops, inputs, rate, seed):

@@ -56,6 +56,7 @@ import functools
 import keras
 import tensorflow as tf
 
+from kmtl import kernels
 from kmtl.tape import training_tensor
 
 
@@ -72,7 +73,7 @@ def layer_norm(x, gamma, beta, epsilon: float, kernel: bool = True):
     beta = tf.convert_to_tensor(beta, tf.float32)
     epsilon = float(epsilon)
     x = tf.convert_to_tensor(x)
-    ops = _kernel(x.dtype) if kernel else None
+    ops = kernels.for_dtype("layer_norm", x.dtype) if kernel else None
     if ops is not None:
         return _kernel_layer_norm(ops, x, gamma, beta, epsilon)
 
@@ -104,15 +105,6 @@ def layer_norm(x, gamma, beta, epsilon: float, kernel: bool = True):
         return y, grad
 
     return _ln(x, gamma, beta)
-
-
-def _kernel(dtype):
-    """`kmtl.kernels.layer_norm`'s library where it serves ``dtype`` on this machine, else None."""
-    if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
-        return None  # the kernel is CPU-only: with a GPU visible, ops TensorFlow can place anywhere
-    from kmtl import kernels
-
-    return kernels.layer_norm()  # None inside an XLA-compiled step too
 
 
 def _kernel_layer_norm(ops, x, gamma, beta, epsilon):

@@ -8,6 +8,7 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from kernel_skip import kernel_or_skip
 
 import kmtl
 from kmtl import attention as attention_lib
@@ -307,3 +308,48 @@ def test_saved_model_and_onnx_exports_of_a_patched_model(tmp_path, fast_calls):
     session = ort.InferenceSession(str(onnx_path / "model.onnx"), providers=["CPUExecutionProvider"])
     feed = {i.name: x[i.name] for i in session.get_inputs()}
     np.testing.assert_allclose(session.run(["s"], feed)[0], want, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
+@pytest.mark.parametrize("shape", [[3, 7], [2, 3, 5, 64], [4, 1, 37]])
+def test_the_softmax_gradient_kernel_is_tensorflows_within_rounding(dtype, shape):
+    kernel_or_skip("softmax")
+    rng = np.random.default_rng(5)
+    scores = tf.cast(rng.normal(0.0, 3.0, shape).astype(np.float32), dtype)
+    dy = tf.cast(rng.normal(0.0, 1.0, shape).astype(np.float32), dtype)
+    grads = {}
+    for kernel in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            y = attention_lib.softmax(scores, kernel=kernel)
+        grads[kernel] = tf.cast(tape.gradient(y, scores, output_gradients=dy), tf.float32).numpy()
+        np.testing.assert_array_equal(tf.cast(y, tf.float32), tf.cast(tf.nn.softmax(scores), tf.float32))
+    # float64 from the same y and dy: the kernel rounds once to the dtype (float32 inside), TensorFlow's
+    # ops at each step, so the kernel is as close as they are, or closer
+    y64, dy64 = (tf.cast(t, tf.float64).numpy() for t in (tf.nn.softmax(scores), dy))
+    want = (dy64 - (dy64 * y64).sum(-1, keepdims=True)) * y64
+    scale = np.abs(want).max()
+    errors = {kernel: np.abs(g - want).max() / scale for kernel, g in grads.items()}
+    tolerance = {tf.float32: 1e-6, tf.bfloat16: 2 ** -8, tf.float16: 2 ** -11}[dtype]
+    assert errors[True] <= tolerance, errors
+    assert errors[True] <= errors[False] + tolerance / 4, errors
+
+
+def test_the_softmax_kernel_is_in_training_graphs_only():
+    ops = kernel_or_skip("softmax")
+    scores = tf.random.stateless_normal([2, 3, 4], seed=[1, 2])
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = attention_lib.softmax(x)
+        return tape.gradient(y, x, output_gradients=tf.ones_like(x) * tf.range(4.0))
+
+    kinds = {op.type for op in tf.function(step).get_concrete_function(scores).graph.get_operations()}
+    assert "KmtlSoftmaxGrad" in kinds
+    inference = tf.function(attention_lib.softmax).get_concrete_function(scores).graph
+    assert "KmtlSoftmaxGrad" not in {op.type for op in inference.get_operations()}  # no tape: the plain op
+    xla = tf.function(step, jit_compile=True)
+    np.testing.assert_allclose(xla(scores), tf.function(step)(scores), atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="y and dy differ in shape"):
+        ops.kmtl_softmax_grad(tf.ones([2, 3]), tf.ones([2, 4]))

@@ -14,6 +14,10 @@ TensorFlow ops, each a full pass over memory. The kernels here do them in one:
   scale and the select in one pass, and its gradient in one.
 - ``layer_norm.cc``: `kmtl.layer_norm` forward in one pass (float32 inside, the row's mean and
   rstd kept) and its closed-form gradient in one pass, in place of a dozen full-size ops each way.
+- ``softmax.cc``: the gradient of the attention softmax, ``(dy - Σ dy·y)·y``, in one pass instead
+  of TensorFlow's Mul, Sum, Sub, Mul (`kmtl.attention.softmax`).
+
+``rows.h`` holds what the row-wise kernels share (bfloat16 conversions, row sums in a fixed order).
 
 Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 -ffp-contract=off`` (no fused multiply-add: TensorFlow's own rounding) ``-fno-math-errno``
@@ -21,8 +25,9 @@ Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 when the library loads. About 5 s, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
 ``~/.cache/kmtl/kernels``) under a name that changes with the source, TensorFlow's version and
 the flags. Where there is no compiler, the build fails or the library does not load, `adamw`,
-`dropout` and `layer_norm` return None after one warning and kmtl uses TensorFlow's ops (the same
-figures, slower; the layer norm's within float rounding: its sums add in another order). They
+`dropout`, `layer_norm` and `softmax` return None after one warning and kmtl uses TensorFlow's ops (the same
+figures, slower; the layer norm's and the softmax gradient's within float rounding: their sums
+add in another order). They
 also return None while an XLA-compiled function is traced (`in_xla_function`: XLA has no kernel
 for kmtl's ops). ``KMTL_KERNELS=0`` turns the kernels off.
 
@@ -30,6 +35,7 @@ Example:
     >>> apply = adamw()          # None where it cannot be built
     >>> ops = dropout()          # the same
     >>> norm = layer_norm()      # the same
+    >>> grad = softmax()         # the same
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def enabled() -> bool:
 
 def in_xla_function() -> bool:
     """True while tracing inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras'
-    ``jit_compile``): XLA cannot compile kmtl's ops, so `adamw`, `dropout` and `layer_norm` give None there.
+    ``jit_compile``): XLA cannot compile kmtl's ops, so `adamw`, `dropout`, `layer_norm` and `softmax` give None there.
 
     Example:
         >>> in_xla_function()
@@ -90,7 +96,9 @@ def build(name: str) -> Path:
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler {compiler!r} on PATH")
     flags = [*FLAGS, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    key = hashlib.sha1("\n".join([source.read_text(), tf.__version__, compiler, *flags]).encode()).hexdigest()[:16]
+    headers = [header.read_text() for header in sorted(HERE.glob("*.h"))]  # included by the sources (rows.h)
+    key = hashlib.sha1("\n".join([source.read_text(), *headers, tf.__version__, compiler, *flags]).encode()
+                       ).hexdigest()[:16]
     target = kernel_dir() / f"{name}-{key}.so"
     if target.exists():
         return target
@@ -129,6 +137,21 @@ def _load(name: str):
         return None
 
 
+def for_dtype(name: str, dtype):
+    """The library of ``<name>.cc`` where it serves tensors of ``dtype`` here, else None: float32,
+    bfloat16 or float16, and no GPU visible (kmtl's kernels are CPU-only: with a GPU, the
+    TensorFlow ops, which TensorFlow can place anywhere).
+
+    Example:
+        >>> ops = for_dtype("layer_norm", "float32")   # None on a GPU machine or without a compiler
+    """
+    import tensorflow as tf
+
+    if tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16) or tf.config.list_logical_devices("GPU"):
+        return None
+    return _library(name)  # None inside an XLA-compiled step too
+
+
 def adamw() -> Optional[callable]:
     """The ``KmtlApplyAdamW`` op (``adamw.cc``): ``(var, m, v, beta1_power, beta2_power, lr, beta1,
     beta2, epsilon, decay, grad, grad_scale)``, the first three resource handles, the rest float32
@@ -161,3 +184,10 @@ def layer_norm():
     dbeta)`` (``x``, ``dy``: float32, bfloat16 or float16; the rest float32); None where the kernel
     cannot be built, is turned off or is traced into an XLA-compiled function."""
     return _library("layer_norm")
+
+
+def softmax():
+    """The library of ``softmax.cc``, op ``kmtl_softmax_grad(y, dy)`` -> ``dx``, the gradient of a
+    softmax over the last axis (``y``: its output; float32, bfloat16 or float16); None where the
+    kernel cannot be built, is turned off or is traced into an XLA-compiled function."""
+    return _library("softmax")
