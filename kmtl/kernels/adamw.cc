@@ -68,45 +68,65 @@ static void adamw_range(float* w, float* mp, float* vp, const float* g, int64_t 
   }
 }
 
+using Device = Eigen::ThreadPoolDevice;
+
+// The variable and its two slots (inputs 0-2), read as TensorFlow's training ops read them; the
+// caller holds their locks (MaybeLockVariableInputMutexesInOrder).
+static absl::Status read_slots(OpKernelContext* ctx, const char* op, Tensor* var, Tensor* m, Tensor* v) {
+  TF_RETURN_IF_ERROR(tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 0, false, false, var));
+  TF_RETURN_IF_ERROR(tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 1, false, false, m));
+  TF_RETURN_IF_ERROR(tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 2, false, false, v));
+  if (!var->IsInitialized() || !m->IsInitialized() || !v->IsInitialized()) {
+    return tensorflow::errors::FailedPrecondition(op, ": uninitialized variable or slot");
+  }
+  return absl::OkStatus();
+}
+
+// The scalars of both ops: inputs 3-9 (beta1_power ... decay) and the gradient's scale.
+struct Settings {
+  float alpha, decay, one_minus_beta1, one_minus_beta2, epsilon, grad_scale;
+};
+
+static absl::Status read_settings(OpKernelContext* ctx, const char* op, int grad_scale_input, Settings* out) {
+  for (int i : {3, 4, 5, 6, 7, 8, 9, grad_scale_input}) {
+    if (!tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape())) {
+      return tensorflow::errors::InvalidArgument(op, ": input ", i, " must be a scalar");
+    }
+  }
+  auto scalar = [ctx](int i) { return ctx->input(i).scalar<float>()(); };
+  const float beta1_power = scalar(3), beta2_power = scalar(4), lr = scalar(5), beta1 = scalar(6), beta2 = scalar(7);
+  out->alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+  out->one_minus_beta1 = 1.0f - beta1;
+  out->one_minus_beta2 = 1.0f - beta2;
+  out->epsilon = scalar(8);
+  out->decay = scalar(9);
+  out->grad_scale = scalar(grad_scale_input);
+  return absl::OkStatus();
+}
+
 class ApplyAdamWOp : public OpKernel {
  public:
   explicit ApplyAdamWOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using Device = Eigen::ThreadPoolDevice;
     auto locks = tensorflow::MaybeLockVariableInputMutexesInOrder<Device, float>(ctx, false, false, {0, 1, 2});
     Tensor var, m, v;
-    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 0, false, false, &var));
-    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 1, false, false, &m));
-    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 2, false, false, &v));
-    OP_REQUIRES(ctx, var.IsInitialized() && m.IsInitialized() && v.IsInitialized(),
-                tensorflow::errors::FailedPrecondition("KmtlApplyAdamW: uninitialized variable or slot"));
+    OP_REQUIRES_OK(ctx, read_slots(ctx, "KmtlApplyAdamW", &var, &m, &v));
     const Tensor& grad = ctx->input(10);
     OP_REQUIRES(ctx, var.shape().IsSameSize(m.shape()) && var.shape().IsSameSize(v.shape()) &&
                          var.shape().IsSameSize(grad.shape()),
                 tensorflow::errors::InvalidArgument("KmtlApplyAdamW: var, m, v and grad differ in shape: ",
                                                     var.shape().DebugString(), " ", grad.shape().DebugString()));
-    for (int i : {3, 4, 5, 6, 7, 8, 9, 11}) {
-      OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape()),
-                  tensorflow::errors::InvalidArgument("KmtlApplyAdamW: input ", i, " must be a scalar"));
-    }
-    const float beta1_power = ctx->input(3).scalar<float>()();
-    const float beta2_power = ctx->input(4).scalar<float>()();
-    const float lr = ctx->input(5).scalar<float>()();
-    const float beta1 = ctx->input(6).scalar<float>()();
-    const float beta2 = ctx->input(7).scalar<float>()();
-    const float epsilon = ctx->input(8).scalar<float>()();
-    const float decay = ctx->input(9).scalar<float>()();
-    const float grad_scale = ctx->input(11).scalar<float>()();
-    const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
-    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
+    Settings k;
+    OP_REQUIRES_OK(ctx, read_settings(ctx, "KmtlApplyAdamW", 11, &k));
 
     float* w = var.flat<float>().data();
     float* mp = m.flat<float>().data();
     float* vp = v.flat<float>().data();
     const float* g = grad.flat<float>().data();
     auto work = [=](int64_t begin, int64_t end) {
-      adamw_range(w, mp, vp, g, begin, end, grad_scale, decay, one_minus_beta1, one_minus_beta2, alpha, epsilon);
+      adamw_range(w, mp, vp, g, begin, end, k.grad_scale, k.decay, k.one_minus_beta1, k.one_minus_beta2, k.alpha,
+                  k.epsilon);
     };
     // cost per element in cycles, roughly: 4 loads, 3 stores, a square root and a division
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(var.NumElements(), 40, work);
@@ -146,14 +166,9 @@ class ApplyAdamWRowsOp : public OpKernel {
   explicit ApplyAdamWRowsOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using Device = Eigen::ThreadPoolDevice;
     auto locks = tensorflow::MaybeLockVariableInputMutexesInOrder<Device, float>(ctx, false, false, {0, 1, 2});
     Tensor var, m, v;
-    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 0, false, false, &var));
-    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 1, false, false, &m));
-    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<Device, float>(ctx, 2, false, false, &v));
-    OP_REQUIRES(ctx, var.IsInitialized() && m.IsInitialized() && v.IsInitialized(),
-                tensorflow::errors::FailedPrecondition("KmtlApplyAdamWRows: uninitialized variable or slot"));
+    OP_REQUIRES_OK(ctx, read_slots(ctx, "KmtlApplyAdamWRows", &var, &m, &v));
     OP_REQUIRES(ctx, var.dims() >= 1 && var.shape().IsSameSize(m.shape()) && var.shape().IsSameSize(v.shape()),
                 tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: var, m and v must be one table shape, got ",
                                                     var.shape().DebugString()));
@@ -167,10 +182,8 @@ class ApplyAdamWRowsOp : public OpKernel {
                 tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: rows must be [len(indices)] + var.shape[1:] = ",
                                                     want.DebugString(), ", got ", rows.shape().DebugString(),
                                                     " for indices ", indices.shape().DebugString()));
-    for (int i : {3, 4, 5, 6, 7, 8, 9, 12}) {
-      OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape()),
-                  tensorflow::errors::InvalidArgument("KmtlApplyAdamWRows: input ", i, " must be a scalar"));
-    }
+    Settings k;
+    OP_REQUIRES_OK(ctx, read_settings(ctx, "KmtlApplyAdamWRows", 12, &k));
     const int64_t table_rows = var.dim_size(0);
     const int64_t d = row_shape.num_elements();
     // where each table row's gradient is: its position in `rows`, or -1 (a zero gradient)
@@ -186,17 +199,6 @@ class ApplyAdamWRowsOp : public OpKernel {
                                                       " given twice; merge the rows first (each index once)"));
       position[r] = k;
     }
-    const float beta1_power = ctx->input(3).scalar<float>()();
-    const float beta2_power = ctx->input(4).scalar<float>()();
-    const float lr = ctx->input(5).scalar<float>()();
-    const float beta1 = ctx->input(6).scalar<float>()();
-    const float beta2 = ctx->input(7).scalar<float>()();
-    const float epsilon = ctx->input(8).scalar<float>()();
-    const float decay = ctx->input(9).scalar<float>()();
-    const float grad_scale = ctx->input(12).scalar<float>()();
-    const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
-    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
-
     float* w = var.flat<float>().data();
     float* mp = m.flat<float>().data();
     float* vp = v.flat<float>().data();
@@ -205,11 +207,11 @@ class ApplyAdamWRowsOp : public OpKernel {
     auto work = [=](int64_t begin, int64_t end) {
       const std::vector<float> zeros(d, 0.0f);
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t k = where[r];
+        const int64_t at = where[r];
         // a touched row: its gradient times the clip's scale; another: exactly 0 (0 * 1)
-        const float* gradient = k < 0 ? zeros.data() : g + k * d;
-        adamw_range(w + r * d, mp + r * d, vp + r * d, gradient, 0, d, k < 0 ? 1.0f : grad_scale, decay,
-                    one_minus_beta1, one_minus_beta2, alpha, epsilon);
+        const float* gradient = at < 0 ? zeros.data() : g + at * d;
+        adamw_range(w + r * d, mp + r * d, vp + r * d, gradient, 0, d, at < 0 ? 1.0f : k.grad_scale, k.decay,
+                    k.one_minus_beta1, k.one_minus_beta2, k.alpha, k.epsilon);
       }
     };
     // cost per row in cycles, roughly: as KmtlApplyAdamW's per element, d elements
