@@ -208,8 +208,8 @@ class FusedAdamUpdate:
     global-norm clip's scale (`AllReducedClipping`, ``global_clipnorm``) and uses
     ``g = grad · scale`` in the formulas above (a float32 multiply, the clip's own: the same figures
     to the bit), so the clip makes no pass of its own over the float32 gradients of the variables
-    the kernel updates; ``scale`` is 1 without the clip. An embedding table's gradient (a
-    `tf.IndexedSlices`) goes to the kernel as its merged rows (``KmtlApplyAdamWRows``: each row
+    the kernel updates; ``scale`` is 1 without the clip. With the clip, an embedding table's
+    gradient (a `tf.IndexedSlices`) goes to the kernel as its merged rows (``KmtlApplyAdamWRows``: each row
     the batch touched multiplied by the scale, the other rows a gradient of exactly 0, which
     still decay and move with their moments): the same figures to the bit as the rows scaled,
     scattered into a dense gradient and updated, without the dense [vocabulary, hidden] gradient
@@ -290,7 +290,10 @@ class FusedAdamUpdate:
         `clip_by_global_norm` does where the kernel does not update ``variable``."""
         if grad_scale is not None and not self._takes_grad_scale(gradient, variable):
             gradient, grad_scale = _scaled(gradient, grad_scale), None
-        rows_kernel = self._rows_kernel_for(gradient, variable)
+        # the rows kernel for an embedding's rows that AllReducedClipping merged and hands over with
+        # the clip's scale; without the clip a sparse gradient keeps Keras' own update (whose moments
+        # move on the touched rows only: not the dense update this kernel makes)
+        rows_kernel = self._rows_kernel_for(gradient, variable) if grad_scale is not None else None
         kernel = rows_kernel or self._kernel_for(gradient, variable)
         if kernel is None and self._kernel() is not None:
             self._decay_here(variable)  # `_apply_weight_decay` left it to the kernel, which does not run here
@@ -307,9 +310,8 @@ class FusedAdamUpdate:
             rate = self._decay_rate(variable)
             scale = tf.ones([]) if grad_scale is None else tf.cast(grad_scale, tf.float32)  # x * 1 is x
             settings = (*handles, *powers, lr, beta_1, beta_2, epsilon, tf.zeros([]) if rate is None else rate)
-            if rows_kernel is not None:  # rows given a scale were merged by AllReducedClipping; others here
-                rows = gradient if grad_scale is not None else _merged(gradient)
-                rows_kernel(*settings, rows.values, rows.indices, scale)
+            if rows_kernel is not None:  # merged rows: each index once (the kernel checks)
+                rows_kernel(*settings, gradient.values, gradient.indices, scale)
             else:
                 kernel(*settings, tf.cast(gradient, tf.float32), scale)
             return

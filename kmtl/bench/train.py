@@ -102,7 +102,7 @@ def fixed_batch(batch_size: int, seq_len: int, vocab_size: int, token_classes: i
 
 
 def _kernel_builds(name: str) -> bool:
-    """Whether `kmtl.kernels`' ``name`` (``adamw``, ``dropout``, ``layer_norm``) builds and loads here."""
+    """Whether `kmtl.kernels`' ``name`` (``adamw``, ``dropout``, ``layer_norm``, ``softmax``) builds and loads here."""
     from kmtl import kernels
 
     return getattr(kernels, name)() is not None
@@ -191,6 +191,7 @@ class TrainBench:
                          "adamw_kernel": bool(adamw_kernel and fused and not jit and _kernel_builds("adamw")),
                          "dropout_kernel": bool(not jit and _kernel_builds("dropout")),
                          "layer_norm_kernel": bool(layernorm is not False and not jit and _kernel_builds("layer_norm")),
+                         "softmax_kernel": bool(attention is not False and not jit and _kernel_builds("softmax")),
                          **({"precision_auto": reason} if asked == AUTO else {})}
         self.compute_dtype = keras.DTypePolicy(precision).compute_dtype  # the dtype the matmul peak is measured in
         self.read_seconds = None

@@ -22,7 +22,7 @@ TensorFlow ops, each a full pass over memory. The kernels here do them in one:
 Build: ``g++`` (or ``$CXX``) with `tf.sysconfig`'s compile and link flags, ``-O3
 -ffp-contract=off`` (no fused multiply-add: TensorFlow's own rounding) ``-fno-math-errno``
 (vectorized square roots); the hot loop is compiled for AVX-512, AVX2 and plain x86-64 and chosen
-when the library loads. About 5 s, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
+when the library loads. About 5-20 s each, once: the library is kept in ``$KMTL_KERNEL_DIR`` (default
 ``~/.cache/kmtl/kernels``) under a name that changes with the source, TensorFlow's version and
 the flags. Where there is no compiler, the build fails or the library does not load, `adamw`,
 `dropout`, `layer_norm` and `softmax` return None after one warning and kmtl uses TensorFlow's ops (the same
