@@ -31,17 +31,21 @@ using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 
+// The inputs both ops share, in this order (read by read_slots and read_settings below).
+#define KMTL_ADAMW_INPUTS            \
+  Input("var: resource")             \
+      .Input("m: resource")          \
+      .Input("v: resource")          \
+      .Input("beta1_power: float")   \
+      .Input("beta2_power: float")   \
+      .Input("lr: float")            \
+      .Input("beta1: float")         \
+      .Input("beta2: float")         \
+      .Input("epsilon: float")       \
+      .Input("decay: float")
+
 REGISTER_OP("KmtlApplyAdamW")
-    .Input("var: resource")
-    .Input("m: resource")
-    .Input("v: resource")
-    .Input("beta1_power: float")
-    .Input("beta2_power: float")
-    .Input("lr: float")
-    .Input("beta1: float")
-    .Input("beta2: float")
-    .Input("epsilon: float")
-    .Input("decay: float")
+    .KMTL_ADAMW_INPUTS
     .Input("grad: float")
     .Input("grad_scale: float")
     .SetShapeFn(tensorflow::shape_inference::NoOutputs)
@@ -143,16 +147,7 @@ REGISTER_KERNEL_BUILDER(Name("KmtlApplyAdamW").Device(tensorflow::DEVICE_CPU), A
 // with a scale of 1 (a row the batch did not touch gets g = 0 whatever the scale: the clip
 // scales the rows before the scatter), without the dense gradient in memory.
 REGISTER_OP("KmtlApplyAdamWRows")
-    .Input("var: resource")
-    .Input("m: resource")
-    .Input("v: resource")
-    .Input("beta1_power: float")
-    .Input("beta2_power: float")
-    .Input("lr: float")
-    .Input("beta1: float")
-    .Input("beta2: float")
-    .Input("epsilon: float")
-    .Input("decay: float")
+    .KMTL_ADAMW_INPUTS
     .Input("rows: float")
     .Input("indices: Tindices")
     .Input("grad_scale: float")
