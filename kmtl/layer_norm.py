@@ -121,7 +121,7 @@ def _kernel_layer_norm(ops, x, gamma, beta, epsilon):
 
 def _call(layer, inputs, kernel=True):
     # only while a gradient tape records (training, `kmtl.tape`): inference graphs (predict, SavedModel,
-    # ONNX, where ONNX Runtime fuses Keras' pattern into one LayerNormalization op) keep Keras' forward
+    # ONNX) keep Keras' forward: stock ops, which TF Serving and tf2onnx know
     if not training_tensor(inputs) or inputs.shape.rank is None or inputs.shape.rank < 1:
         return keras.layers.LayerNormalization.call(layer, inputs)
     out = layer_norm(inputs, layer.gamma.value, layer.beta.value, layer.epsilon, kernel=kernel)

@@ -251,3 +251,19 @@ def test_peak_memory_sees_an_allocation_in_anonymous_memory():
     assert peaks["child"]["anon"] >= 180  # the 200 MiB buffer, every page written
     assert peaks["child"]["file"] < peaks["child"]["rss"]
     assert peaks["self"]["anon"] >= now["anon"] * 0.5 and peaks["self"]["hwm"] >= peaks["self"]["rss"]
+
+
+# ---------------------------------------------------------------- serving gap (benchmarks/serving_gap.py)
+def test_serving_gap_constants_give_the_models_outputs_and_every_candidate_is_timed():
+    """The weights-as-constants candidate reads no variable and computes the same model, and each
+    candidate, ONNX Runtime's included, gets a time."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serving_gap.py"), "--backbone", "tiny",
+                           "--batches", "2", "--length", "8", "--rounds", "2", "--seconds", "0.01", "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])["results"]["2"]
+    assert result["constants_max_abs_diff"] < 1e-5
+    assert result["variable_reads"]["tf_constants"] == 0 < result["variable_reads"]["tf_variables"]
+    assert set(result["ms"]) == {"tf_variables", "tf_constants", "onnxruntime", "gemms_tf", "gemms_ort"}
+    assert all(len(r) == 2 and min(r) > 0 for r in result["rounds"].values())
+    assert 0 <= result["constants_won"] <= 2
