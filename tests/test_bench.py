@@ -267,3 +267,23 @@ def test_serving_gap_constants_give_the_models_outputs_and_every_candidate_is_ti
     assert set(result["ms"]) == {"tf_variables", "tf_constants", "onnxruntime", "gemms_tf", "gemms_ort"}
     assert all(len(r) == 2 and min(r) > 0 for r in result["rounds"].values())
     assert 0 <= result["constants_won"] <= 2
+
+
+def test_bench_serve_warns_of_a_figure_whose_repeats_disagree():
+    """A figure measured while the machine was disturbed (its repeats far apart) is named with a
+    warning under the table; a steady one is not."""
+    import time
+
+    from kmtl.bench.serve import SPREAD_WARN, disturbed, time_calls
+
+    state = {"calls": 0}
+
+    def slows_down():  # 1 ms a call for the first three, then 5 ms (a neighbour arrives in the first repeat)
+        state["calls"] += 1
+        time.sleep(0.001 if state["calls"] <= 3 else 0.005)
+
+    shaky = time_calls(slows_down, batch=4, seconds=0.01, repeats=2, warmup=0)
+    steady = time_calls(lambda: time.sleep(0.002), batch=4, seconds=0.03, repeats=2, warmup=0)
+    assert shaky["spread"] > SPREAD_WARN > steady["spread"] >= 1.0
+    lines = disturbed({"onnxruntime": {"throughput": shaky}, "saved_model": {"latency": steady}})
+    assert len(lines) == 1 and lines[0].startswith("warning: ONNX Runtime token ids, batch 4: repeats ranged")

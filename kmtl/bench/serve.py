@@ -18,7 +18,9 @@ timed loop and trimmed to the batch's longest sequence, as the serving graph tri
 
 Each figure is measured as follows: a few warm-up calls (excluded), then calls back to back
 for ``seconds``; this is repeated ``repeats`` times and the median over repeats is reported
-(per-repeat values are kept in the JSON). Latency (p50/p99 of single calls) is measured at
+(per-repeat values are kept in the JSON); a figure whose repeats are more than `SPREAD_WARN`
+apart (fastest / slowest, its ``spread`` in the JSON) gets a warning under the table: the machine
+was disturbed while it was measured, and a median of disturbed repeats misleads. Latency (p50/p99 of single calls) is measured at
 batch 1; throughput (examples per second over the timed window) at ``batch_size``. Outputs are
 fetched to NumPy inside the timed call for both runtimes. The thread settings, the shapes the
 encoder really sees (batch, sequence length in word pieces, and the real pieces before padding),
@@ -90,6 +92,12 @@ def _versions() -> dict:
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "onnxruntime": onnxruntime.__version__}
 
 
+# (result key, runtime, input) of the table's rows, in order
+ROWS = (("saved_model", "SavedModel", "raw text"), ("saved_model_xla", "SavedModel XLA", "raw text"),
+        ("saved_model_ids", "SavedModel", "token ids"), ("onnxruntime", "ONNX Runtime", "token ids"))
+SPREAD_WARN = 1.25  # repeats of one figure further apart than this (fastest / slowest): a disturbed figure
+
+
 def _percentile(values, q):
     import numpy as np
 
@@ -101,7 +109,8 @@ def time_calls(call: Callable[[], object], batch: int, seconds: float, repeats: 
     """Warm up, then time ``call`` back to back for ``seconds``, ``repeats`` times.
 
     Returns the medians over repeats of p50/p99 call latency (ms) and of examples/s
-    (``batch`` × calls / summed call time), plus the per-repeat figures.
+    (``batch`` × calls / summed call time), the per-repeat figures, and ``spread``: the fastest
+    repeat's examples/s over the slowest's (`format_table` warns above `SPREAD_WARN`).
     """
     for _ in range(warmup):
         call()
@@ -122,8 +131,10 @@ def time_calls(call: Callable[[], object], batch: int, seconds: float, repeats: 
             "p99_ms": _percentile(times, 99) * 1e3,
             "examples_per_s": batch * len(times) / sum(times),
         })
+    rates = [r["examples_per_s"] for r in runs]
     return {
         "batch": batch,
+        "spread": max(rates) / min(rates),  # fastest repeat / slowest: > SPREAD_WARN, a disturbed figure
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "examples_per_s": statistics.median(r["examples_per_s"] for r in runs),
@@ -318,17 +329,36 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
     return result
 
 
+def disturbed(result: dict) -> list:
+    """Lines warning of the figures whose repeats disagree by more than `SPREAD_WARN` (another job,
+    a throttled or migrated VM: the median of three repeats, two of them disturbed, is a disturbed
+    figure), empty when every figure is steady.
+
+    Example:
+        >>> disturbed({"onnxruntime": {"throughput": {"batch": 32, "spread": 2.05, "repeats": [
+        ...     {"examples_per_s": 222.7}, {"examples_per_s": 211.0}, {"examples_per_s": 433.3}]}}})[0][:44]
+        'warning: ONNX Runtime token ids, batch 32: r'
+    """
+    lines = []
+    for key, label, source in ROWS:
+        for measure in ("latency", "throughput"):
+            m = result.get(key, {}).get(measure)
+            if m and m.get("spread", 1.0) > SPREAD_WARN:
+                rates = [r["examples_per_s"] for r in m["repeats"]]
+                lines.append(f"warning: {label} {source}, batch {m['batch']}: repeats ranged {min(rates):.1f}-"
+                             f"{max(rates):.1f} examples/s ({m['spread']:.2f}x): the machine was disturbed while "
+                             "it was measured and its median may mislead; run the benchmark again")
+    return lines
+
+
 def format_table(result: dict) -> str:
-    """The figures as a plain-text table with the conditions under it."""
+    """The figures as a plain-text table with the conditions under it (and `disturbed`'s warnings)."""
     header = f"{'runtime':<14} {'input':<10} {'batch':>5} {'length (pieces)':>16} {'p50 ms':>9} {'p99 ms':>9} {'examples/s':>11}"
     lines = [f"kmtl bench serve: {result['source']}, backbone {result['backbone']}, tasks "
              f"{', '.join(result['tasks'])}; {result['settings']['seq_words']}-word sentences; SavedModel in "
              f"{result['settings'].get('precision', 'float32')}", header,
              "-" * len(header)]
-    rows = (("saved_model", "SavedModel", "raw text"), ("saved_model_xla", "SavedModel XLA", "raw text"),
-            ("saved_model_ids", "SavedModel", "token ids"),
-            ("onnxruntime", "ONNX Runtime", "token ids"))
-    for key, label, source in rows:
+    for key, label, source in ROWS:
         if key not in result:
             continue
         for measure in ("latency", "throughput"):
@@ -344,5 +374,6 @@ def format_table(result: dict) -> str:
         f"ONNX Runtime intra {ort_t['intra_op']} / inter {ort_t['inter_op']} (0 = default), {', '.join(ort_t['providers'])}",
         f"machine: {machine.get('cpu_model', machine['machine'])}, {machine['cpu_count']} CPUs "
         f"(load {machine.get('load_average_1m_at_start', '?')} at start), {machine['platform']}; {result['date']}",
+        *disturbed(result),
     ]
     return "\n".join(lines)
