@@ -16,15 +16,15 @@ Both exports come from the same model, written to a temporary folder:
 For the two ids rows the texts are tokenized once with the model's preprocessor *outside* the
 timed loop and trimmed to the batch's longest sequence, as the serving graph trims them.
 
-Each figure is measured as follows: a few warm-up calls (excluded), then calls back to back
-for ``seconds``; this is repeated ``repeats`` times and the median over repeats is reported
-(per-repeat values are kept in the JSON); a figure whose repeats are more than `SPREAD_WARN`
-apart (fastest / slowest, its ``spread`` in the JSON) gets a warning under the table: the machine
-was disturbed while it was measured, and a median of disturbed repeats misleads. Latency (p50/p99 of single calls) is measured at
-batch 1; throughput (examples per second over the timed window) at ``batch_size``. Outputs are
-fetched to NumPy inside the timed call for both runtimes. The thread settings, the shapes the
-encoder really sees (batch, sequence length in word pieces, and the real pieces before padding),
-the machine and the date are recorded with the figures.
+Each figure is measured as follows: a few warm-up calls (excluded), then calls back to back for
+``seconds``; this is repeated ``repeats`` times and the median over repeats is reported
+(per-repeat values are kept in the JSON); a figure whose repeats are more than `SPREAD_WARN` apart
+(fastest / slowest, its ``spread`` in the JSON) gets a warning under the table: the machine was
+disturbed while it was measured, and a median of disturbed repeats misleads. Latency (p50/p99 of
+single calls) is measured at batch 1; throughput (examples per second over the timed window) at
+``batch_size``. Outputs are fetched to NumPy inside the timed call for both runtimes. The thread
+settings, the shapes the encoder really sees (batch, sequence length in word pieces, and the real
+pieces before padding), the machine and the date are recorded with the figures.
 """
 
 from __future__ import annotations
