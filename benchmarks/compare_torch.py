@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import kmtl  # noqa: E402,F401  (sets the TF environment: oneDNN on, Keras on TensorFlow)
+from kmtl.bench.spread import spread_warning  # noqa: E402
 
 TARGETS = {"fixed": 1.2, "real": 1.3, "data": 10.0, "serve": 1.0}
 
@@ -204,7 +205,11 @@ def format_rows(rows):
         torch_cell = f"{r['torch']:10.1f}" if r["torch"] is not None else f"{'-':>10}"
         lines.append(f"{r['target']:<8} {r['kmtl']:10.1f} {torch_cell} {r['ratio']:7.2f} {r['goal']:6.1f} "
                      f"{'yes' if r['ratio'] >= r['goal'] else 'no':>4}  {r['load'][0]:.2f} -> {r['load'][1]:.2f}  {r['unit']}")
-    return "\n".join(lines)
+    # the same work in every window on fixed shapes and in serving (real-data windows hold other batches)
+    warnings = (spread_warning(f"{r['target']}, {side}", r[f"{side}_detail"]["windows"], "examples/s")
+                for r in rows if r["target"] in ("fixed", "serve") for side in ("kmtl", "torch")
+                if len(r.get(f"{side}_detail", {}).get("windows", [])) > 1)
+    return "\n".join(lines + [w for w in warnings if w])
 
 
 def main(argv=None):

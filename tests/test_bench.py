@@ -274,7 +274,8 @@ def test_bench_serve_warns_of_a_figure_whose_repeats_disagree():
     warning under the table; a steady one is not."""
     import time
 
-    from kmtl.bench.serve import SPREAD_WARN, disturbed, time_calls
+    from kmtl.bench.serve import disturbed, time_calls
+    from kmtl.bench.spread import SPREAD_WARN
 
     state = {"calls": 0}
 
@@ -287,3 +288,23 @@ def test_bench_serve_warns_of_a_figure_whose_repeats_disagree():
     assert shaky["spread"] > SPREAD_WARN > steady["spread"] >= 1.0
     lines = disturbed({"onnxruntime": {"throughput": shaky}, "saved_model": {"latency": steady}})
     assert len(lines) == 1 and lines[0].startswith("warning: ONNX Runtime token ids, batch 4: repeats ranged")
+
+
+def test_side_by_side_warns_of_disturbed_fixed_shape_windows_only():
+    """compare_torch's table names a side whose fixed-shape windows disagree; real-data windows
+    (other batches in each) are not judged by their spread."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import compare_torch
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def row(target, kmtl_windows, torch_windows):
+        return {"target": target, "kmtl": 50.0, "torch": 40.0, "ratio": 1.25, "goal": 1.2, "load": [1.0, 1.0],
+                "unit": "training examples/s (float32)", "kmtl_detail": {"windows": kmtl_windows},
+                "torch_detail": {"windows": torch_windows}}
+
+    table = compare_torch.format_rows([row("fixed", [50.0, 51.0, 49.5], [40.0, 22.0, 41.0]),
+                                       row("real", [70.0, 95.0, 90.0], [30.0, 31.0, 30.5])])
+    warnings = [line for line in table.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: fixed, torch: repeats ranged 22.0-41.0")

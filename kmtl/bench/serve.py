@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from kmtl.bench.spread import spread, spread_warning
 from kmtl.errors import KmtlError
 
 WARMUP_CALLS = 3
@@ -95,7 +96,6 @@ def _versions() -> dict:
 # (result key, runtime, input) of the table's rows, in order
 ROWS = (("saved_model", "SavedModel", "raw text"), ("saved_model_xla", "SavedModel XLA", "raw text"),
         ("saved_model_ids", "SavedModel", "token ids"), ("onnxruntime", "ONNX Runtime", "token ids"))
-SPREAD_WARN = 1.25  # repeats of one figure further apart than this (fastest / slowest): a disturbed figure
 
 
 def _percentile(values, q):
@@ -131,10 +131,9 @@ def time_calls(call: Callable[[], object], batch: int, seconds: float, repeats: 
             "p99_ms": _percentile(times, 99) * 1e3,
             "examples_per_s": batch * len(times) / sum(times),
         })
-    rates = [r["examples_per_s"] for r in runs]
     return {
         "batch": batch,
-        "spread": max(rates) / min(rates),  # fastest repeat / slowest: > SPREAD_WARN, a disturbed figure
+        "spread": spread([r["examples_per_s"] for r in runs]),  # > SPREAD_WARN: a disturbed figure
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "examples_per_s": statistics.median(r["examples_per_s"] for r in runs),
@@ -330,25 +329,19 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
 
 
 def disturbed(result: dict) -> list:
-    """Lines warning of the figures whose repeats disagree by more than `SPREAD_WARN` (another job,
-    a throttled or migrated VM: the median of three repeats, two of them disturbed, is a disturbed
-    figure), empty when every figure is steady.
+    """`kmtl.bench.clock.spread_warning`'s lines for the figures whose repeats disagree, empty when
+    every figure is steady.
 
     Example:
-        >>> disturbed({"onnxruntime": {"throughput": {"batch": 32, "spread": 2.05, "repeats": [
+        >>> disturbed({"onnxruntime": {"throughput": {"batch": 32, "repeats": [
         ...     {"examples_per_s": 222.7}, {"examples_per_s": 211.0}, {"examples_per_s": 433.3}]}}})[0][:44]
         'warning: ONNX Runtime token ids, batch 32: r'
     """
-    lines = []
-    for key, label, source in ROWS:
-        for measure in ("latency", "throughput"):
-            m = result.get(key, {}).get(measure)
-            if m and m.get("spread", 1.0) > SPREAD_WARN:
-                rates = [r["examples_per_s"] for r in m["repeats"]]
-                lines.append(f"warning: {label} {source}, batch {m['batch']}: repeats ranged {min(rates):.1f}-"
-                             f"{max(rates):.1f} examples/s ({m['spread']:.2f}x): the machine was disturbed while "
-                             "it was measured and its median may mislead; run the benchmark again")
-    return lines
+    found = (spread_warning(f"{label} {source}, batch {m['batch']}", [r["examples_per_s"] for r in m["repeats"]],
+                            "examples/s")
+             for key, label, source in ROWS for m in (result.get(key, {}).get(measure)
+                                                     for measure in ("latency", "throughput")) if m)
+    return [line for line in found if line]
 
 
 def format_table(result: dict) -> str:

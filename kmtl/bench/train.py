@@ -29,6 +29,7 @@ import sys
 from typing import Callable, Optional
 
 from kmtl.bench.memory import PeakMemory
+from kmtl.bench.spread import spread_warning
 from kmtl.errors import KmtlError
 
 DATA_KINDS = ("fixed", "real")
@@ -384,7 +385,8 @@ def bench_train(**options) -> dict:
 
 
 def format_table(result: dict) -> str:
-    """The figures as a few human-readable lines."""
+    """The figures as a few human-readable lines (and a warning when the timed windows disagree:
+    `kmtl.bench.spread`)."""
     s, m = result["settings"], result["machine"]
     shape = (f"batch {s['batch_size']} x length {s['seq_len']}" if s["data"] == "fixed" else
              f"batch {s['batch_size']}, max length {s['seq_len']}, padding {s['padding']}, mean padded length "
@@ -409,4 +411,6 @@ def format_table(result: dict) -> str:
         f"machine: {m.get('cpu_model', m['machine'])}, {m['cpu_count']} CPUs, load {result['load_average_1m']['start']}"
         f" -> {result['load_average_1m']['end']}; {result['date']}",
     ]
-    return "\n".join(lines)
+    # GFLOP/s, not examples/s: real-data windows hold batches of other lengths
+    warning = spread_warning("the timed windows", [w["gflops"] for w in result["repeats"]], "GFLOP/s")
+    return "\n".join(lines + ([warning] if warning else []))
