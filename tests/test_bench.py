@@ -308,3 +308,15 @@ def test_side_by_side_warns_of_disturbed_fixed_shape_windows_only():
                                        row("real", [70.0, 95.0, 90.0], [30.0, 31.0, 30.5])])
     warnings = [line for line in table.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and warnings[0].startswith("warning: fixed, torch: repeats ranged 22.0-41.0")
+
+
+def test_benchmarks_record_thread_settings_made_through_the_environment(monkeypatch):
+    """``TF_NUM_INTRAOP_THREADS=1`` changes TensorFlow's pools while ``tf.config`` still reads 0: the
+    recorded settings carry the variable."""
+    from kmtl.bench.serve import THREAD_ENV, tf_threads
+
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert tf_threads()["env"] == {}
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert tf_threads()["env"] == {"TF_NUM_INTRAOP_THREADS": "1"}

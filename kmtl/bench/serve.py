@@ -85,6 +85,27 @@ def machine_info() -> dict:
     return info
 
 
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def tf_threads() -> dict:
+    """TensorFlow's thread settings as this process runs them: ``tf.config``'s intra-/inter-op
+    figures (0: TensorFlow's default, one thread per logical CPU) and the environment variables
+    that set them without ``tf.config`` (which then still reads 0), so a figure measured under
+    ``TF_NUM_INTRAOP_THREADS=1`` says so.
+
+    Example:
+        >>> sorted(tf_threads())
+        ['env', 'inter_op', 'intra_op', 'note']
+    """
+    import tensorflow as tf
+
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "env": {name: os.environ[name] for name in THREAD_ENV if name in os.environ},
+            "note": "0 = TensorFlow's default (one thread per logical CPU) unless env sets it"}
+
+
 def _versions() -> dict:
     import keras
     import onnxruntime
@@ -271,12 +292,10 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
         _say("loading the SavedModel")
         loaded = tf.saved_model.load(str(saved))
         serve = loaded.signatures["serving_default"]
-        tf_threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                      "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                      "note": "0 = TensorFlow's default (one thread per logical CPU)"}
+        threads = tf_threads()
         text_one, text_batch = tf.constant(one), tf.constant(batch)
         result["saved_model"] = {
-            "input": "raw text", "signature": "serving_default", "threads": tf_threads, "export_seconds": saved_s,
+            "input": "raw text", "signature": "serving_default", "threads": threads, "export_seconds": saved_s,
             **_measure("SavedModel", lambda: _fetch(serve(text=text_one)),  # noqa: F821 (deleted after use)
                        lambda: _fetch(serve(text=text_batch)), feed_one, feed_batch, batch_size, seconds,  # noqa: F821
                        repeats)}
@@ -287,7 +306,7 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
             tf_one = {k: tf.constant(v) for k, v in feed_one.items()}
             tf_batch = {k: tf.constant(v) for k, v in feed_batch.items()}
             result["saved_model_ids"] = {
-                "input": "token ids (tokenized outside the timed loop)", "signature": "ids", "threads": tf_threads,
+                "input": "token ids (tokenized outside the timed loop)", "signature": "ids", "threads": threads,
                 **_measure("SavedModel ids", lambda: _fetch(ids(**tf_one)), lambda: _fetch(ids(**tf_batch)),
                            feed_one, feed_batch, batch_size, seconds, repeats)}
         del serve, loaded
@@ -300,7 +319,7 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
             xla_s = time.perf_counter() - t0
             serve_xla = tf.saved_model.load(str(saved_xla)).signatures["serving_default"]
             result["saved_model_xla"] = {
-                "input": "raw text", "signature": "serving_default", "threads": tf_threads, "export_seconds": xla_s,
+                "input": "raw text", "signature": "serving_default", "threads": threads, "export_seconds": xla_s,
                 "xla_max_batch": xla_max_batch,
                 **_measure("SavedModel XLA", lambda: _fetch(serve_xla(text=text_one)),
                            lambda: _fetch(serve_xla(text=text_batch)), feed_one, feed_batch, batch_size, seconds,
@@ -363,7 +382,8 @@ def format_table(result: dict) -> str:
     lines += [
         f"median of {s['repeats']} repeats x {s['seconds']:g} s each, {s['warmup_calls']} warm-up calls excluded; "
         "length = sequence length the encoder runs on, pieces = longest real input incl. [CLS]/[SEP]",
-        f"threads: TensorFlow intra {tf_t['intra_op']} / inter {tf_t['inter_op']} (0 = default), "
+        f"threads: TensorFlow intra {tf_t['intra_op']} / inter {tf_t['inter_op']} (0 = default"
+        + "".join(f"; {k}={v}" for k, v in tf_t.get("env", {}).items()) + "), "
         f"ONNX Runtime intra {ort_t['intra_op']} / inter {ort_t['inter_op']} (0 = default), {', '.join(ort_t['providers'])}",
         f"machine: {machine.get('cpu_model', machine['machine'])}, {machine['cpu_count']} CPUs "
         f"(load {machine.get('load_average_1m_at_start', '?')} at start), {machine['platform']}; {result['date']}",

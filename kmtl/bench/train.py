@@ -302,7 +302,7 @@ class TrainBench:
         from kmtl.bench.clock import StepClock
         from kmtl.bench.flops import step_flops
         from kmtl.bench.peak import matmul_peak
-        from kmtl.bench.serve import machine_info
+        from kmtl.bench.serve import machine_info, tf_threads
 
         s = self.settings
         started = datetime.datetime.now(datetime.timezone.utc)
@@ -345,8 +345,7 @@ class TrainBench:
             "settings": {**s, "statistic": "median over repeats", "tasks": [t.name for t in self.tasks],
                          "optimizer": "AdamW (kmtl.training.make_optimizer)",
                          "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                         "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}},
+                         "tf_threads": tf_threads()},
             "examples_per_sec": med["examples_per_sec"],
             "tokens_per_sec": med["tokens_per_sec"],
             "padded_tokens_per_sec": med["padded_tokens_per_sec"],
