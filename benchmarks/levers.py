@@ -166,7 +166,7 @@ def main(argv=None):
     rows = {text: [] for text, _ in benches}
     for r in range(args.rounds):
         for text, bench in benches:
-            result = bench.run(batches=batches[text], peak=peak)
+            result = bench.run(batches=batches[text], peak=peak, peak_after=False)
             rows[text].append(result)
             print(f"round {r + 1}: {text:<40} {result['examples_per_sec']:7.2f} examples/s "
                   f"(load {result['load_average_1m']['start']})", flush=True)

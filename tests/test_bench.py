@@ -201,6 +201,10 @@ def test_bench_train_auto_precision_follows_the_cpu_and_measures_the_peak_in_the
     assert s["precision"] == "mixed_bfloat16" and s["precision_auto"] == "auto: the CPU has AVX512-BF16"
     assert result["matmul_peak"]["dtype"] == "bfloat16" and result["peak_gflops"] > 0
     assert result["gflops"] == pytest.approx(result["peak_ratio"] * result["peak_gflops"])
+    # the share is taken against the higher of the peaks measured before and after the windows, alike
+    before, after = result["matmul_peak"], result["matmul_peak_after"]
+    assert after["dtype"] == "bfloat16" and after["seconds"] == before["seconds"] == 0.05
+    assert result["peak_gflops"] == max(before["gflops"], after["gflops"])
 
 
 def test_train_bench_soft_sharing_routes_the_fixed_batch_by_task():

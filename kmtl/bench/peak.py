@@ -27,7 +27,8 @@ def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3, dtype:
         dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
 
     Returns:
-        ``{"gflops": best, "median_gflops": median, "repeats": [...], "size": size, "dtype": dtype}``:
+        ``{"gflops": best, "median_gflops": median, "repeats": [...], "size": size, "dtype": dtype,
+        "seconds": seconds}``:
         the best repeat is the peak (other jobs on a shared machine only ever slow it down).
 
     Example:
@@ -59,4 +60,4 @@ def matmul_peak(size: int = 1024, seconds: float = 1.0, repeats: int = 3, dtype:
                 break
         runs.append(flops * calls / elapsed / 1e9)
     return {"gflops": max(runs), "median_gflops": statistics.median(runs), "repeats": runs, "size": size,
-            "dtype": dtype}
+            "dtype": dtype, "seconds": seconds}
