@@ -348,7 +348,7 @@ def bench_serve(backbone: Optional[str] = None, run_dir=None, seq_words: int = 2
 
 
 def disturbed(result: dict) -> list:
-    """`kmtl.bench.clock.spread_warning`'s lines for the figures whose repeats disagree, empty when
+    """`kmtl.bench.spread.spread_warning`'s lines for the figures whose repeats disagree, empty when
     every figure is steady.
 
     Example:
