@@ -2,6 +2,7 @@
 
     python benchmarks/dropout.py                       # [32, 12, 64, 64] and [32, 64, 384], float32 and bfloat16
     python benchmarks/dropout.py --shapes 32x12x128x128 --rounds 8
+    python benchmarks/dropout.py --philox              # the kernel's forward: SIMD Philox loop vs portable
 
 Forward + backward of ``dropout(x)`` at rate 0.1 (a MiniLM step runs six of each shape's
 dropout: the attention probabilities' and, twice per layer, the hidden states'). ``kernel`` is
@@ -10,6 +11,10 @@ dropout: the attention probabilities' and, twice per layer, the hidden states').
 ``SelectV2``; ``SelectV2`` + ``Mul`` back). Rounds alternate between the two so that load from
 other jobs hits each alike; the median over rounds is printed with the load, and whether the two
 gave the same gradient to the bit.
+
+``--philox`` times the kernel's forward alone with its Philox words from the SIMD loop this CPU
+takes (AVX-512, else AVX2) against the portable loop (GCC's vectorization of plain C++), and says
+whether the two masks are the same to the bit.
 """
 
 from __future__ import annotations
@@ -31,14 +36,17 @@ def main(argv=None):
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--iters", type=int, default=240, help="calls per candidate, over all rounds")
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--philox", action="store_true",
+                   help="the kernel's forward: the SIMD Philox loop against the portable one")
     args = p.parse_args(argv)
     import numpy as np
     import tensorflow as tf
 
     from kmtl import kernels
-    from kmtl.dropout import dropout
+    from kmtl.dropout import dropout, threshold
 
-    if kernels.dropout() is None:
+    ops = kernels.dropout()
+    if ops is None:
         sys.exit("kmtl's dropout kernel does not build here (see the warning above): nothing to compare")
 
     def step_of(kernel):
@@ -50,6 +58,15 @@ def main(argv=None):
             return tape.gradient(y, x, dy)
         return step
 
+    def forward_of(ops, portable):
+        level = threshold(args.rate)
+
+        @tf.function
+        def forward(x, dy, seed):
+            _, keep = ops.kmtl_dropout(x, seed, tf.constant(1.0, x.dtype), threshold=level, portable=portable)
+            return tf.cast(keep, x.dtype)
+        return forward
+
     per_round = max(1, args.iters // args.rounds)
     seed = tf.constant([1, 2])
     for text in args.shapes:
@@ -57,12 +74,17 @@ def main(argv=None):
         for dtype in args.dtypes:
             x = tf.cast(tf.random.normal(shape, seed=0), dtype)
             dy = tf.cast(tf.random.normal(shape, seed=3), dtype)
-            steps = {"kernel": step_of(True), "ops": step_of(False)}
-            grads = [tf.cast(step(x, dy, seed), tf.float32).numpy() for step in steps.values()]
-            same = np.array_equal(grads[0], grads[1])
+            if args.philox:
+                steps = {"SIMD Philox": forward_of(ops, False), "portable Philox": forward_of(ops, True)}
+                what, compared = "kernel forward", "mask"
+            else:
+                steps = {"kernel": step_of(True), "ops": step_of(False)}
+                what, compared = "forward + backward", "gradient"
+            outs = [tf.cast(step(x, dy, seed), tf.float32).numpy() for step in steps.values()]
+            same = np.array_equal(outs[0], outs[1])
             times, (load0, load1) = interleaved_ms(steps, (x, dy, seed), args.rounds, per_round, warmup=5)
             print(f"{dtype} {shape} dropout {args.rate}: median of {args.rounds} rounds x {per_round} calls, "
-                  f"forward + backward; load {load0:.2f} -> {load1:.2f}; same gradient to the bit: {same}")
+                  f"{what}; load {load0:.2f} -> {load1:.2f}; same {compared} to the bit: {same}")
             print("\n".join(times_lines(times)))
 
 

@@ -3,13 +3,16 @@
     python benchmarks/profile_inference.py                               # float32, batch 32 x 22 word pieces
     python benchmarks/profile_inference.py --precision mixed_bfloat16 --detail Cast
     python benchmarks/profile_inference.py --precision mixed_bfloat16 --serving-copy   # what a bfloat16 export runs
+    python benchmarks/profile_inference.py --raw-text --batch 1          # the SavedModel's serving_default
 
 What the SavedModel's ``ids`` signature computes (a fresh model with the fixed-shape benchmark's
 two heads, `kmtl.bench.train.fixed_tasks`, on its random token ids, `fixed_batch`): a
 `tf.function` of ``model(x, training=False)``, warmed up, timed, then ``--calls`` calls recorded
 with the TensorFlow profiler and summed by op type (`profile_step.op_table`), per call.
 ``--serving-copy`` profiles `kmtl.model.precision.serving_copy` of the model (bfloat16 weights)
-instead of the model itself.
+instead of the model itself. ``--raw-text`` exports the model as `kmtl export` does (the
+tokenizer in the graph) and profiles the loaded SavedModel's ``serving_default`` on ``--batch``
+20-word sentences (`kmtl.bench.serve.sentences`): the forward pass and the tokenization.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def main(argv=None):
     p.add_argument("--length", type=int, default=22)
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--detail", nargs="*", default=(), metavar="OP_TYPE", help="where these op types' time goes")
+    p.add_argument("--raw-text", action="store_true",
+                   help="profile the exported SavedModel's serving_default on raw text (tokenizer included)")
+    p.add_argument("--top", type=int, default=15, help="how many op types to list")
     args = p.parse_args(argv)
     import tensorflow as tf
     from profile_step import op_table, print_op_table
@@ -48,21 +54,37 @@ def main(argv=None):
         model = kmtl.build_model(encoder, fixed_tasks())
     if args.serving_copy:
         model = serving_copy(model)
-    x = {k: tf.constant(v) for k, v in fixed_batch(args.batch, args.length, encoder.backbone.vocabulary_size)["x"].items()}
-    forward = tf.function(lambda v: model(v, training=False))
+    if args.raw_text:
+        import tensorflow_text  # noqa: F401  (the serving graph's TF Text ops)
+
+        from kmtl.bench.serve import sentences
+        from kmtl.export import export_saved_model
+
+        saved = export_saved_model(model, encoder.preprocessor(128), tempfile.mkdtemp(), "profile")
+        serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
+        x = tf.constant(sentences(args.batch, 20))
+        what = "serving_default on raw text (20 words)"
+
+        def forward(texts):
+            return serve(text=texts)
+    else:
+        x = {k: tf.constant(v)
+             for k, v in fixed_batch(args.batch, args.length, encoder.backbone.vocabulary_size)["x"].items()}
+        forward = tf.function(lambda v: model(v, training=False))
+        what = f"batch {args.batch} x {args.length}"
     for _ in range(5):
         forward(x)
     start, load = time.perf_counter(), os.getloadavg()[0]
     for _ in range(20):
         forward(x)
-    print(f"{args.backbone} {args.precision}{' serving copy' if args.serving_copy else ''}, batch {args.batch} x "
-          f"{args.length}: {(time.perf_counter() - start) / 20 * 1000:.2f} ms a call (unprofiled), load {load:.2f}")
+    print(f"{args.backbone} {args.precision}{' serving copy' if args.serving_copy else ''}, {what}, batch "
+          f"{args.batch}: {(time.perf_counter() - start) / 20 * 1000:.2f} ms a call (unprofiled), load {load:.2f}")
     logdir = tempfile.mkdtemp()
     tf.profiler.experimental.start(logdir)
     for _ in range(args.calls):
         forward(x)
     tf.profiler.experimental.stop()
-    rows, total, detail = op_table(logdir, top=15, detail=tuple(args.detail))
+    rows, total, detail = op_table(logdir, top=args.top, detail=tuple(args.detail))
     print(f"op types by host time over {args.calls} profiled calls ({total / args.calls * 1e3:.2f} ms of op "
           "events a call; ops on 2 threads can overlap):")
     print_op_table(rows, total, detail, args.calls, "call")

@@ -82,7 +82,7 @@ def test_the_kernel_gives_the_ops_mask_and_figures_to_the_bit(dtype, shape):
 
 @pytest.mark.parametrize("portable", [False, True])
 def test_both_philox_loops_give_tensorflows_words(portable):
-    ops = kernel_or_skip("dropout")  # portable=False: the AVX-512 loop where the CPU has it
+    ops = kernel_or_skip("dropout")  # portable=False: the AVX-512 or AVX2 loop where the CPU has one
     for shape, seed in (([5000], [1, 2]), ([3, 4099], [-5, 2 ** 31 - 1]), ([17], [0, 0])):
         x = tf.ones(shape)
         y, keep = ops.kmtl_dropout(x, tf.constant(seed), tf.constant(2.0), threshold=threshold(0.5), portable=portable)
