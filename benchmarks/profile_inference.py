@@ -63,7 +63,7 @@ def main(argv=None):
         saved = export_saved_model(model, encoder.preprocessor(128), tempfile.mkdtemp(), "profile")
         serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
         x = tf.constant(sentences(args.batch, 20))
-        what = "serving_default on raw text (20 words)"
+        what = f"serving_default on raw text, batch {args.batch} x 20 words"
 
         def forward(texts):
             return serve(text=texts)
@@ -77,8 +77,8 @@ def main(argv=None):
     start, load = time.perf_counter(), os.getloadavg()[0]
     for _ in range(20):
         forward(x)
-    print(f"{args.backbone} {args.precision}{' serving copy' if args.serving_copy else ''}, {what}, batch "
-          f"{args.batch}: {(time.perf_counter() - start) / 20 * 1000:.2f} ms a call (unprofiled), load {load:.2f}")
+    print(f"{args.backbone} {args.precision}{' serving copy' if args.serving_copy else ''}, {what}: "
+          f"{(time.perf_counter() - start) / 20 * 1000:.2f} ms a call (unprofiled), load {load:.2f}")
     logdir = tempfile.mkdtemp()
     tf.profiler.experimental.start(logdir)
     for _ in range(args.calls):
