@@ -19,11 +19,11 @@ not worth a dropout mask from an untested generator for about 5 % of a training 
 On a CPU, where kmtl's kernel builds (`kmtl.kernels.dropout`, C++ next to it), the words, the
 compare and the scaled select are one pass over memory instead of four TensorFlow ops, and the
 gradient one pass instead of two (``Mul`` + ``SelectV2``); its Philox rounds run 16 draws at a
-time in AVX-512 registers where the CPU has them. The same mask and the same figures to the bit
-(tests/test_dropout.py). Measured 2026-12-03 (Intel(R) Xeon(R) Processor, 2 vCPUs, idle, load
-1.0-1.1; ``python benchmarks/dropout.py``), forward + backward at rate 0.1: [32, 12, 64, 64]
-1.56 ms against 2.77 in float32, 1.59 against 2.85 in bfloat16; [32, 64, 384] 1.02 against 1.65
-and 1.01 against 1.66. Where it does not build, where a GPU is visible (it has no GPU kernel),
+time in AVX-512 registers where the CPU has them, else 8 in AVX2 registers. The same mask and
+the same figures to the bit (tests/test_dropout.py). Measured 2026-12-03 (Intel(R) Xeon(R)
+Processor, 2 vCPUs, idle, load 1.0-1.1; ``python benchmarks/dropout.py``), forward + backward
+at rate 0.1: [32, 12, 64, 64] 1.56 ms against 2.77 in float32, 1.59 against 2.85 in bfloat16;
+[32, 64, 384] 1.02 against 1.65 and 1.01 against 1.66. Where it does not build, where a GPU is visible (it has no GPU kernel),
 inside an XLA-compiled step (``jit_compile``) or with a ``noise_shape``, the TensorFlow ops below run.
 
 The rate is rounded to a multiple of 2^-16 (0.1 becomes 0.100006) and the kept elements are
