@@ -60,7 +60,8 @@ def main(argv=None):
         from kmtl.bench.serve import sentences
         from kmtl.export import export_saved_model
 
-        saved = export_saved_model(model, encoder.preprocessor(128), tempfile.mkdtemp(), "profile")
+        export_dir = tempfile.TemporaryDirectory(prefix="kmtl-profile-")  # removed when main returns
+        saved = export_saved_model(model, encoder.preprocessor(128), export_dir.name, "profile")
         serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
         x = tf.constant(sentences(args.batch, 20))
         what = f"serving_default on raw text, batch {args.batch} x 20 words"

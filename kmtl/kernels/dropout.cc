@@ -191,6 +191,9 @@ __attribute__((target("avx512f"))) static void philox_words_avx512(const uint32_
 
 // The same as philox_words_avx512, 8 calls at a time in AVX2 registers, for CPUs without AVX-512
 // (AMD EPYC before Zen 4): GCC's AVX2 clone of the portable loop does not find this form either.
+// Written out rather than shared with the AVX-512 loop through a template: GCC inlines intrinsics
+// only into functions compiled for their instruction set, and a body compiled for both could
+// emit AVX-512 instructions on a CPU that has none.
 __attribute__((target("avx2"))) static void philox_words_avx2(const uint32_t key[2], const uint32_t counter[4],
                                                                uint64_t first_block, int64_t blocks,
                                                                uint32_t* __restrict words) {
