@@ -58,12 +58,12 @@ def main(argv=None):
             return tape.gradient(y, x, dy)
         return step
 
-    def forward_of(portable):
+    def forward_of(philox):
         level = threshold(args.rate)
 
         @tf.function
         def forward(x, dy, seed):  # dy unused: the same arguments as step_of's steps
-            _, keep = ops.kmtl_dropout(x, seed, tf.constant(1.0, x.dtype), threshold=level, portable=portable)
+            _, keep = ops.kmtl_dropout(x, seed, tf.constant(1.0, x.dtype), threshold=level, philox=philox)
             return tf.cast(keep, x.dtype)
         return forward
 
@@ -75,7 +75,7 @@ def main(argv=None):
             x = tf.cast(tf.random.normal(shape, seed=0), dtype)
             dy = tf.cast(tf.random.normal(shape, seed=3), dtype)
             if args.philox:
-                steps = {"SIMD Philox": forward_of(False), "portable Philox": forward_of(True)}
+                steps = {"SIMD Philox": forward_of("auto"), "portable Philox": forward_of("portable")}
                 what, compared = "kernel forward", "mask"
             else:
                 steps = {"kernel": step_of(True), "ops": step_of(False)}

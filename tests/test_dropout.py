@@ -80,12 +80,31 @@ def test_the_kernel_gives_the_ops_mask_and_figures_to_the_bit(dtype, shape):
         np.testing.assert_array_equal(y.numpy() != 0, keep_mask(shape, 0.3, seed).numpy() & (x.numpy() != 0))
 
 
-@pytest.mark.parametrize("portable", [False, True])
-def test_both_philox_loops_give_tensorflows_words(portable):
-    ops = kernel_or_skip("dropout")  # portable=False: the AVX-512 or AVX2 loop where the CPU has one
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return {flag for line in info if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:  # not Linux: only the loops every CPU runs are checked
+        return set()
+
+
+LOOP_NEEDS = {"auto": None, "portable": None, "avx2": "avx2", "avx512": "avx512f"}
+
+
+@pytest.mark.parametrize("philox", list(LOOP_NEEDS))
+def test_every_philox_loop_gives_tensorflows_words(philox):
+    """Each Philox loop the CPU can run, forced by name: on an AVX-512 CPU "auto" takes the AVX-512
+    loop, so the AVX2 one is checked only because it is asked for."""
+    ops = kernel_or_skip("dropout")
+    needs = LOOP_NEEDS[philox]
+    if needs and needs not in _cpu_flags():
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"philox='{philox}' needs instructions.*'auto'"):
+            ops.kmtl_dropout(tf.ones([8]), tf.constant([1, 2]), tf.constant(2.0), threshold=threshold(0.5),
+                             philox=philox)
+        pytest.skip(f"this CPU lacks {needs} (asking for the loop gives the error checked above)")
     for shape, seed in (([5000], [1, 2]), ([3, 4099], [-5, 2 ** 31 - 1]), ([17], [0, 0])):
         x = tf.ones(shape)
-        y, keep = ops.kmtl_dropout(x, tf.constant(seed), tf.constant(2.0), threshold=threshold(0.5), portable=portable)
+        y, keep = ops.kmtl_dropout(x, tf.constant(seed), tf.constant(2.0), threshold=threshold(0.5), philox=philox)
         np.testing.assert_array_equal(keep.numpy(), keep_mask(shape, 0.5, tf.constant(seed)).numpy())
         np.testing.assert_array_equal(y.numpy(), np.where(keep.numpy(), 2.0, 0.0))
 

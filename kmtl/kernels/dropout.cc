@@ -11,7 +11,9 @@
 // libtensorflow_framework, so written again below), 4 words per counter value. So the mask is
 // TensorFlow's own, to the bit (tests/test_dropout.py compares them).
 //
-// The attribute `portable` skips the AVX-512 and AVX2 Philox loops (tests compare both with TensorFlow).
+// The attribute `philox` picks the Philox loop: "auto" (AVX-512 where the CPU has it, else AVX2, else
+// portable C++), or one of "avx512", "avx2", "portable" by name (an error on a CPU without it), so tests
+// compare every loop the CPU can run with TensorFlow, not only the one "auto" takes.
 //
 // KmtlDropoutGrad(dy, keep, scale) -> dx:   dx[j] = keep[j] ? dy[j] * scale : 0
 // (the gradient of the select-of-a-product above, as TensorFlow computes it).
@@ -20,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -42,7 +45,7 @@ REGISTER_OP("KmtlDropout")
     .Output("y: T")
     .Output("keep: bool")
     .Attr("threshold: int")
-    .Attr("portable: bool = false")
+    .Attr("philox: {'auto', 'avx512', 'avx2', 'portable'} = 'auto'")
     .Attr("T: {float, bfloat16, half}")
     .Attr("Tseed: {int32, int64}")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
@@ -232,12 +235,28 @@ __attribute__((target("avx2"))) static void philox_words_avx2(const uint32_t key
 }
 #endif
 
-static void philox_words(bool portable, const uint32_t key[2], const uint32_t counter[4], uint64_t first_block,
-                         int64_t blocks, uint32_t* words) {
+enum class PhiloxLoop { kPortable, kAvx2, kAvx512 };
+
+// The loop `philox` names, or the fastest this CPU runs for "auto"; false if it cannot run here.
+static bool philox_loop(const std::string& name, PhiloxLoop* loop) {
 #ifdef KMTL_HAVE_SIMD_PHILOX
   static const bool avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
-  if (avx512 && !portable) return philox_words_avx512(key, counter, first_block, blocks, words);
-  if (avx2 && !portable) return philox_words_avx2(key, counter, first_block, blocks, words);
+#else
+  static const bool avx512 = false, avx2 = false;
+#endif
+  if (name == "auto") {
+    *loop = avx512 ? PhiloxLoop::kAvx512 : avx2 ? PhiloxLoop::kAvx2 : PhiloxLoop::kPortable;
+    return true;
+  }
+  *loop = name == "avx512" ? PhiloxLoop::kAvx512 : name == "avx2" ? PhiloxLoop::kAvx2 : PhiloxLoop::kPortable;
+  return *loop == PhiloxLoop::kPortable || (*loop == PhiloxLoop::kAvx2 ? avx2 : avx512);
+}
+
+static void philox_words(PhiloxLoop loop, const uint32_t key[2], const uint32_t counter[4], uint64_t first_block,
+                         int64_t blocks, uint32_t* words) {
+#ifdef KMTL_HAVE_SIMD_PHILOX
+  if (loop == PhiloxLoop::kAvx512) return philox_words_avx512(key, counter, first_block, blocks, words);
+  if (loop == PhiloxLoop::kAvx2) return philox_words_avx2(key, counter, first_block, blocks, words);
 #endif
   philox_words_portable(key, counter, first_block, blocks, words);
 }
@@ -345,7 +364,11 @@ class DropoutOp : public OpKernel {
  public:
   explicit DropoutOp(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("threshold", &threshold_));
-    OP_REQUIRES_OK(context, context->GetAttr("portable", &portable_));
+    std::string philox;
+    OP_REQUIRES_OK(context, context->GetAttr("philox", &philox));
+    OP_REQUIRES(context, philox_loop(philox, &philox_),
+                tensorflow::errors::InvalidArgument("KmtlDropout: philox='", philox,
+                                                    "' needs instructions this CPU lacks; use 'auto'"));
     OP_REQUIRES(context, threshold_ >= 0 && threshold_ <= 65535,
                 tensorflow::errors::InvalidArgument("KmtlDropout: threshold must be in [0, 65535], got ", threshold_));
   }
@@ -380,7 +403,7 @@ class DropoutOp : public OpKernel {
     uint8_t* kept = reinterpret_cast<uint8_t*>(keep->flat<bool>().data());
     const T scale = scale_t.scalar<T>()();
     const uint16_t threshold = static_cast<uint16_t>(threshold_);
-    const bool portable = portable_;
+    const PhiloxLoop loop = philox_;
     auto work = [=](int64_t first_chunk, int64_t last_chunk) {
       uint32_t words[4 * kLanes];
       uint16_t levels[2 * 4 * kLanes];
@@ -388,7 +411,7 @@ class DropoutOp : public OpKernel {
         const int64_t begin = chunk * kLanes * kPerBlock;
         const int64_t count = std::min<int64_t>(n - begin, kLanes * kPerBlock);
         const int64_t blocks = (count + kPerBlock - 1) / kPerBlock;
-        philox_words(portable, key, counter, static_cast<uint64_t>(chunk * kLanes), blocks, words);
+        philox_words(loop, key, counter, static_cast<uint64_t>(chunk * kLanes), blocks, words);
         // the words' 16-bit halves in memory order: what tf.bitcast(words, tf.uint16) gives
         std::memcpy(levels, words, sizeof(uint32_t) * 4 * blocks);
         Loops<T>::drop(in + begin, levels, count, threshold, scale, out + begin, kept + begin);
@@ -401,7 +424,7 @@ class DropoutOp : public OpKernel {
 
  private:
   int64_t threshold_;
-  bool portable_;
+  PhiloxLoop philox_;
 };
 
 template <typename T>
