@@ -11,6 +11,7 @@ from kernel_skip import kernel_or_skip
 import kmtl
 from kmtl.backbone import tiny_encoder
 from kmtl.dropout import LEVELS, dropout, fast_dropout, keep_mask, threshold
+from kmtl.model.precision import cpu_flags
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
@@ -80,14 +81,6 @@ def test_the_kernel_gives_the_ops_mask_and_figures_to_the_bit(dtype, shape):
         np.testing.assert_array_equal(y.numpy() != 0, keep_mask(shape, 0.3, seed).numpy() & (x.numpy() != 0))
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return {flag for line in info if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-    except OSError:  # not Linux: only the loops every CPU runs are checked
-        return set()
-
-
 LOOP_NEEDS = {"auto": None, "portable": None, "avx2": "avx2", "avx512": "avx512f"}
 
 
@@ -97,7 +90,7 @@ def test_every_philox_loop_gives_tensorflows_words(philox):
     loop, so the AVX2 one is checked only because it is asked for."""
     ops = kernel_or_skip("dropout")
     needs = LOOP_NEEDS[philox]
-    if needs and needs not in _cpu_flags():
+    if needs and needs not in cpu_flags():
         with pytest.raises(tf.errors.InvalidArgumentError, match=f"philox='{philox}' needs instructions.*'auto'"):
             ops.kmtl_dropout(tf.ones([8]), tf.constant([1, 2]), tf.constant(2.0), threshold=threshold(0.5),
                              philox=philox)

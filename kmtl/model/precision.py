@@ -56,9 +56,9 @@ def _cpuinfo() -> str:
         return ""
 
 
-def cpu_bf16_flags(cpuinfo: Optional[str] = None) -> list:
-    """The native-bfloat16 flags this CPU reports (`BF16_CPU_FLAGS`, best first); ``[]`` where
-    there are none or no ``/proc/cpuinfo`` (macOS, Windows: kmtl then assumes none).
+def cpu_flags(cpuinfo: Optional[str] = None) -> set:
+    """The instruction-set flags this CPU reports (``avx2``, ``avx512f``, ...); empty where there
+    is no ``/proc/cpuinfo`` (macOS, Windows).
 
     Args:
         cpuinfo: the text of ``/proc/cpuinfo`` (default: read it).
@@ -69,6 +69,17 @@ def cpu_bf16_flags(cpuinfo: Optional[str] = None) -> list:
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[-1].split())
+    return flags
+
+
+def cpu_bf16_flags(cpuinfo: Optional[str] = None) -> list:
+    """The native-bfloat16 flags this CPU reports (`BF16_CPU_FLAGS`, best first); ``[]`` where
+    there are none or no ``/proc/cpuinfo`` (macOS, Windows: kmtl then assumes none).
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (default: read it).
+    """
+    flags = cpu_flags(cpuinfo)
     return [flag for flag in BF16_CPU_FLAGS if flag in flags]
 
 
